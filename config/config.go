@@ -1,0 +1,297 @@
+// Package config turns the user's declarative YAML model into validated Go
+// structs. It knows nothing about Envoy: the xds package translates this model
+// into Envoy resources, the cohort package decides with it.
+package config
+
+import (
+	"net"
+	"strconv"
+	"time"
+)
+
+// Default listen addresses. All bind to loopback so that nothing is exposed
+// until the operator asks for it.
+const (
+	DefaultXDSAddr     = "127.0.0.1:18000"
+	DefaultExtProcAddr = "127.0.0.1:18001"
+	DefaultAdminAddr   = "127.0.0.1:18002"
+	DefaultGatewayPort = 10000
+)
+
+// Header names shared by the control plane and the decision server.
+const (
+	// VariantHeader carries the decided variant to Envoy's router and back to
+	// the client. Envoy strips any client-sent copy before ext_proc runs.
+	VariantHeader = "x-modelsplit-variant"
+	// TargetHeader lets a trusted caller name a variant explicitly.
+	TargetHeader = "x-modelsplit-target"
+	// EndpointMetadataKey is the ext_proc stream metadata naming the endpoint
+	// the request matched, so the server never re-implements route matching.
+	EndpointMetadataKey = "x-modelsplit-endpoint"
+	// ClientMetadataKey tells the ext_proc server which kind of client opened
+	// the stream ("envoy" or "grpc"): they read different HeaderValue fields.
+	ClientMetadataKey = "x-modelsplit-client"
+	// ShadowHeader names the shadow cluster a request is mirrored to; the
+	// mirror policy reads it through cluster_header.
+	ShadowHeader = "x-modelsplit-shadow"
+)
+
+// Protocols a backend can speak.
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolHTTP2 = "http2"
+	ProtocolGRPC  = "grpc"
+)
+
+// Config is the whole declarative model of one modelsplit deployment.
+type Config struct {
+	Listen    Listen              `yaml:"listen"`
+	TLS       TLS                 `yaml:"tls"`
+	Admin     Admin               `yaml:"admin"`
+	Store     Store               `yaml:"store"`
+	Gateway   Gateway             `yaml:"gateway"`
+	UserLists map[string][]string `yaml:"user_lists"`
+	Endpoints []Endpoint          `yaml:"endpoints"`
+
+	// Source is the file the config was read from ("" when built in code).
+	Source string `yaml:"-"`
+	// lines maps a field path such as "endpoints[0].variants[1].weight" to
+	// its line in Source, so validation errors can point at it.
+	lines map[string]int
+}
+
+// Listen holds the addresses modelsplit serves on.
+type Listen struct {
+	XDS     string `yaml:"xds"`
+	ExtProc string `yaml:"extproc"` // host:port or unix:///path
+	Admin   string `yaml:"admin"`
+}
+
+// TLS configures server-side TLS for the xDS and ext_proc gRPC listeners.
+// Empty means plaintext (the loopback default).
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires and verifies client certificates.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
+
+// Admin configures the admin/metrics HTTP listener.
+type Admin struct {
+	// TokenFile holds the bearer token required on the admin API. It is
+	// mandatory when listen.admin is not a loopback address. The environment
+	// variable MODELSPLIT_ADMIN_TOKEN is used when this is empty.
+	TokenFile string `yaml:"token_file"`
+	// StateFile persists live changes (weights, shadow pauses) when no Redis
+	// is configured.
+	StateFile string `yaml:"state_file"`
+}
+
+// Store selects where sticky assignments live.
+type Store struct {
+	// Redis is a go-redis URL: redis://, rediss:// (TLS), redis-sentinel
+	// style and cluster addresses are accepted (see cohort.NewRedisStore).
+	// Empty selects the in-memory store (single replica).
+	Redis string `yaml:"redis"`
+	// KeyPrefix namespaces every key modelsplit writes.
+	KeyPrefix string `yaml:"key_prefix"`
+	// Timeout is the budget for one Redis read on the decision path; past it
+	// the hash decides.
+	Timeout Duration `yaml:"timeout"`
+	// CacheSize bounds the in-process assignment cache (entries).
+	CacheSize int `yaml:"cache_size"`
+	// CAFile verifies the Redis server certificate for rediss:// URLs.
+	CAFile string `yaml:"ca_file"`
+}
+
+// Gateway describes the Envoy listener modelsplit programs.
+type Gateway struct {
+	Address string `yaml:"address"` // default 0.0.0.0
+	Port    int    `yaml:"port"`
+	// ExtProcAddress is where Envoy and gRPC clients reach the ext_proc
+	// server; defaults to listen.extproc. Set it when Envoy runs elsewhere.
+	ExtProcAddress string `yaml:"extproc_address"`
+	// ExtProcTimeout is Envoy's per-message timeout for the decision; past
+	// it Envoy fails open to the weighted route.
+	ExtProcTimeout Duration `yaml:"extproc_timeout"`
+}
+
+// Endpoint is one model served behind the gateway, split across variants.
+type Endpoint struct {
+	Name  string `yaml:"name"`
+	Match Match  `yaml:"match"`
+	// Protocol is the default protocol of the variants' backends.
+	Protocol string `yaml:"protocol"`
+	// Services are the fully qualified gRPC services of a grpc endpoint
+	// (e.g. inference.GRPCInferenceService). Derived from a
+	// /package.Service/ path prefix when empty.
+	Services []string `yaml:"services"`
+	Sticky   Sticky   `yaml:"sticky"`
+	// AllowTarget lets callers pick a variant with x-modelsplit-target.
+	AllowTarget bool      `yaml:"allow_target"`
+	Variants    []Variant `yaml:"variants"`
+	Shadows     []Shadow  `yaml:"shadows"`
+	Rules       []Rule    `yaml:"rules"`
+}
+
+// Match selects the requests that belong to an endpoint.
+type Match struct {
+	PathPrefix string `yaml:"path_prefix"`
+}
+
+// Sticky says how a user is recognised and how long an assignment lasts.
+type Sticky struct {
+	Header string `yaml:"header"`
+	Cookie string `yaml:"cookie"`
+	// TTL of a stored assignment; 0 keeps it forever.
+	TTL Duration `yaml:"ttl"`
+	// Salt seeds the hash. Changing it resets the experiment: every stored
+	// assignment made under another salt is ignored.
+	Salt string `yaml:"salt"`
+	// MintCookie gives anonymous users an id cookie (named Cookie) on their
+	// first response, so they become sticky from the next request.
+	MintCookie bool `yaml:"mint_cookie"`
+}
+
+// Variant is one version of the model that serves users.
+type Variant struct {
+	Name     string    `yaml:"name"`
+	Weight   int       `yaml:"weight"`
+	Backends []Backend `yaml:"backends"`
+	Protocol string    `yaml:"protocol"`
+}
+
+// Shadow is a candidate that receives copies of traffic; its answers never
+// reach users.
+type Shadow struct {
+	Name string `yaml:"name"`
+	// Percent of users (or requests, when PerRequest) that are mirrored.
+	Percent    float64   `yaml:"percent"`
+	PerRequest bool      `yaml:"per_request"`
+	Backends   []Backend `yaml:"backends"`
+	Protocol   string    `yaml:"protocol"`
+}
+
+// Rule sends matching requests to a variant. The first matching rule wins.
+// Exactly one condition is set: Equals, OneOf, Prefix (on Header) or UserList.
+type Rule struct {
+	Header   string   `yaml:"header"`
+	Equals   string   `yaml:"equals"`
+	OneOf    []string `yaml:"one_of"`
+	Prefix   string   `yaml:"prefix"`
+	UserList string   `yaml:"user_list"`
+	Variant  string   `yaml:"variant"`
+}
+
+// Backend is one host:port serving a variant.
+type Backend struct {
+	Host string
+	Port int
+}
+
+func (b Backend) String() string { return net.JoinHostPort(b.Host, strconv.Itoa(b.Port)) }
+
+// Duration is a time.Duration written as "50ms", "1h" in YAML.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// ClusterName is the Envoy cluster (and gRPC target) of a variant or shadow.
+// It is deterministic so that routes, metrics and stored assignments agree
+// across restarts and replicas.
+func ClusterName(endpoint, variant string) string { return endpoint + "/" + variant }
+
+// Endpoint returns the endpoint with the given name.
+func (c *Config) Endpoint(name string) (*Endpoint, bool) {
+	for i := range c.Endpoints {
+		if c.Endpoints[i].Name == name {
+			return &c.Endpoints[i], true
+		}
+	}
+	return nil, false
+}
+
+// Variant returns the variant with the given name.
+func (e *Endpoint) Variant(name string) (*Variant, bool) {
+	for i := range e.Variants {
+		if e.Variants[i].Name == name {
+			return &e.Variants[i], true
+		}
+	}
+	return nil, false
+}
+
+// TotalWeight is the sum of the variants' weights.
+func (e *Endpoint) TotalWeight() int {
+	t := 0
+	for _, v := range e.Variants {
+		t += v.Weight
+	}
+	return t
+}
+
+// VariantProtocol is the protocol a variant's backends speak.
+func (e *Endpoint) VariantProtocol(v *Variant) string {
+	if v.Protocol != "" {
+		return v.Protocol
+	}
+	return e.Protocol
+}
+
+// ShadowProtocol is the protocol a shadow's backends speak.
+func (e *Endpoint) ShadowProtocol(s *Shadow) string {
+	if s.Protocol != "" {
+		return s.Protocol
+	}
+	return e.Protocol
+}
+
+// ExtProcTarget is where Envoy and gRPC clients dial the ext_proc server.
+func (c *Config) ExtProcTarget() string {
+	if c.Gateway.ExtProcAddress != "" {
+		return c.Gateway.ExtProcAddress
+	}
+	return c.Listen.ExtProc
+}
+
+// Line returns the line of a field path in the source file, or 0.
+func (c *Config) Line(path string) int { return c.lines[path] }
+
+// Clone returns a deep copy, so live changes never race with readers of the
+// previous value.
+func (c *Config) Clone() *Config {
+	n := *c
+	n.Endpoints = make([]Endpoint, len(c.Endpoints))
+	for i, e := range c.Endpoints {
+		e.Services = append([]string(nil), e.Services...)
+		e.Variants = append([]Variant(nil), e.Variants...)
+		for j := range e.Variants {
+			e.Variants[j].Backends = append([]Backend(nil), e.Variants[j].Backends...)
+		}
+		e.Shadows = append([]Shadow(nil), e.Shadows...)
+		for j := range e.Shadows {
+			e.Shadows[j].Backends = append([]Backend(nil), e.Shadows[j].Backends...)
+		}
+		e.Rules = append([]Rule(nil), e.Rules...)
+		for j := range e.Rules {
+			e.Rules[j].OneOf = append([]string(nil), e.Rules[j].OneOf...)
+		}
+		n.Endpoints[i] = e
+	}
+	if c.UserLists != nil {
+		n.UserLists = make(map[string][]string, len(c.UserLists))
+		for k, v := range c.UserLists {
+			n.UserLists[k] = append([]string(nil), v...)
+		}
+	}
+	return &n
+}
