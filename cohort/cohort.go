@@ -1,0 +1,51 @@
+// Package cohort decides which variant a user belongs to and keeps that
+// decision sticky: explicit target, targeting rules, stored assignment, then a
+// salted weighted hash of the user key. Stores: Redis (shared by replicas)
+// and in-memory (single replica).
+package cohort
+
+import "errors"
+
+// Source says how a decision was reached. It is a metric label, so the set
+// is closed.
+type Source uint8
+
+const (
+	SourceTarget   Source = iota // x-modelsplit-target named an allowed variant
+	SourceRule                   // a targeting rule matched
+	SourceStore                  // a stored assignment (cache or store)
+	SourceHash                   // new user: the weighted hash picked, result stored
+	SourceRandom                 // no user key: weighted random
+	SourceFallback               // store unavailable or over budget: the hash decided
+)
+
+var sourceNames = [...]string{"target", "rule", "store", "hash", "random", "fallback"}
+
+func (s Source) String() string {
+	if int(s) < len(sourceNames) {
+		return sourceNames[s]
+	}
+	return "unknown"
+}
+
+// Headers gives the decision read access to request headers without
+// copying them. Names are lower-case; ok is false when absent.
+type Headers interface {
+	Get(name string) (value string, ok bool)
+}
+
+// Decision is the outcome for one request.
+type Decision struct {
+	Endpoint string
+	Variant  string
+	// Cluster is config.ClusterName(Endpoint, Variant).
+	Cluster string
+	Source  Source
+	// SetCookie, when not empty, is a Set-Cookie header value carrying a
+	// freshly minted user id; it must be added to this request's response.
+	SetCookie string
+}
+
+// ErrUnknownEndpoint is returned for an endpoint missing from the config.
+// Callers pass the request through unchanged and count it.
+var ErrUnknownEndpoint = errors.New("unknown endpoint")
