@@ -73,7 +73,8 @@ func Parse(source string, data []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, Errors{{File: source, Msg: "config is empty"}}
 		}
-		return nil, Errors{yamlError(source, err)}
+		e, _ := typeError(source, err.Error())
+		return nil, Errors{e}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -91,19 +92,21 @@ func Parse(source string, data []byte) (*Config, error) {
 	var errs Errors
 	// Walk the tree first: it records every field's line and reports unknown
 	// fields by path, which yaml's own KnownFields cannot do.
-	walk(doc, reflect.TypeOf(Config{}), "", c.lines, func(line int, field, msg string) {
+	values := map[string]*yaml.Node{}
+	walk(doc, reflect.TypeOf(Config{}), "", c.lines, values, func(line int, field, msg string) {
 		errs = append(errs, Error{File: source, Line: line, Field: field, Msg: msg})
 	})
 	if err := doc.Decode(c); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			for _, m := range te.Errors {
-				e := typeError(source, m)
-				e.Field = fieldAt(c.lines, e.Line)
+				e, col := typeError(source, m)
+				e.Field = fieldAt(values, e.Line, col, e.Msg)
 				errs = append(errs, e)
 			}
 		} else {
-			errs = append(errs, yamlError(source, err))
+			e, _ := typeError(source, err.Error())
+			errs = append(errs, e)
 		}
 	}
 	c.ApplyDefaults()
@@ -136,13 +139,24 @@ func coveredBy(errs Errors, field string) bool {
 	return false
 }
 
-// fieldAt returns the deepest field path recorded on a line, so that type
-// errors from the YAML decoder can name their field too.
-func fieldAt(lines map[string]int, line int) string {
-	best := ""
-	for p, l := range lines {
-		if l == line && (len(p) > len(best) || (len(p) == len(best) && p < best)) {
-			best = p
+// fieldAt finds the field a decoder error is about, so that type errors
+// name their field too: by column when known, else by the offending value
+// quoted in the message, else the deepest field on that line.
+func fieldAt(values map[string]*yaml.Node, line, col int, msg string) string {
+	best, bestScore := "", -1
+	for p, n := range values {
+		if n.Line != line {
+			continue
+		}
+		score := strings.Count(p, ".") + strings.Count(p, "[")
+		switch {
+		case col > 0 && n.Column == col:
+			score += 1000
+		case col == 0 && n.Kind == yaml.ScalarNode && strings.Contains(msg, "`"+n.Value+"`"):
+			score += 1000
+		}
+		if score > bestScore || (score == bestScore && p < best) {
+			best, bestScore = p, score
 		}
 	}
 	return best
@@ -150,16 +164,22 @@ func fieldAt(lines map[string]int, line int) string {
 
 var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
-func yamlError(source string, err error) Error {
-	return typeError(source, err.Error())
-}
+var columnRE = regexp.MustCompile(`^column (\d+): (.*)$`)
 
-func typeError(source, msg string) Error {
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return Error{File: source, Line: line, Msg: m[2]}
+// typeError turns a yaml "line N: msg" string into an Error; the column is
+// present only in messages from this package's own unmarshalers.
+func typeError(source, msg string) (Error, int) {
+	m := yamlLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return Error{File: source, Msg: strings.TrimPrefix(msg, "yaml: ")}, 0
 	}
-	return Error{File: source, Msg: strings.TrimPrefix(msg, "yaml: ")}
+	line, _ := strconv.Atoi(m[1])
+	e, col := Error{File: source, Line: line, Msg: m[2]}, 0
+	if c := columnRE.FindStringSubmatch(e.Msg); c != nil {
+		col, _ = strconv.Atoi(c[1])
+		e.Msg = c[2]
+	}
+	return e, col
 }
 
 func sortErrors(errs Errors) {
@@ -168,11 +188,12 @@ func sortErrors(errs Errors) {
 
 // walk records the line of every field under n and reports keys that the Go
 // type t has no field for.
-func walk(n *yaml.Node, t reflect.Type, path string, lines map[string]int, report func(line int, field, msg string)) {
+func walk(n *yaml.Node, t reflect.Type, path string, lines map[string]int, values map[string]*yaml.Node, report func(line int, field, msg string)) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if path != "" {
+		values[path] = n
 		if _, seen := lines[path]; !seen {
 			lines[path] = n.Line
 		}
@@ -195,14 +216,14 @@ func walk(n *yaml.Node, t reflect.Type, path string, lines map[string]int, repor
 				continue
 			}
 			lines[child] = key.Line
-			walk(val, ft, child, lines, report)
+			walk(val, ft, child, lines, values, report)
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			return
 		}
 		for i, item := range n.Content {
-			walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), lines, report)
+			walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), lines, values, report)
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
@@ -212,7 +233,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, lines map[string]int, repor
 			key, val := n.Content[i], n.Content[i+1]
 			child := join(path, key.Value)
 			lines[child] = key.Line
-			walk(val, t.Elem(), child, lines, report)
+			walk(val, t.Elem(), child, lines, values, report)
 		}
 	}
 }
@@ -310,5 +331,5 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 }
 
 func lineError(n *yaml.Node, msg string) error {
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: column %d: %s", n.Line, n.Column, msg)}}
 }

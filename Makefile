@@ -1,0 +1,45 @@
+# modelsplit — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/modelsplit
+CONFIG ?= config/example.yaml
+# grpc-go reads this flag once at package init, so it must be in the test
+# process's environment from the start (t.Setenv is too late).
+export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
+
+.PHONY: help build run test test-deps vet fuzz bench golden clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## Build bin/modelsplit
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/modelsplit
+
+run: build ## Serve config/example.yaml with the in-memory store (CONFIG=... to change)
+	$(BIN) serve -config $(CONFIG)
+
+test-deps: ## Install what the tests need (redis-server) when it is missing
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (tests start their own instances)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi; }
+
+vet: ## go vet and gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+test: test-deps vet ## Run every test (real redis-server, real gRPC, grpc-go xDS clients)
+	$(GO) test -count=1 -race -timeout 20m ./...
+
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
+	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./extproc -run '^$$' -fuzz FuzzRequestHeaders -fuzztime $${FUZZTIME:-30s}
+
+bench: test-deps ## Benchmarks (-benchmem, 5 runs each); not part of `make test`
+	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-5} -timeout 60m ./... | tee bench.out
+
+golden: ## Rewrite the xds golden files after an intended change
+	$(GO) test ./xds -run Golden -update
+
+clean: ## Remove build outputs
+	rm -rf bin bench.out

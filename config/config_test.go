@@ -1,0 +1,255 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatalf("example.yaml: %v", err)
+	}
+	e, ok := c.Endpoint("face-recognition")
+	if !ok {
+		t.Fatal("endpoint face-recognition missing")
+	}
+	if got := e.TotalWeight(); got != 100 {
+		t.Errorf("total weight = %d, want 100", got)
+	}
+	if e.Sticky.TTL.D() != 720*time.Hour {
+		t.Errorf("ttl = %v, want 720h", e.Sticky.TTL)
+	}
+	if c.Listen.XDS != config.DefaultXDSAddr || c.Gateway.Port != 10000 {
+		t.Errorf("listen/gateway = %+v %+v", c.Listen, c.Gateway)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := config.Parse("min.yaml", []byte(`
+endpoints:
+  - name: m
+    match: {path_prefix: /m}
+    variants: [{name: a, weight: 1, backends: ["10.0.0.1:80"]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string][2]string{
+		"listen.xds":      {c.Listen.XDS, config.DefaultXDSAddr},
+		"listen.extproc":  {c.Listen.ExtProc, config.DefaultExtProcAddr},
+		"listen.admin":    {c.Listen.Admin, config.DefaultAdminAddr},
+		"store.prefix":    {c.Store.KeyPrefix, config.DefaultKeyPrefix},
+		"protocol":        {c.Endpoints[0].Protocol, config.ProtocolHTTP1},
+		"gateway.address": {c.Gateway.Address, "0.0.0.0"},
+	}
+	for name, v := range checks {
+		if v[0] != v[1] {
+			t.Errorf("%s = %q, want %q", name, v[0], v[1])
+		}
+	}
+	if c.Gateway.ExtProcTimeout != config.DefaultExtProcTimeout {
+		t.Errorf("extproc_timeout = %v", c.Gateway.ExtProcTimeout)
+	}
+}
+
+func TestGRPCServiceDerivedFromPrefix(t *testing.T) {
+	c, err := config.Parse("g.yaml", []byte(`
+endpoints:
+  - name: triton
+    protocol: grpc
+    match: {path_prefix: /inference.GRPCInferenceService/}
+    variants: [{name: a, weight: 1, backends: ["10.0.0.1:8001"]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Endpoints[0].Services; len(got) != 1 || got[0] != "inference.GRPCInferenceService" {
+		t.Errorf("services = %v", got)
+	}
+}
+
+// Each bad config must produce an error at the given line naming the field.
+func TestInvalidConfigs(t *testing.T) {
+	const variant = `    variants: [{name: a, weight: 1, backends: ["10.0.0.1:80"]}]` + "\n"
+	cases := []struct {
+		name, yaml string
+		want       []string // "line:field:substring"
+	}{
+		{"unknown top-level field", "endpoint: []\n", []string{"1:endpoint:unknown field"}},
+		{"unknown nested field", "endpoints:\n  - name: m\n    match: {path_prefix: /m, host: x}\n" + variant,
+			[]string{"3:endpoints[0].match.host:unknown field"}},
+		{"no endpoints", "listen: {xds: 127.0.0.1:1}\n", []string{"0:endpoints:at least one endpoint"}},
+		{"duplicate endpoint", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant +
+			"  - name: m\n    match: {path_prefix: /n}\n" + variant, []string{"5:endpoints[1].name:duplicate endpoint name"}},
+		{"duplicate prefix", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant +
+			"  - name: n\n    match: {path_prefix: /m}\n" + variant, []string{"6:endpoints[1].match.path_prefix:already used"}},
+		{"negative weight", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    variants:\n      - {name: a, weight: -5, backends: [\"1.1.1.1:80\"]}\n      - {name: b, weight: 5, backends: [\"1.1.1.1:81\"]}\n",
+			[]string{"5:endpoints[0].variants[0].weight:must not be negative"}},
+		{"all-zero weights", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    variants:\n      - {name: a, weight: 0, backends: [\"1.1.1.1:80\"]}\n",
+			[]string{"4:endpoints[0].variants:weights sum to zero"}},
+		{"bad backend", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    variants:\n      - {name: a, weight: 1, backends: [\"nohost\"]}\n",
+			[]string{"5:endpoints[0].variants[0].backends[0]:not host:port"}},
+		{"bad port", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    variants:\n      - {name: a, weight: 1, backends: [\"1.1.1.1:0\"]}\n",
+			[]string{"5:endpoints[0].variants[0].backends[0]:port must be"}},
+		{"duplicate variant and shadow", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant +
+			"    shadows: [{name: a, percent: 5, backends: [\"1.1.1.1:9\"]}]\n", []string{"5:endpoints[0].shadows[0].name:duplicate name"}},
+		{"rule unknown variant", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant +
+			"    rules: [{header: x-r, equals: eu, variant: zz}]\n", []string{"5:endpoints[0].rules[0].variant:unknown variant"}},
+		{"rule two conditions", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant +
+			"    rules: [{header: x-r, equals: eu, prefix: e, variant: a}]\n", []string{"5:endpoints[0].rules[0]:exactly one"}},
+		{"rule unknown list", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    sticky: {header: x-user}\n" + variant +
+			"    rules: [{user_list: beta, variant: a}]\n", []string{"6:endpoints[0].rules[0].user_list:unknown user list"}},
+		{"shadow percent", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant +
+			"    shadows: [{name: s, percent: 150, backends: [\"1.1.1.1:9\"]}]\n", []string{"5:endpoints[0].shadows[0].percent:at most 100"}},
+		{"bad duration", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    sticky: {header: x-u, ttl: forever}\n" + variant,
+			[]string{"4:endpoints[0].sticky.ttl:invalid duration"}},
+		{"header and cookie", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    sticky: {header: x-u, cookie: uid}\n" + variant,
+			[]string{"4:endpoints[0].sticky:not both"}},
+		{"reserved sticky header", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    sticky: {header: x-modelsplit-target}\n" + variant,
+			[]string{"4:endpoints[0].sticky.header:reserved"}},
+		{"grpc without service", "endpoints:\n  - name: m\n    protocol: grpc\n    match: {path_prefix: /m}\n" + variant,
+			[]string{"2:endpoints[0].services:grpc endpoint needs"}},
+		{"bad protocol", "endpoints:\n  - name: m\n    protocol: http3\n    match: {path_prefix: /m}\n" + variant,
+			[]string{"3:endpoints[0].protocol:unknown protocol"}},
+		{"bad redis url", "store: {redis: \"http://x\"}\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant,
+			[]string{"1:store.redis:scheme"}},
+		{"wrong type", "gateway: {port: abc}\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant,
+			[]string{"1:gateway.port:cannot unmarshal"}},
+		{"syntax error", "endpoints: [\n", []string{"1::did not find expected"}},
+		{"not a mapping", "- a\n- b\n", []string{"1::must be a YAML mapping"}},
+		{"two documents", "endpoints: []\n---\nendpoints: []\n", []string{"more than one YAML document"}},
+		{"duplicate key", "gateway: {port: 1}\ngateway: {port: 2}\n", []string{"already defined"}},
+		{"listen clash", "listen: {xds: \"127.0.0.1:7\", admin: \"127.0.0.1:7\"}\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant,
+			[]string{"1:listen.admin:already used"}},
+		{"empty", "", []string{"config is empty"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse("bad.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("no error for:\n%s", tc.yaml)
+			}
+			var errs config.Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error is %T, want config.Errors: %v", err, err)
+			}
+			for _, w := range tc.want {
+				if !containsError(errs, w) {
+					t.Errorf("want an error matching %q, got:\n%v", w, err)
+				}
+			}
+			for _, e := range errs {
+				if e.File != "bad.yaml" {
+					t.Errorf("error without file name: %v", e)
+				}
+			}
+		})
+	}
+}
+
+// containsError matches "line:field:substring"; an empty line or field part
+// matches anything, "0" requires line 0.
+func containsError(errs config.Errors, spec string) bool {
+	parts := strings.SplitN(spec, ":", 3)
+	if len(parts) == 1 {
+		parts = []string{"", "", parts[0]}
+	}
+	for _, e := range errs {
+		if parts[0] != "" && parts[0] != strconv.Itoa(e.Line) {
+			continue
+		}
+		if parts[1] != "" && parts[1] != e.Field {
+			continue
+		}
+		if strings.Contains(e.Msg, parts[2]) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAllErrorsReportedAtOnce(t *testing.T) {
+	_, err := config.Parse("many.yaml", []byte(`
+endpoints:
+  - name: m
+    bogus: true
+    match: {path_prefix: /m}
+    variants:
+      - {name: a, weight: -1, backends: ["1.1.1.1:99999"]}
+      - {name: a, weight: 0, backends: ["1.1.1.1:80"]}
+    rules: [{header: x, equals: y, variant: nope}]
+`))
+	var errs config.Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want config.Errors, got %v", err)
+	}
+	for _, want := range []string{"unknown field", "port must be", "must not be negative", "duplicate name", "unknown variant"} {
+		found := false
+		for _, e := range errs {
+			found = found || strings.Contains(e.Msg, want)
+		}
+		if !found {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	// Sorted by line, each with file:line prefix.
+	for i, e := range errs {
+		if !strings.HasPrefix(e.Error(), "many.yaml:") {
+			t.Errorf("error %d lacks file:line prefix: %q", i, e.Error())
+		}
+		if i > 0 && errs[i-1].Line > e.Line {
+			t.Errorf("errors not sorted by line: %v", err)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("want not-exist error, got %v", err)
+	}
+}
+
+func TestCloneIsDeep(t *testing.T) {
+	c, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := c.Clone()
+	n.Endpoints[0].Variants[0].Weight = 1
+	n.Endpoints[0].Variants[0].Backends[0].Port = 1
+	n.UserLists["beta-testers"][0] = "mallory"
+	if c.Endpoints[0].Variants[0].Weight == 1 || c.Endpoints[0].Variants[0].Backends[0].Port == 1 || c.UserLists["beta-testers"][0] == "mallory" {
+		t.Fatal("Clone shares memory with the original")
+	}
+}
+
+// FuzzParse: any input gives a config or an error, never a panic; a config
+// that parses must validate again and carry no error.
+func FuzzParse(f *testing.F) {
+	seed, _ := os.ReadFile("example.yaml")
+	f.Add(seed)
+	f.Add([]byte("endpoints: [{name: a, match: {path_prefix: /}, variants: [{name: v, weight: 1, backends: ['1.2.3.4:5']}]}]"))
+	f.Add([]byte("listen: {xds: ':'}\nendpoints: [{}]"))
+	f.Add([]byte("&a [*a]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := config.Parse("fuzz.yaml", data)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("parsed config fails validation: %v", err)
+		}
+	})
+}
