@@ -1,0 +1,297 @@
+// Package extproc is the ext_proc gRPC server that Envoy (and grpc-go's
+// ext_proc filter) calls once per request: it asks the cohort engine for the
+// user's variant and answers with the header that steers Envoy's router.
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/metrics"
+)
+
+// Decider picks a variant for a request. *cohort.Engine implements it.
+type Decider interface {
+	Decide(ctx context.Context, endpoint string, h cohort.Headers) (cohort.Decision, error)
+}
+
+// Options configures a Server.
+type Options struct {
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+}
+
+// Server implements envoy.service.ext_proc.v3.ExternalProcessor.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	decider Decider
+	log     *zap.Logger
+	health  *health.Server
+	streams streamCounters
+	unknown func()
+}
+
+// NewServer returns a server deciding with d.
+func NewServer(d Decider, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	s := &Server{decider: d, log: opts.Logger, health: health.NewServer()}
+	s.streams = newStreamCounters(opts.Metrics)
+	s.unknown = opts.Metrics.UnknownEndpoint.Inc
+	return s
+}
+
+// Register adds the ext_proc and gRPC health services to g.
+func (s *Server) Register(g *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus("envoy.service.ext_proc.v3.ExternalProcessor", healthpb.HealthCheckResponse_SERVING)
+}
+
+// Listen opens a listener for "host:port" or "unix:///path". A stale socket
+// file left by a previous run is removed first.
+func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if path == "" {
+			return nil, fmt.Errorf("unix socket address %q has no path", addr)
+		}
+		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// clientKind is who opened the stream; they read different HeaderValue
+// fields (ENVOY.md §0.5).
+type clientKind uint8
+
+const (
+	clientEnvoy clientKind = iota
+	clientGRPC
+)
+
+func (c clientKind) String() string {
+	if c == clientGRPC {
+		return "grpc"
+	}
+	return "envoy"
+}
+
+// errMalformed ends a stream whose messages break the protocol.
+var errMalformed = errors.New("malformed")
+
+// Process handles one stream, which Envoy opens per HTTP request.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := stream.Context()
+	st := streamState{server: s, ctx: ctx}
+	st.readMetadata(ctx)
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				s.streams.done(st.client, resultOf(st))
+				return nil
+			}
+			s.streams.done(st.client, "error")
+			return err
+		}
+		resp, err := st.handle(req)
+		if err != nil {
+			s.streams.done(st.client, "malformed")
+			s.log.Debug("ending malformed ext_proc stream", zap.Error(err))
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if resp == nil {
+			continue // observability mode: Envoy expects no reply
+		}
+		if err := stream.Send(resp); err != nil {
+			s.streams.done(st.client, "error")
+			return err
+		}
+	}
+}
+
+func resultOf(st streamState) string {
+	if st.passthrough {
+		return "passthrough"
+	}
+	return "ok"
+}
+
+// streamState is what one request's stream remembers between messages.
+type streamState struct {
+	server   *Server
+	ctx      context.Context
+	endpoint string
+	client   clientKind
+
+	sawRequestHeaders bool
+	passthrough       bool
+	setCookie         string // minted id cookie, added on the response phase
+}
+
+func (st *streamState) readMetadata(ctx context.Context) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(config.EndpointMetadataKey); len(v) > 0 {
+		st.endpoint = v[0]
+	}
+	if v := md.Get(config.ClientMetadataKey); len(v) > 0 && v[0] == "grpc" {
+		st.client = clientGRPC
+	}
+}
+
+// handle answers one message. It returns (nil, nil) when no reply is due
+// and an error wrapping errMalformed for protocol violations.
+func (st *streamState) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	observe := req.GetObservabilityMode()
+	switch r := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		if st.sawRequestHeaders {
+			return nil, fmt.Errorf("%w: request_headers sent twice on one stream", errMalformed)
+		}
+		st.sawRequestHeaders = true
+		if observe {
+			return nil, nil
+		}
+		return st.requestHeaders(r.RequestHeaders), nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		if !st.sawRequestHeaders {
+			return nil, fmt.Errorf("%w: response_headers before request_headers", errMalformed)
+		}
+		if observe {
+			return nil, nil
+		}
+		return st.responseHeaders(), nil
+	case *extprocv3.ProcessingRequest_RequestBody:
+		if observe {
+			return nil, nil
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		if observe {
+			return nil, nil
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		if observe {
+			return nil, nil
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		if observe {
+			return nil, nil
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
+	case nil:
+		return nil, fmt.Errorf("%w: message carries no request", errMalformed)
+	default:
+		return nil, fmt.Errorf("%w: unsupported message %T", errMalformed, r)
+	}
+}
+
+func emptyRequestHeaders() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
+}
+
+// requestHeaders decides and returns the routing header mutation. Any
+// failure to decide passes the request through unchanged: Envoy's fallback
+// route then splits by weight.
+func (st *streamState) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if st.endpoint == "" {
+		st.passthrough = true
+		st.server.unknown()
+		return emptyRequestHeaders()
+	}
+	d, err := st.server.decider.Decide(st.ctx, st.endpoint, headerView{h.GetHeaders().GetHeaders()})
+	if err != nil {
+		st.passthrough = true
+		if errors.Is(err, cohort.ErrUnknownEndpoint) {
+			st.server.unknown()
+		} else {
+			st.server.log.Debug("decision failed; passing through", zap.String("endpoint", st.endpoint), zap.Error(err))
+		}
+		return emptyRequestHeaders()
+	}
+	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+		Response: &extprocv3.CommonResponse{
+			HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+				st.header(config.VariantHeader, d.Variant, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+			}},
+			// The route was chosen before we ran; clearing the cache makes
+			// Envoy re-match with the header we just set (ENVOY.md §0.1).
+			ClearRouteCache: true,
+		},
+	}}}
+	if d.SetCookie != "" {
+		// Only this user's first request pays for a response phase.
+		st.setCookie = d.SetCookie
+		resp.ModeOverride = &filterpb.ProcessingMode{ResponseHeaderMode: filterpb.ProcessingMode_SEND}
+	}
+	return resp
+}
+
+func (st *streamState) responseHeaders() *extprocv3.ProcessingResponse {
+	hr := &extprocv3.HeadersResponse{}
+	if st.setCookie != "" {
+		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+			// Append: the backend may set cookies of its own.
+			st.header("set-cookie", st.setCookie, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD),
+		}}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
+}
+
+// header builds a mutation the calling client understands: Envoy reads
+// raw_value and rejects a header with both fields set; grpc-go reads value.
+func (st *streamState) header(key, value string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	hv := &corev3.HeaderValue{Key: key}
+	if st.client == clientGRPC {
+		hv.Value = value
+	} else {
+		hv.RawValue = []byte(value)
+	}
+	return &corev3.HeaderValueOption{Header: hv, AppendAction: action}
+}
+
+// headerView lets the engine read request headers in place.
+type headerView struct{ hs []*corev3.HeaderValue }
+
+// Get returns the first header named name (lower-case, as HTTP/2 and Envoy
+// deliver them). raw_value wins over value, as Envoy fills raw_value.
+func (v headerView) Get(name string) (string, bool) {
+	for _, h := range v.hs {
+		if h.GetKey() != name {
+			continue
+		}
+		if raw := h.GetRawValue(); len(raw) > 0 {
+			return string(raw), true
+		}
+		return h.GetValue(), true
+	}
+	return "", false
+}
