@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
@@ -259,8 +260,7 @@ func (st *streamState) responseHeaders() *extprocv3.ProcessingResponse {
 	hr := &extprocv3.HeadersResponse{}
 	if st.setCookie != "" {
 		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
-			// Append: the backend may set cookies of its own.
-			st.header("set-cookie", st.setCookie, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD),
+			st.appendHeader("set-cookie", st.setCookie),
 		}}}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
@@ -276,6 +276,16 @@ func (st *streamState) header(key, value string, action corev3.HeaderValueOption
 		hv.RawValue = []byte(value)
 	}
 	return &corev3.HeaderValueOption{Header: hv, AppendAction: action}
+}
+
+// appendHeader adds a header without replacing existing ones (the backend
+// may set cookies of its own). The zero append_action is ambiguous — Envoy
+// overwrites when the deprecated append is unset, grpc-go appends — so the
+// explicit append: true says it for both.
+func (st *streamState) appendHeader(key, value string) *corev3.HeaderValueOption {
+	o := st.header(key, value, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)
+	o.Append = wrapperspb.Bool(true)
+	return o
 }
 
 // headerView lets the engine read request headers in place.

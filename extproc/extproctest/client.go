@@ -1,0 +1,209 @@
+// Package extproctest is an ext_proc client that behaves as Envoy's ext_proc
+// filter does (ENVOY.md §1), for tests where no Envoy binary can run: one
+// stream per HTTP request, headers sent as raw_value, exactly one response
+// expected per message, mutations applied with Envoy's rules, the route
+// cache cleared only when the same response carried a header mutation.
+package extproctest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// Header is one HTTP header; order and repeats are kept as Envoy keeps them.
+type Header struct{ Key, Value string }
+
+// Request is one HTTP request as the ext_proc filter sees it.
+type Request struct {
+	// Metadata is the gRPC initial metadata of the filter's grpc_service
+	// (merged with the route's ExtProcPerRoute grpc_initial_metadata).
+	Metadata map[string]string
+	Headers  []Header
+	// ResponseHeaders are the upstream's response headers, sent only if the
+	// server asks for the response phase with mode_override.
+	ResponseHeaders []Header
+}
+
+// Result is what Envoy would do with the server's answers.
+type Result struct {
+	RequestHeaders    []Header // after mutations
+	RouteCacheCleared bool
+	// ResponsePhase reports whether mode_override asked for the response
+	// headers; ResponseHeaders then holds them after mutations.
+	ResponsePhase   bool
+	ResponseHeaders []Header
+	// Ignored lists mutations Envoy would drop (protected headers).
+	Ignored []string
+}
+
+// Get returns the first value of a header in hs.
+func Get(hs []Header, key string) (string, bool) {
+	for _, h := range hs {
+		if h.Key == key {
+			return h.Value, true
+		}
+	}
+	return "", false
+}
+
+// Do runs one request through the ext_proc server on conn, as Envoy would:
+// open a stream, send request_headers, apply the answer, optionally run the
+// response phase, then close the stream.
+func Do(ctx context.Context, conn grpc.ClientConnInterface, req Request) (Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // Envoy resets the stream when the request ends
+	if len(req.Metadata) > 0 {
+		pairs := make([]string, 0, 2*len(req.Metadata))
+		for k, v := range req.Metadata {
+			pairs = append(pairs, k, v)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, pairs...)
+	}
+	stream, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{RequestHeaders: append([]Header(nil), req.Headers...)}
+
+	if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(req.Headers), EndOfStream: true},
+	}}); err != nil {
+		return res, err
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		return res, fmt.Errorf("request_headers: %w", err)
+	}
+	hr, ok := resp.GetResponse().(*extprocv3.ProcessingResponse_RequestHeaders)
+	if !ok {
+		// Envoy treats any other reply as spurious and fails the request
+		// (or continues, with failure_mode_allow). Tests want to know.
+		return res, fmt.Errorf("spurious reply %T to request_headers", resp.GetResponse())
+	}
+	common := hr.RequestHeaders.GetResponse()
+	if m := common.GetHeaderMutation(); m != nil {
+		if res.RequestHeaders, err = apply(res.RequestHeaders, m, &res.Ignored); err != nil {
+			return res, err
+		}
+		// Envoy clears the route cache only when this same response carried
+		// a header mutation (processor_state.cc clearRouteCache).
+		res.RouteCacheCleared = common.GetClearRouteCache()
+	}
+	if mo := resp.GetModeOverride(); mo != nil && mo.GetResponseHeaderMode() == filterpb.ProcessingMode_SEND {
+		res.ResponsePhase = true
+		res.ResponseHeaders = append([]Header(nil), req.ResponseHeaders...)
+		if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(req.ResponseHeaders), EndOfStream: true},
+		}}); err != nil {
+			return res, err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return res, fmt.Errorf("response_headers: %w", err)
+		}
+		rh, ok := resp.GetResponse().(*extprocv3.ProcessingResponse_ResponseHeaders)
+		if !ok {
+			return res, fmt.Errorf("spurious reply %T to response_headers", resp.GetResponse())
+		}
+		if m := rh.ResponseHeaders.GetResponse().GetHeaderMutation(); m != nil {
+			if res.ResponseHeaders, err = apply(res.ResponseHeaders, m, &res.Ignored); err != nil {
+				return res, err
+			}
+		}
+	}
+	_ = stream.CloseSend()
+	return res, nil
+}
+
+func headerMap(hs []Header) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	for _, h := range hs {
+		// Modern Envoy sends raw_value only (runtime guard send_header_raw_value).
+		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: h.Key, RawValue: []byte(h.Value)})
+	}
+	return m
+}
+
+// protected reports headers Envoy's ext_proc never lets a server change
+// (without explicit mutation_rules).
+func protected(key string) bool {
+	switch key {
+	case "host", ":authority", ":scheme", ":method":
+		return true
+	}
+	return strings.HasPrefix(key, "x-envoy-")
+}
+
+// ErrBothValues is Envoy's rejection of a HeaderValue that sets both value
+// and raw_value (mutation_utils.cc applyHeaderMutations).
+var ErrBothValues = errors.New("header mutation sets both value and raw_value")
+
+func apply(hs []Header, m *extprocv3.HeaderMutation, ignored *[]string) ([]Header, error) {
+	for _, key := range m.GetRemoveHeaders() {
+		if protected(key) {
+			*ignored = append(*ignored, "remove "+key)
+			continue
+		}
+		hs = remove(hs, key)
+	}
+	for _, o := range m.GetSetHeaders() {
+		h := o.GetHeader()
+		key := strings.ToLower(h.GetKey())
+		if h.GetValue() != "" && len(h.GetRawValue()) > 0 {
+			return hs, fmt.Errorf("%w: %q", ErrBothValues, key)
+		}
+		if protected(key) {
+			*ignored = append(*ignored, "set "+key)
+			continue
+		}
+		// Envoy reads raw_value; a value-only mutation arrives empty.
+		val := string(h.GetRawValue())
+		action := o.GetAppendAction()
+		switch {
+		case o.GetAppend() != nil: // the deprecated wrapped bool is explicit
+			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+			if o.GetAppend().GetValue() {
+				action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+			}
+		case action == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
+			// Zero append_action with append unset: Envoy's ext_proc
+			// overwrites (grpc-go appends) — ENVOY.md §0.5. A server that
+			// means to append must say append: true.
+			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		}
+		_, exists := Get(hs, key)
+		switch action {
+		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
+			hs = append(hs, Header{key, val})
+		case corev3.HeaderValueOption_ADD_IF_ABSENT:
+			if !exists {
+				hs = append(hs, Header{key, val})
+			}
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
+			hs = append(remove(hs, key), Header{key, val})
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+			if exists {
+				hs = append(remove(hs, key), Header{key, val})
+			}
+		}
+	}
+	return hs, nil
+}
+
+func remove(hs []Header, key string) []Header {
+	out := hs[:0:0]
+	for _, h := range hs {
+		if h.Key != key {
+			out = append(out, h)
+		}
+	}
+	return out
+}
