@@ -207,3 +207,6 @@ func remove(hs []Header, key string) []Header {
 	}
 	return out
 }
+
+// H builds a Header.
+func H(key, value string) Header { return Header{Key: key, Value: value} }
