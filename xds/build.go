@@ -1,19 +1,114 @@
 package xds
 
 import (
-	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/modelsplit/modelsplit/config"
+)
+
+// Fixed resource names. Deterministic names keep snapshots stable across
+// restarts and replicas, and let operators grep Envoy's admin output.
+const (
+	GatewayListenerName = "modelsplit_gateway"
+	GatewayRouteName    = "modelsplit_routes"
+	ExtProcClusterName  = "modelsplit_extproc"
+	// DecideFilterName is the ext_proc filter that decides the variant; the
+	// per-route ExtProcPerRoute configs are keyed by it.
+	DecideFilterName = "envoy.filters.http.ext_proc"
+	routerFilterName = "envoy.filters.http.router"
 )
 
 // Build translates the config into the complete resource set for one node
 // kind. Pure: no I/O, same input gives the same output.
 func Build(cfg *config.Config, kind NodeKind) (Resources, error) {
-	return nil, errors.New("xds.Build: not implemented yet")
+	switch kind {
+	case KindEnvoy:
+		return buildEnvoy(cfg)
+	case KindGRPC:
+		return buildGRPC(cfg)
+	default:
+		return nil, fmt.Errorf("unknown node kind %q", kind)
+	}
 }
 
-// Check validates every resource recursively with Envoy's proto rules
-// (unpacking Any fields) and checks cross-resource references.
-func Check(res Resources) error {
-	return errors.New("xds.Check: not implemented yet")
+func buildEnvoy(cfg *config.Config) (Resources, error) {
+	res := Resources{}
+	lis, err := gatewayListener(cfg)
+	if err != nil {
+		return nil, err
+	}
+	res.add(resource.ListenerType, lis)
+	res.add(resource.RouteType, gatewayRouteConfig(cfg))
+	extCluster, err := extProcCluster(cfg.ExtProcTarget())
+	if err != nil {
+		return nil, err
+	}
+	res.add(resource.ClusterType, extCluster)
+	for i := range cfg.Endpoints {
+		e := &cfg.Endpoints[i]
+		for _, m := range members(e) {
+			c, cla := envoyCluster(m)
+			res.add(resource.ClusterType, c)
+			if cla != nil {
+				res.add(resource.EndpointType, cla)
+			}
+		}
+	}
+	res.sort()
+	return res, nil
+}
+
+// member is a variant or a shadow: something that gets a cluster.
+type member struct {
+	cluster  string
+	backends []config.Backend
+	protocol string
+}
+
+func members(e *config.Endpoint) []member {
+	ms := make([]member, 0, len(e.Variants)+len(e.Shadows))
+	for i := range e.Variants {
+		v := &e.Variants[i]
+		ms = append(ms, member{config.ClusterName(e.Name, v.Name), v.Backends, e.VariantProtocol(v)})
+	}
+	for i := range e.Shadows {
+		s := &e.Shadows[i]
+		ms = append(ms, member{config.ClusterName(e.Name, s.Name), s.Backends, e.ShadowProtocol(s)})
+	}
+	return ms
+}
+
+func (r Resources) add(t resource.Type, m types.Resource) { r[t] = append(r[t], m) }
+
+// sort orders every type's resources by name so output is deterministic.
+func (r Resources) sort() {
+	for _, list := range r {
+		sort.SliceStable(list, func(i, j int) bool { return resourceName(list[i]) < resourceName(list[j]) })
+	}
+}
+
+func resourceName(m types.Resource) string {
+	if n, ok := m.(interface{ GetName() string }); ok {
+		return n.GetName()
+	}
+	if n, ok := m.(interface{ GetClusterName() string }); ok {
+		return n.GetClusterName()
+	}
+	return ""
+}
+
+// mustAny packs a message built here; marshalling a well-formed message
+// cannot fail, so a failure is a programming error worth a panic in tests.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("xds: packing %T: %v", m, err))
+	}
+	return a
 }

@@ -1,0 +1,136 @@
+package xds
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	insecurev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/grpc_service/channel_credentials/insecure/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// buildGRPC produces what proxyless gRPC clients need: a listener per
+// endpoint (clients dial xds:///<endpoint>), its route config, EDS clusters
+// with localities. grpc-go ignores mirrors, so shadows get no resources.
+func buildGRPC(cfg *config.Config) (Resources, error) {
+	res := Resources{}
+	for i := range cfg.Endpoints {
+		e := &cfg.Endpoints[i]
+		res.add(resource.ListenerType, grpcListener(e, cfg.ExtProcTarget()))
+		res.add(resource.RouteType, grpcRouteConfig(e))
+		for _, v := range e.Variants {
+			name := config.ClusterName(e.Name, v.Name)
+			res.add(resource.ClusterType, grpcCluster(name))
+			res.add(resource.EndpointType, loadAssignment(name, v.Backends, true))
+		}
+	}
+	res.sort()
+	return res, nil
+}
+
+// grpcListener is an api_listener named after the endpoint, with the
+// ext_proc filter (so the decided variant reaches the backend as a header)
+// and the router.
+func grpcListener(e *config.Endpoint, extProcTarget string) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: e.Name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: e.Name,
+			ConfigSource:    adsSource(),
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: DecideFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(grpcDecideFilter(e, extProcTarget))}},
+			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+		},
+	}
+	return &listenerv3.Listener{
+		Name:        e.Name,
+		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)},
+	}
+}
+
+// grpcDecideFilter differs from Envoy's: grpc-go accepts only google_grpc
+// and body modes NONE/GRPC, and reads HeaderValue.value (told apart by the
+// x-modelsplit-client metadata). The endpoint is fixed per listener, so it
+// travels in the base metadata.
+func grpcDecideFilter(e *config.Endpoint, target string) *extprocv3.ExternalProcessor {
+	target = grpcTarget(target)
+	return &extprocv3.ExternalProcessor{
+		GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{GoogleGrpc: &corev3.GrpcService_GoogleGrpc{
+				TargetUri:                target,
+				StatPrefix:               "modelsplit_extproc",
+				ChannelCredentialsPlugin: []*anypb.Any{mustAny(&insecurev3.InsecureCredentials{})},
+			}},
+			InitialMetadata: []*corev3.HeaderValue{
+				{Key: config.ClientMetadataKey, Value: "grpc"},
+				{Key: config.EndpointMetadataKey, Value: e.Name},
+			},
+		},
+		FailureModeAllow: true,
+		ProcessingMode:   decideProcessingMode(),
+	}
+}
+
+// grpcTarget turns our address forms into a gRPC dial target.
+func grpcTarget(addr string) string {
+	if len(addr) > len("unix://") && addr[:len("unix://")] == "unix://" {
+		return "unix:" + addr[len("unix://"):]
+	}
+	return "dns:///" + addr
+}
+
+// grpcRouteConfig: the default route splits by weight. grpc-go subscribes
+// only to clusters its routes reference, and switching to a cluster it was
+// not yet using fails calls for a moment (ENVOY.md §7.3) — so every
+// variant, including those at weight 0, also gets a route that never
+// matches (runtime fraction 0%), keeping its cluster warm. Explicit targets
+// use x-modelsplit-target, and only where the endpoint allows it; clients
+// can never pick a variant with x-modelsplit-variant.
+func grpcRouteConfig(e *config.Endpoint) *routev3.RouteConfiguration {
+	var routes []*routev3.Route
+	for _, v := range e.Variants {
+		cluster := config.ClusterName(e.Name, v.Name)
+		match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+		if e.AllowTarget {
+			match.Headers = []*routev3.HeaderMatcher{exactHeader(config.TargetHeader, v.Name)}
+		} else {
+			match.RuntimeFraction = &corev3.RuntimeFractionalPercent{
+				DefaultValue: &typev3.FractionalPercent{Numerator: 0, Denominator: typev3.FractionalPercent_HUNDRED},
+			}
+		}
+		routes = append(routes, &routev3.Route{
+			Name:   cluster,
+			Match:  match,
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+		})
+	}
+	routes = append(routes, &routev3.Route{
+		Name:  e.Name + "/weighted",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(e, false)},
+		}},
+	})
+	return &routev3.RouteConfiguration{
+		Name:         e.Name,
+		VirtualHosts: []*routev3.VirtualHost{{Name: e.Name, Domains: []string{e.Name}, Routes: routes}},
+	}
+}
+
+func grpcCluster(name string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		OutlierDetection:     outlierDetection(),
+	}
+}

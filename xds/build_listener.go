@@ -1,0 +1,144 @@
+package xds
+
+import (
+	"sort"
+
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	earlyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// gatewayListener is the Envoy listener on gateway.port.
+func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: "modelsplit",
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: GatewayRouteName,
+			ConfigSource:    adsSource(),
+		}},
+		// Strip our headers before any filter or route sees them: only the
+		// decision may set them (clients must not pick their own variant).
+		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{{
+			Name:        "modelsplit.strip_client_headers",
+			TypedConfig: mustAny(stripClientHeaders()),
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: DecideFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(decideFilter(cfg))}},
+			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+		},
+	}
+	return &listenerv3.Listener{
+		Name:    GatewayListenerName,
+		Address: socketAddress(cfg.Gateway.Address, cfg.Gateway.Port),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       "envoy.filters.network.http_connection_manager",
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+			}},
+		}},
+	}, nil
+}
+
+func stripClientHeaders() *earlyv3.HeaderMutation {
+	return &earlyv3.HeaderMutation{Mutations: []*mutationv3.HeaderMutation{
+		{Action: &mutationv3.HeaderMutation_Remove{Remove: config.VariantHeader}},
+		{Action: &mutationv3.HeaderMutation_Remove{Remove: config.ShadowHeader}},
+	}}
+}
+
+// decideProcessingMode sends request headers only: one round trip per
+// request, nothing on the response path (ENVOY.md §1.2).
+func decideProcessingMode() *extprocv3.ProcessingMode {
+	return &extprocv3.ProcessingMode{
+		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  extprocv3.ProcessingMode_SKIP,
+		RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+		ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+		RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+	}
+}
+
+// decideFilter is the ext_proc filter that asks modelsplit for the variant.
+func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
+	return &extprocv3.ExternalProcessor{
+		GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}},
+			InitialMetadata: []*corev3.HeaderValue{{Key: config.ClientMetadataKey, Value: "envoy"}},
+		},
+		// Fail open: if the decision is slow or down, the fallback route
+		// splits by weight and traffic keeps flowing.
+		FailureModeAllow: true,
+		MessageTimeout:   durationpb.New(cfg.Gateway.ExtProcTimeout.D()),
+		ProcessingMode:   decideProcessingMode(),
+		// The server asks for the response phase only to mint an id cookie
+		// for an anonymous user's first request.
+		AllowModeOverride: true,
+		AllowedOverrideModes: []*extprocv3.ProcessingMode{{
+			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+			RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+			ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		}},
+		MutationRules: &mutationv3.HeaderMutationRules{
+			// The only headers the decision sets; listed so that a future
+			// x-envoy-* or host mutation rule change cannot widen it.
+			AllowExpression: &matcherv3.RegexMatcher{Regex: `^(x-modelsplit-(variant|shadow)|set-cookie)$`},
+		},
+		ForwardRules: &extprocv3.HeaderForwardingRules{AllowedHeaders: forwardedHeaders(cfg)},
+	}
+}
+
+// forwardedHeaders is every header a decision can read, so Envoy sends
+// nothing else to ext_proc.
+func forwardedHeaders(cfg *config.Config) *matcherv3.ListStringMatcher {
+	set := map[string]bool{config.TargetHeader: true, ":path": true}
+	for _, e := range cfg.Endpoints {
+		if e.Sticky.Header != "" {
+			set[e.Sticky.Header] = true
+		}
+		if e.Sticky.Cookie != "" {
+			set["cookie"] = true
+		}
+		for _, r := range e.Rules {
+			if r.Header != "" {
+				set[r.Header] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(set))
+	for n := range set {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	m := &matcherv3.ListStringMatcher{}
+	for _, n := range names {
+		m.Patterns = append(m.Patterns, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: n}})
+	}
+	return m
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+func socketAddress(host string, port int) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}

@@ -1,0 +1,155 @@
+package xds
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// gatewayRouteConfig holds every endpoint's routes for Envoy nodes.
+func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
+	vh := &routev3.VirtualHost{Name: "modelsplit", Domains: []string{"*"}}
+	for i := range cfg.Endpoints {
+		vh.Routes = append(vh.Routes, endpointRoutes(&cfg.Endpoints[i])...)
+	}
+	return &routev3.RouteConfiguration{
+		Name:         GatewayRouteName,
+		VirtualHosts: []*routev3.VirtualHost{vh},
+		// Our route → cluster references are checked before serving
+		// (Check); Envoy need not hold requests for missing clusters.
+		ValidateClusters: wrapperspb.Bool(false),
+	}
+}
+
+// endpointRoutes: one header-match route per variant (what the decision's
+// header selects after the route cache is cleared), then the fallback route
+// that splits by weight when no decision was made (ext_proc down or slow).
+func endpointRoutes(e *config.Endpoint) []*routev3.Route {
+	perRoute := map[string]*anypb.Any{DecideFilterName: mustAny(endpointExtProcPerRoute(e.Name))}
+	mirrors := mirrorPolicies(e)
+	var routes []*routev3.Route
+	for _, v := range e.Variants {
+		routes = append(routes, &routev3.Route{
+			Name: config.ClusterName(e.Name, v.Name),
+			Match: &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix},
+				Headers:       []*routev3.HeaderMatcher{exactHeader(config.VariantHeader, v.Name)},
+			},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
+				RequestMirrorPolicies: mirrors,
+			}},
+			ResponseHeadersToAdd: []*corev3.HeaderValueOption{variantResponseHeader(v.Name)},
+			TypedPerFilterConfig: perRoute,
+		})
+	}
+	routes = append(routes, &routev3.Route{
+		Name:  e.Name + "/fallback",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier:      &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(e, true)},
+			HashPolicy:            stickyHashPolicy(e),
+			RequestMirrorPolicies: mirrors,
+		}},
+		TypedPerFilterConfig: perRoute,
+	})
+	return routes
+}
+
+// weightedClusters splits over the variants with weight > 0 (Envoy and
+// grpc-go reject an all-zero set; validation guarantees one is positive).
+// For Envoy, each pick also tells the client which variant answered, and
+// the pick is hashed on the user key so a user stays put even when ext_proc
+// cannot be reached.
+func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
+	wc := &routev3.WeightedCluster{}
+	for _, v := range e.Variants {
+		if v.Weight <= 0 {
+			continue
+		}
+		cw := &routev3.WeightedCluster_ClusterWeight{
+			Name:   config.ClusterName(e.Name, v.Name),
+			Weight: wrapperspb.UInt32(uint32(v.Weight)),
+		}
+		if envoy {
+			cw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{variantResponseHeader(v.Name)}
+		}
+		wc.Clusters = append(wc.Clusters, cw)
+	}
+	if envoy && stickyHashPolicy(e) != nil {
+		wc.RandomValueSpecifier = &routev3.WeightedCluster_UseHashPolicy{UseHashPolicy: wrapperspb.Bool(true)}
+	}
+	return wc
+}
+
+func stickyHashPolicy(e *config.Endpoint) []*routev3.RouteAction_HashPolicy {
+	switch {
+	case e.Sticky.Header != "":
+		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: e.Sticky.Header}}}}
+	case e.Sticky.Cookie != "":
+		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{
+			Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: e.Sticky.Cookie}}}}
+	}
+	return nil
+}
+
+// mirrorPolicies tees requests to shadows. Per-request shadows sample by
+// runtime fraction; user-sampled shadows mirror only when the decision set
+// x-modelsplit-shadow (cluster_header is read after ext_proc ran), so a
+// sampled user's whole session is mirrored.
+func mirrorPolicies(e *config.Endpoint) []*routev3.RouteAction_RequestMirrorPolicy {
+	var out []*routev3.RouteAction_RequestMirrorPolicy
+	userSampled := false
+	for _, s := range e.Shadows {
+		if !s.PerRequest {
+			userSampled = true
+			continue
+		}
+		out = append(out, &routev3.RouteAction_RequestMirrorPolicy{
+			Cluster: config.ClusterName(e.Name, s.Name),
+			RuntimeFraction: &corev3.RuntimeFractionalPercent{
+				DefaultValue: percent(s.Percent),
+				RuntimeKey:   "modelsplit.shadow." + e.Name + "." + s.Name,
+			},
+		})
+	}
+	if userSampled {
+		out = append(out, &routev3.RouteAction_RequestMirrorPolicy{ClusterHeader: config.ShadowHeader})
+	}
+	return out
+}
+
+// percent keeps fractional percents exact with a per-million denominator.
+func percent(p float64) *typev3.FractionalPercent {
+	return &typev3.FractionalPercent{Numerator: uint32(p*10_000 + 0.5), Denominator: typev3.FractionalPercent_MILLION}
+}
+
+func exactHeader(name, value string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}},
+	}}
+}
+
+func variantResponseHeader(variant string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: config.VariantHeader, Value: variant},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// endpointExtProcPerRoute names the endpoint in the ext_proc stream's
+// metadata, so the server never re-implements Envoy's route matching.
+func endpointExtProcPerRoute(endpoint string) *extprocv3.ExtProcPerRoute {
+	return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{
+		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: config.EndpointMetadataKey, Value: endpoint}},
+	}}}
+}
+
+func boolValue(b bool) *wrapperspb.BoolValue { return wrapperspb.Bool(b) }

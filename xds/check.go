@@ -1,0 +1,252 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// CheckError lists every problem found in a resource set.
+type CheckError struct{ Problems []string }
+
+func (e *CheckError) Error() string {
+	return fmt.Sprintf("%d invalid xDS resource(s):\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
+}
+
+// Check validates every resource recursively with Envoy's own proto rules —
+// including the messages inside every Any, which ValidateAll alone skips —
+// and checks the references between resources that Snapshot.Consistent
+// does not (routes → clusters, api_listeners → routes, mirrors, weights).
+// It returns a *CheckError listing every problem, or nil.
+func Check(res Resources) error {
+	c := &checker{res: res}
+	for _, t := range sortedTypes(res) {
+		for _, r := range res[t] {
+			c.deepValidate(r, typeShort(t)+" "+resourceName(r))
+		}
+	}
+	c.references()
+	if len(c.problems) == 0 {
+		return nil
+	}
+	return &CheckError{Problems: c.problems}
+}
+
+type checker struct {
+	res      Resources
+	problems []string
+}
+
+func (c *checker) addf(format string, args ...any) {
+	c.problems = append(c.problems, fmt.Sprintf(format, args...))
+}
+
+type validatorAll interface{ ValidateAll() error }
+
+// deepValidate runs PGV on m, then finds every Any below it, unpacks it and
+// validates that too (recursively).
+func (c *checker) deepValidate(m proto.Message, where string) {
+	if v, ok := m.(validatorAll); ok {
+		if err := v.ValidateAll(); err != nil {
+			c.addf("%s: %v", where, flattenPGV(err))
+		}
+	}
+	c.walkAnys(m.ProtoReflect(), where)
+}
+
+func (c *checker) walkAnys(m protoreflect.Message, where string) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		path := where + "." + string(fd.Name())
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				c.visit(l.Get(i).Message(), fmt.Sprintf("%s[%d]", path, i))
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				c.visit(mv.Message(), fmt.Sprintf("%s[%s]", path, k.String()))
+				return true
+			})
+		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+			c.visit(v.Message(), path)
+		}
+		return true
+	})
+}
+
+func (c *checker) visit(m protoreflect.Message, path string) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			c.addf("%s: cannot unpack Any %s: %v", path, a.GetTypeUrl(), err)
+			return
+		}
+		c.deepValidate(inner, path+"<"+string(inner.ProtoReflect().Descriptor().Name())+">")
+		return
+	}
+	c.walkAnys(m, path)
+}
+
+// flattenPGV turns PGV's multi-error into one line.
+func flattenPGV(err error) string {
+	var multi interface{ AllErrors() []error }
+	if errors.As(err, &multi) {
+		parts := make([]string, 0, len(multi.AllErrors()))
+		for _, e := range multi.AllErrors() {
+			parts = append(parts, e.Error())
+		}
+		return strings.Join(parts, "; ")
+	}
+	return err.Error()
+}
+
+// references checks the links between resources.
+func (c *checker) references() {
+	clusters := map[string]*clusterv3.Cluster{}
+	for _, r := range c.res[resource.ClusterType] {
+		cl := r.(*clusterv3.Cluster)
+		if _, dup := clusters[cl.GetName()]; dup {
+			c.addf("cluster %s: defined twice", cl.GetName())
+		}
+		clusters[cl.GetName()] = cl
+	}
+	routes := map[string]*routev3.RouteConfiguration{}
+	for _, r := range c.res[resource.RouteType] {
+		rc := r.(*routev3.RouteConfiguration)
+		routes[rc.GetName()] = rc
+	}
+	assignments := map[string]bool{}
+	for _, r := range c.res[resource.EndpointType] {
+		cla := r.(*endpointv3.ClusterLoadAssignment)
+		assignments[cla.GetClusterName()] = true
+		if cl, ok := clusters[cla.GetClusterName()]; !ok || cl.GetType() != clusterv3.Cluster_EDS {
+			c.addf("load assignment %s: no EDS cluster of that name", cla.GetClusterName())
+		}
+	}
+	for name, cl := range clusters {
+		if cl.GetType() == clusterv3.Cluster_EDS && !assignments[name] {
+			c.addf("cluster %s: EDS cluster without a load assignment", name)
+		}
+	}
+	for _, r := range c.res[resource.ListenerType] {
+		l := r.(*listenerv3.Listener)
+		for _, hcm := range listenerHCMs(l) {
+			c.checkHCM(l.GetName(), hcm, routes, clusters)
+		}
+	}
+	for _, rc := range routes {
+		c.checkRouteConfig(rc, clusters)
+	}
+}
+
+// listenerHCMs finds the connection managers of a listener, in filter
+// chains (Envoy) or the api_listener (gRPC) — the latter is what
+// Snapshot.Consistent misses.
+func listenerHCMs(l *listenerv3.Listener) []*hcmv3.HttpConnectionManager {
+	var out []*hcmv3.HttpConnectionManager
+	unpack := func(a *anypb.Any) {
+		h := &hcmv3.HttpConnectionManager{}
+		if a != nil && a.UnmarshalTo(h) == nil {
+			out = append(out, h)
+		}
+	}
+	if l.GetApiListener() != nil {
+		unpack(l.GetApiListener().GetApiListener())
+	}
+	for _, fc := range l.GetFilterChains() {
+		for _, f := range fc.GetFilters() {
+			unpack(f.GetTypedConfig())
+		}
+	}
+	return out
+}
+
+func (c *checker) checkHCM(listener string, hcm *hcmv3.HttpConnectionManager, routes map[string]*routev3.RouteConfiguration, clusters map[string]*clusterv3.Cluster) {
+	if rds := hcm.GetRds(); rds != nil {
+		if _, ok := routes[rds.GetRouteConfigName()]; !ok {
+			c.addf("listener %s: route configuration %q does not exist", listener, rds.GetRouteConfigName())
+		}
+	}
+	for _, f := range hcm.GetHttpFilters() {
+		ep := &extprocv3.ExternalProcessor{}
+		if f.GetTypedConfig() == nil || f.GetTypedConfig().UnmarshalTo(ep) != nil {
+			continue
+		}
+		gs := ep.GetGrpcService()
+		switch {
+		case gs == nil && ep.GetHttpService() == nil:
+			c.addf("listener %s: ext_proc filter %s has neither grpc_service nor http_service", listener, f.GetName())
+		case gs.GetEnvoyGrpc() != nil:
+			if _, ok := clusters[gs.GetEnvoyGrpc().GetClusterName()]; !ok {
+				c.addf("listener %s: ext_proc cluster %q does not exist", listener, gs.GetEnvoyGrpc().GetClusterName())
+			}
+		}
+	}
+}
+
+func (c *checker) checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[string]*clusterv3.Cluster) {
+	need := func(where, name string) {
+		if _, ok := clusters[name]; !ok {
+			c.addf("route %s: cluster %q does not exist", where, name)
+		}
+	}
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			where := rc.GetName() + "/" + r.GetName()
+			a := r.GetRoute()
+			if a == nil {
+				continue
+			}
+			switch {
+			case a.GetCluster() != "":
+				need(where, a.GetCluster())
+			case a.GetWeightedClusters() != nil:
+				total := uint64(0)
+				for _, cw := range a.GetWeightedClusters().GetClusters() {
+					need(where, cw.GetName())
+					total += uint64(cw.GetWeight().GetValue())
+				}
+				if total == 0 {
+					c.addf("route %s: weighted clusters sum to zero (Envoy and grpc-go reject it)", where)
+				}
+			}
+			for i, m := range a.GetRequestMirrorPolicies() {
+				switch {
+				case (m.GetCluster() == "") == (m.GetClusterHeader() == ""):
+					c.addf("route %s: mirror policy %d needs exactly one of cluster and cluster_header", where, i)
+				case m.GetCluster() != "":
+					need(where, m.GetCluster())
+				}
+			}
+		}
+	}
+}
+
+func sortedTypes(res Resources) []resource.Type {
+	ts := make([]resource.Type, 0, len(res))
+	for t := range res {
+		ts = append(ts, t)
+	}
+	sort.Strings(ts)
+	return ts
+}
+
+func typeShort(t resource.Type) string {
+	if i := strings.LastIndex(t, "."); i >= 0 {
+		return t[i+1:]
+	}
+	return t
+}
