@@ -56,3 +56,16 @@ func protoToPlain(m proto.Message) (any, error) {
 	}
 	return v, nil
 }
+
+func marshalYAML(v any) ([]byte, error) {
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}

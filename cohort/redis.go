@@ -1,0 +1,351 @@
+package cohort
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/metrics"
+)
+
+// Tuning of the Redis store. Reads are bounded by store.timeout; these
+// govern how fast a dead Redis is detected and how writes are batched.
+const (
+	downAfterFailures = 3                      // consecutive failed reads before "down"
+	probeInterval     = 250 * time.Millisecond // PING while down
+	writeQueueSize    = 16384                  // pending write-behind assignments
+	retryBufferSize   = 100_000                // assignments kept while Redis is down
+	writeBatch        = 256
+	writeTimeout      = 2 * time.Second
+)
+
+type pendingWrite struct {
+	key, variant string
+	ttl          time.Duration
+}
+
+// redisStore keeps assignments in Redis, shared by every replica. Reads
+// have a budget; past it, or while Redis is down, the engine hashes
+// instead. Writes are queued and pipelined in the background so a new
+// assignment never waits for Redis, and kept for retry while Redis is down.
+type redisStore struct {
+	client  redis.UniversalClient
+	log     *zap.Logger
+	metrics *metrics.Metrics
+
+	up       atomic.Bool
+	failures atomic.Int32
+
+	queue chan pendingWrite
+	mu    sync.Mutex
+	retry map[string]pendingWrite // key → newest write, bounded
+	// inflight counts writes queued or being written, for Flush.
+	inflight atomic.Int64
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+// NewRedisStore connects to the Redis in cfg.Redis. URL forms:
+//
+//	redis://[user:pass@]host:port[/db]          single server
+//	rediss://...                                 TLS (store.ca_file verifies the server)
+//	redis://host:port?master_name=M&addr=h2:p2   Sentinel: sentinel addresses, master name M
+//	redis://host:port?cluster=1[&addr=h2:p2...]  Cluster: seed node(s)
+//
+// Connection problems at start are not errors: the store starts down and
+// recovers by itself once Redis answers.
+func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if m == nil {
+		m = metrics.New()
+	}
+	client, err := newUniversalClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &redisStore{client: client, log: log, metrics: m,
+		queue: make(chan pendingWrite, writeQueueSize), retry: map[string]pendingWrite{}, stop: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	err = client.Ping(ctx).Err()
+	cancel()
+	if err != nil {
+		log.Warn("redis unreachable at start; decisions fall back to hashing until it answers", zap.Error(err))
+		s.metrics.StoreUp.Set(0)
+	} else {
+		s.up.Store(true)
+		s.metrics.StoreUp.Set(1)
+	}
+	s.done.Add(2)
+	go s.writer()
+	go s.prober()
+	return s, nil
+}
+
+func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
+	u, err := url.Parse(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("store.redis: %w", err)
+	}
+	q := u.Query()
+	var tlsCfg *tls.Config
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("store.ca_file %s: no PEM certificates", cfg.CAFile)
+		}
+		tlsCfg = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	switch {
+	case q.Get("master_name") != "":
+		o, err := redis.ParseFailoverURL(cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("store.redis (sentinel): %w", err)
+		}
+		if tlsCfg != nil {
+			o.TLSConfig = tlsCfg
+		}
+		return redis.NewFailoverClient(o), nil
+	case q.Has("cluster"):
+		q.Del("cluster")
+		u.RawQuery = q.Encode()
+		o, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return nil, fmt.Errorf("store.redis (cluster): %w", err)
+		}
+		if tlsCfg != nil {
+			o.TLSConfig = tlsCfg
+		}
+		return redis.NewClusterClient(o), nil
+	default:
+		o, err := redis.ParseURL(cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("store.redis: %w", err)
+		}
+		if tlsCfg != nil && o.TLSConfig != nil {
+			o.TLSConfig.RootCAs = tlsCfg.RootCAs
+		}
+		// The decision path bounds every read with its own context; keep
+		// the client from retrying past that budget.
+		o.MaxRetries = -1
+		return redis.NewClient(o), nil
+	}
+}
+
+func (s *redisStore) Healthy() bool { return s.up.Load() }
+
+func (s *redisStore) Get(ctx context.Context, key string) (string, bool, error) {
+	if !s.up.Load() {
+		return "", false, ErrStoreDown
+	}
+	v, err := s.client.Get(ctx, key).Result()
+	switch {
+	case err == nil:
+		s.failures.Store(0)
+		return v, true, nil
+	case errors.Is(err, redis.Nil):
+		s.failures.Store(0)
+		return "", false, nil
+	default:
+		s.readFailed(ctx, err, "get")
+		return "", false, err
+	}
+}
+
+func (s *redisStore) InList(ctx context.Context, list, member string) (bool, error) {
+	if !s.up.Load() {
+		return false, ErrStoreDown
+	}
+	in, err := s.client.SIsMember(ctx, list, member).Result()
+	if err != nil {
+		s.readFailed(ctx, err, "list")
+		return false, err
+	}
+	return in, nil
+}
+
+func (s *redisStore) readFailed(ctx context.Context, err error, op string) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		s.metrics.StoreTimeouts.Inc()
+	} else {
+		s.metrics.StoreErrors.WithLabelValues(op).Inc()
+	}
+	if s.failures.Add(1) >= downAfterFailures {
+		s.markDown(err)
+	}
+}
+
+func (s *redisStore) markDown(err error) {
+	if s.up.CompareAndSwap(true, false) {
+		s.metrics.StoreUp.Set(0)
+		s.log.Warn("redis marked down; decisions fall back to the weighted hash until it answers again", zap.Error(err))
+	}
+}
+
+func (s *redisStore) markUp() {
+	s.failures.Store(0)
+	if s.up.CompareAndSwap(false, true) {
+		s.metrics.StoreUp.Set(1)
+		s.log.Info("redis reachable again; stored assignments are read again")
+	}
+}
+
+// PutIfAbsent queues the write; it never blocks. A full queue drops the
+// write (counted): the hash gives the same answer until weights change.
+func (s *redisStore) PutIfAbsent(key, variant string, ttl time.Duration) {
+	s.inflight.Add(1)
+	select {
+	case s.queue <- pendingWrite{key, variant, ttl}:
+	default:
+		s.inflight.Add(-1)
+		s.metrics.StoreWritesLost.Inc()
+	}
+}
+
+// writer drains the queue in pipelined batches of SET NX.
+func (s *redisStore) writer() {
+	defer s.done.Done()
+	batch := make([]pendingWrite, 0, writeBatch)
+	for {
+		select {
+		case <-s.stop:
+			return
+		case w := <-s.queue:
+			batch = append(batch[:0], w)
+		drain:
+			for len(batch) < writeBatch {
+				select {
+				case w := <-s.queue:
+					batch = append(batch, w)
+				default:
+					break drain
+				}
+			}
+			s.write(batch)
+			s.inflight.Add(-int64(len(batch)))
+		}
+	}
+}
+
+func (s *redisStore) write(batch []pendingWrite) {
+	if !s.up.Load() {
+		s.keepForRetry(batch)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, w := range batch {
+			p.SetNX(ctx, w.key, w.variant, w.ttl)
+		}
+		return nil
+	})
+	if err != nil {
+		s.metrics.StoreErrors.WithLabelValues("put").Inc()
+		s.keepForRetry(batch)
+		s.markDown(err)
+	}
+}
+
+func (s *redisStore) keepForRetry(batch []pendingWrite) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range batch {
+		if len(s.retry) >= retryBufferSize {
+			s.metrics.StoreWritesLost.Inc()
+			continue
+		}
+		s.retry[w.key] = w
+	}
+}
+
+// prober checks a down Redis and, once it answers, replays the writes
+// kept while it was down (SET NX: never over an existing assignment).
+func (s *redisStore) prober() {
+	defer s.done.Done()
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if s.up.Load() && s.retryLen() == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := s.client.Ping(ctx).Err()
+		cancel()
+		if err != nil {
+			continue
+		}
+		s.markUp()
+		s.replay()
+	}
+}
+
+func (s *redisStore) retryLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.retry)
+}
+
+func (s *redisStore) replay() {
+	s.mu.Lock()
+	pending := make([]pendingWrite, 0, len(s.retry))
+	for _, w := range s.retry {
+		pending = append(pending, w)
+	}
+	s.retry = map[string]pendingWrite{}
+	s.mu.Unlock()
+	for len(pending) > 0 {
+		n := min(writeBatch, len(pending))
+		s.write(pending[:n])
+		pending = pending[n:]
+	}
+	if n := s.retryLen(); n == 0 {
+		s.log.Debug("replayed assignments kept while redis was down")
+	}
+}
+
+// Flush waits for queued writes to be attempted.
+func (s *redisStore) Flush(ctx context.Context) error {
+	for s.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// PendingRetries is how many assignments wait for Redis to come back.
+func (s *redisStore) PendingRetries() int { return s.retryLen() }
+
+func (s *redisStore) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = s.Flush(ctx)
+	cancel()
+	close(s.stop)
+	s.done.Wait()
+	return s.client.Close()
+}

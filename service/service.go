@@ -1,0 +1,326 @@
+// Package service runs one modelsplit process: it loads the config, starts
+// the xDS, ext_proc and admin listeners, reloads the config on change, and
+// shuts everything down gracefully. End-to-end tests start it on :0.
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/modelsplit/modelsplit/admin"
+	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/extproc"
+	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/xds"
+)
+
+// Options configures a Service.
+type Options struct {
+	// ConfigPath is watched for changes; empty disables reloading.
+	ConfigPath string
+	// Config is the already loaded and validated config, with
+	// ListenOverrides already applied.
+	Config *config.Config
+	// ListenOverrides (from flags) are re-applied to every reloaded config.
+	ListenOverrides config.Listen
+	Logger          *zap.Logger
+	// AdminToken is the MODELSPLIT_ADMIN_TOKEN value ("" when unset).
+	AdminToken string
+	// ReloadInterval is how often the config file is checked for changes
+	// (default 1s). SIGHUP reloads at once (see cli).
+	ReloadInterval time.Duration
+	// ShutdownGrace bounds the graceful stop (default 10s).
+	ShutdownGrace time.Duration
+}
+
+// Addrs are the bound listen addresses (useful with :0).
+type Addrs struct {
+	XDS, ExtProc, Admin string
+}
+
+// Service is a running modelsplit process.
+type Service struct {
+	opts    Options
+	log     *zap.Logger
+	metrics *metrics.Metrics
+
+	xds     *xds.Server
+	store   cohort.Store
+	engine  *cohort.Engine
+	extproc *extproc.Server
+
+	xdsGRPC     *grpc.Server
+	extprocGRPC *grpc.Server
+	adminHTTP   *http.Server
+	addrs       Addrs
+
+	reloadMu sync.Mutex
+	current  *config.Config
+	fileSig  fileSignature
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	errc   chan error
+}
+
+// Start binds every listener and starts serving. The returned Service runs
+// until ctx is cancelled or Close is called.
+func Start(ctx context.Context, opts Options) (*Service, error) {
+	if opts.Config == nil {
+		return nil, errors.New("service: no config")
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.ReloadInterval == 0 {
+		opts.ReloadInterval = time.Second
+	}
+	if opts.ShutdownGrace == 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
+	cfg := opts.Config
+	ctx, cancel := context.WithCancel(ctx)
+	s := &Service{opts: opts, log: opts.Logger, metrics: metrics.New(), current: cfg,
+		cancel: cancel, done: make(chan struct{}), errc: make(chan error, 3)}
+	ok := false
+	defer func() {
+		if !ok {
+			cancel()
+			s.stop()
+		}
+	}()
+
+	token, err := admin.ResolveToken(cfg.Listen.Admin, cfg.Admin.TokenFile, opts.AdminToken)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := serverCredentials(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+
+	// Decision side.
+	if cfg.Store.Redis != "" {
+		s.store, err = cohort.NewRedisStore(cfg.Store, s.log.Named("store"), s.metrics)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	} else {
+		s.store = cohort.NewMemoryStore(cfg.Store.CacheSize * 10)
+		s.metrics.StoreUp.Set(1)
+	}
+	s.engine = cohort.NewEngine(s.store, cohort.Options{Logger: s.log.Named("cohort"), Metrics: s.metrics})
+	s.engine.SetConfig(cfg)
+	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics})
+
+	// Control plane.
+	s.xds = xds.NewServer(ctx, xds.ServerOptions{Logger: s.log.Named("xds"), Metrics: s.metrics})
+	if err := s.xds.Apply(cfg); err != nil {
+		return nil, fmt.Errorf("initial config: %w", err)
+	}
+
+	// Listeners: bind all before serving any, so a port conflict fails fast.
+	xdsLis, err := net.Listen("tcp", cfg.Listen.XDS)
+	if err != nil {
+		return nil, fmt.Errorf("listen.xds: %w", err)
+	}
+	extLis, err := extproc.Listen(cfg.Listen.ExtProc)
+	if err != nil {
+		xdsLis.Close()
+		return nil, fmt.Errorf("listen.extproc: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
+	if err != nil {
+		xdsLis.Close()
+		extLis.Close()
+		return nil, fmt.Errorf("listen.admin: %w", err)
+	}
+	s.addrs = Addrs{XDS: xdsLis.Addr().String(), ExtProc: listenerAddr(extLis), Admin: adminLis.Addr().String()}
+
+	s.xdsGRPC = grpc.NewServer(grpcServerOptions(creds)...)
+	s.xds.Register(s.xdsGRPC)
+	s.extprocGRPC = grpc.NewServer(grpcServerOptions(creds)...)
+	s.extproc.Register(s.extprocGRPC)
+
+	adminHandler := admin.New(admin.Options{Metrics: s.metrics, Token: token, Checks: []admin.Check{
+		{Name: "xds", Fn: func() error {
+			if !s.xds.Ready() {
+				return errors.New("no snapshot served yet")
+			}
+			return nil
+		}},
+		{Name: "store", Fn: s.storeCheck},
+	}})
+	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
+
+	go func() { s.errc <- serveErr("xds", s.xdsGRPC.Serve(xdsLis)) }()
+	go func() { s.errc <- serveErr("extproc", s.extprocGRPC.Serve(extLis)) }()
+	go func() { s.errc <- serveErr("admin", s.adminHTTP.Serve(adminLis)) }()
+	if opts.ConfigPath != "" {
+		s.fileSig, _ = signature(opts.ConfigPath)
+		go s.watch(ctx)
+	}
+	go func() {
+		<-ctx.Done()
+		s.stop()
+		close(s.done)
+	}()
+	ok = true
+	s.log.Info("serving",
+		zap.String("xds", s.addrs.XDS), zap.String("extproc", s.addrs.ExtProc), zap.String("admin", s.addrs.Admin),
+		zap.Int("endpoints", len(cfg.Endpoints)), zap.Bool("redis", cfg.Store.Redis != ""),
+		zap.String("version", s.xds.Version(xds.KindEnvoy)))
+	return s, nil
+}
+
+func (s *Service) storeCheck() error {
+	if h, ok := s.store.(interface{ Healthy() bool }); ok && !h.Healthy() {
+		return errors.New("store unreachable: decisions fall back to hashing")
+	}
+	return nil
+}
+
+// Addrs returns the bound listen addresses.
+func (s *Service) Addrs() Addrs { return s.addrs }
+
+// Metrics returns the process's metrics.
+func (s *Service) Metrics() *metrics.Metrics { return s.metrics }
+
+// XDS returns the control-plane server.
+func (s *Service) XDS() *xds.Server { return s.xds }
+
+// Engine returns the decision engine.
+func (s *Service) Engine() *cohort.Engine { return s.engine }
+
+// Config returns the config in force.
+func (s *Service) Config() *config.Config {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return s.current
+}
+
+// Wait blocks until the service has stopped, returning the first serving
+// error if a listener failed.
+func (s *Service) Wait() error {
+	select {
+	case <-s.done:
+		return nil
+	case err := <-s.errc:
+		if err != nil {
+			s.cancel()
+			<-s.done
+			return err
+		}
+		<-s.done
+		return nil
+	}
+}
+
+// Close stops the service gracefully and waits for it.
+func (s *Service) Close() {
+	s.cancel()
+	<-s.done
+}
+
+func (s *Service) stop() {
+	grace, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, g := range []*grpc.Server{s.xdsGRPC, s.extprocGRPC} {
+		if g == nil {
+			continue
+		}
+		wg.Add(1)
+		go func(g *grpc.Server) {
+			defer wg.Done()
+			stopped := make(chan struct{})
+			go func() { g.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-grace.Done():
+				g.Stop()
+			}
+		}(g)
+	}
+	if s.adminHTTP != nil {
+		_ = s.adminHTTP.Shutdown(grace)
+	}
+	wg.Wait()
+	if s.engine != nil {
+		_ = s.engine.Close()
+	}
+	if s.store != nil {
+		if c, ok := s.store.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+	}
+	if s.log != nil {
+		_ = s.log.Sync()
+	}
+}
+
+func serveErr(name string, err error) error {
+	if err == nil || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s listener: %w", name, err)
+}
+
+func listenerAddr(l net.Listener) string {
+	if l.Addr().Network() == "unix" {
+		return "unix://" + l.Addr().String()
+	}
+	return l.Addr().String()
+}
+
+func grpcServerOptions(creds credentials.TransportCredentials) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		// Envoy opens one ext_proc stream per request and every xDS client
+		// keeps one ADS stream: never let the stream limit queue them.
+		grpc.MaxConcurrentStreams(1 << 20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	return opts
+}
+
+func serverCredentials(t config.TLS) (credentials.TransportCredentials, error) {
+	if !t.Enabled() {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(t.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.client_ca_file %s: no PEM certificates", t.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(tc), nil
+}

@@ -1,0 +1,93 @@
+package xds
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// BootstrapOptions describes the Envoy that will connect to modelsplit.
+type BootstrapOptions struct {
+	NodeID      string // unique per Envoy
+	NodeCluster string
+	XDSAddress  string // host:port of modelsplit's xDS listener
+	Delta       bool   // DELTA_GRPC instead of state-of-the-world
+	AdminPort   int    // Envoy admin on 127.0.0.1; 0 disables it
+}
+
+const xdsClusterName = "modelsplit_xds"
+
+// Bootstrap returns an Envoy bootstrap that takes listeners, routes,
+// clusters and endpoints from modelsplit over ADS.
+func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
+	host, portStr, err := net.SplitHostPort(o.XDSAddress)
+	if err != nil {
+		return nil, fmt.Errorf("xDS address %q: %w", o.XDSAddress, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("xDS address %q: bad port", o.XDSAddress)
+	}
+	if o.NodeID == "" {
+		return nil, fmt.Errorf("node id is required")
+	}
+	apiType := corev3.ApiConfigSource_GRPC
+	if o.Delta {
+		apiType = corev3.ApiConfigSource_DELTA_GRPC
+	}
+	discovery := clusterv3.Cluster_STRICT_DNS
+	if net.ParseIP(host) != nil {
+		discovery = clusterv3.Cluster_STATIC
+	}
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{
+			Id: o.NodeID, Cluster: o.NodeCluster,
+			Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{NodeKindMetadataKey: structpb.NewStringValue(string(KindEnvoy))}},
+		},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:             apiType,
+				TransportApiVersion: corev3.ApiVersion_V3,
+				// go-control-plane re-attaches the node to later requests.
+				SetNodeOnFirstMessageOnly: true,
+				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName}}}},
+			},
+			CdsConfig: adsSource(),
+			LdsConfig: adsSource(),
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{{
+			Name:                          xdsClusterName,
+			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: discovery},
+			ConnectTimeout:                durationpb.New(time.Second),
+			TypedExtensionProtocolOptions: http2Options(), // gRPC needs HTTP/2
+			LoadAssignment: &endpointv3.ClusterLoadAssignment{
+				ClusterName: xdsClusterName,
+				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(host, port)}},
+				}}}},
+			},
+		}}},
+	}
+	if o.AdminPort > 0 {
+		b.Admin = &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", o.AdminPort)}
+	}
+	return b, nil
+}
+
+// RenderBootstrapYAML prints a bootstrap as YAML for `envoy -c`.
+func RenderBootstrapYAML(b *bootstrapv3.Bootstrap) ([]byte, error) {
+	v, err := protoToPlain(b)
+	if err != nil {
+		return nil, err
+	}
+	return marshalYAML(v)
+}
