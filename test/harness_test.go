@@ -245,6 +245,7 @@ func xdsClient(t *testing.T, endpoint string) testgrpc.TestServiceClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
+	cc.Connect() // resolve now, so the xDS client subscribes before the first call
 	return testgrpc.NewTestServiceClient(cc)
 }
 
