@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 
-	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/xds"
 )
 
@@ -13,12 +12,12 @@ Print an Envoy bootstrap (YAML) that takes its listeners, routes, clusters and
 endpoints from modelsplit's xDS server over ADS. Start Envoy with it:
   modelsplit bootstrap -node-id edge-1 > envoy.yaml && envoy -c envoy.yaml
 Each Envoy needs its own -node-id.`)
-	o := xds.BootstrapOptions{}
-	fs.StringVar(&o.NodeID, "node-id", "envoy-1", "this Envoy's node `id` (unique per Envoy)")
-	fs.StringVar(&o.NodeCluster, "node-cluster", "modelsplit-gateway", "node `cluster` name")
-	fs.StringVar(&o.XDSAddress, "xds", config.DefaultXDSAddr, "`address` where Envoy reaches modelsplit's xDS server")
+	o := xds.DefaultBootstrapOptions()
+	fs.StringVar(&o.NodeID, "node-id", o.NodeID, "this Envoy's node `id` (unique per Envoy)")
+	fs.StringVar(&o.NodeCluster, "node-cluster", o.NodeCluster, "node `cluster` name")
+	fs.StringVar(&o.XDSAddress, "xds", o.XDSAddress, "`address` where Envoy reaches modelsplit's xDS server")
 	fs.BoolVar(&o.Delta, "delta", false, "use incremental (delta) xDS instead of state of the world")
-	fs.IntVar(&o.AdminPort, "admin-port", 9901, "Envoy admin `port` on 127.0.0.1 (0 disables)")
+	fs.IntVar(&o.AdminPort, "admin-port", o.AdminPort, "Envoy admin `port` on 127.0.0.1 (0 disables)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -25,6 +25,13 @@ type BootstrapOptions struct {
 
 const xdsClusterName = "modelsplit_xds"
 
+// DefaultBootstrapOptions is what `modelsplit bootstrap` prints without
+// flags and what envoy/bootstrap.yaml holds: an Envoy on the same host as
+// `make run`.
+func DefaultBootstrapOptions() BootstrapOptions {
+	return BootstrapOptions{NodeID: "envoy-1", NodeCluster: "modelsplit-gateway", XDSAddress: "127.0.0.1:18000", AdminPort: 9901}
+}
+
 // Bootstrap returns an Envoy bootstrap that takes listeners, routes,
 // clusters and endpoints from modelsplit over ADS.
 func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
