@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -122,6 +123,7 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		if tlsCfg != nil {
 			o.TLSConfig = tlsCfg
 		}
+		o.ContextTimeoutEnabled = true
 		return redis.NewFailoverClient(o), nil
 	case q.Has("cluster"):
 		q.Del("cluster")
@@ -133,6 +135,7 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		if tlsCfg != nil {
 			o.TLSConfig = tlsCfg
 		}
+		o.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(cfg.Redis)
@@ -145,6 +148,9 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		// The decision path bounds every read with its own context; keep
 		// the client from retrying past that budget.
 		o.MaxRetries = -1
+		// Without this go-redis ignores context deadlines and waits its own
+		// 3s read timeout: a hung Redis would stall decisions.
+		o.ContextTimeoutEnabled = true
 		return redis.NewClient(o), nil
 	}
 }
@@ -182,7 +188,8 @@ func (s *redisStore) InList(ctx context.Context, list, member string) (bool, err
 }
 
 func (s *redisStore) readFailed(ctx context.Context, err error, op string) {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		s.metrics.StoreTimeouts.Inc()
 	} else {
 		s.metrics.StoreErrors.WithLabelValues(op).Inc()

@@ -1,0 +1,430 @@
+package cohort_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/internal/testredis"
+	"github.com/modelsplit/modelsplit/metrics"
+)
+
+// headers is a map-backed cohort.Headers for tests.
+type headers map[string]string
+
+func (h headers) Get(name string) (string, bool) { v, ok := h[name]; return v, ok }
+
+func user(id string) headers { return headers{"x-user-id": id} }
+
+func splitConfig(t testing.TB, redisURL string, weights ...int) *config.Config {
+	t.Helper()
+	var b strings.Builder
+	if redisURL != "" {
+		fmt.Fprintf(&b, "store: {redis: %q, timeout: 50ms, key_prefix: \"t:\"}\n", redisURL)
+	}
+	b.WriteString("user_lists:\n  vip: [vip-1, vip-2]\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n    sticky: {header: x-user-id}\n    allow_target: true\n    variants:\n")
+	for i, w := range weights {
+		fmt.Fprintf(&b, "      - {name: v%d, weight: %d, backends: [\"10.0.0.%d:80\"]}\n", i, w, i+1)
+	}
+	b.WriteString(`    rules:
+      - {header: x-region, equals: eu, variant: v0}
+      - {header: x-device, one_of: [ios, android], variant: v1}
+      - {header: x-build, prefix: "2026.", variant: v1}
+      - {user_list: vip, variant: v1}
+`)
+	if redisURL != "" {
+		b.WriteString("      - {user_list: redis-beta, variant: v0}\n")
+	}
+	cfg, err := config.Parse("test.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func newEngine(t testing.TB, store cohort.Store, cfg *config.Config) (*cohort.Engine, *metrics.Metrics) {
+	t.Helper()
+	m := metrics.New()
+	e := cohort.NewEngine(store, cohort.Options{Metrics: m})
+	e.SetConfig(cfg)
+	t.Cleanup(func() { e.Close() })
+	return e, m
+}
+
+func redisStore(t testing.TB, url string, m *metrics.Metrics) cohort.Store {
+	t.Helper()
+	s, err := cohort.NewRedisStore(config.Store{Redis: url, KeyPrefix: "t:", Timeout: config.Duration(50 * time.Millisecond)}, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func decide(t testing.TB, e *cohort.Engine, h cohort.Headers) cohort.Decision {
+	t.Helper()
+	d, err := e.Decide(context.Background(), "m", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func shares(t testing.TB, e *cohort.Engine, prefix string, n int) map[string]float64 {
+	counts := map[string]int{}
+	for i := 0; i < n; i++ {
+		counts[decide(t, e, user(fmt.Sprintf("%s-%d", prefix, i))).Variant]++
+	}
+	out := map[string]float64{}
+	for k, v := range counts {
+		out[k] = float64(v) / float64(n)
+	}
+	return out
+}
+
+func assertShares(t *testing.T, got map[string]float64, want map[string]float64, tol float64) {
+	t.Helper()
+	for k, w := range want {
+		if math.Abs(got[k]-w) > tol {
+			t.Errorf("share of %s = %.4f, want %.2f ± %.3f (all: %v)", k, got[k], w, tol, got)
+		}
+	}
+	t.Logf("shares %v", got)
+}
+
+func TestSplitAccuracy(t *testing.T) {
+	for _, w := range [][]int{{70, 30}, {33, 33, 34}, {90, 10}, {5, 15, 30, 50}} {
+		e, _ := newEngine(t, cohort.NewMemoryStore(0), splitConfig(t, "", w...))
+		got := shares(t, e, fmt.Sprint(w), 10000)
+		want := map[string]float64{}
+		total := 0
+		for _, x := range w {
+			total += x
+		}
+		for i, x := range w {
+			want[fmt.Sprintf("v%d", i)] = float64(x) / float64(total)
+		}
+		assertShares(t, got, want, 0.01)
+	}
+}
+
+// Raising one variant's weight only moves users onto it; lowering only
+// moves users off it — for any number of variants, without a store.
+func TestRampsAreMonotonic(t *testing.T) {
+	steps := [][]int{{90, 5, 5}, {80, 15, 5}, {60, 15, 25}, {60, 35, 5}, {0, 50, 50}}
+	prev := map[string]string{}
+	for si, w := range steps {
+		e, _ := newEngine(t, cohort.NewMemoryStore(0), splitConfig(t, "", w...))
+		for i := 0; i < 5000; i++ {
+			u := fmt.Sprintf("u%d", i)
+			v := decide(t, e, user(u)).Variant
+			if si > 0 && v != prev[u] {
+				from, to := variantIndex(prev[u]), variantIndex(v)
+				was, now := steps[si-1], w
+				if !(now[to] > was[to] || now[from] < was[from]) {
+					t.Fatalf("step %v→%v moved %s from %s to %s although neither weight moved that way", was, now, u, prev[u], v)
+				}
+			}
+			prev[u] = v
+		}
+	}
+}
+
+func variantIndex(v string) int {
+	var i int
+	fmt.Sscanf(v, "v%d", &i)
+	return i
+}
+
+func TestRulesAndTargets(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	e, _ := newEngine(t, store, splitConfig(t, r.URL(), 50, 50))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	redisAdd(t, r, "t:list:redis-beta", "beta-user")
+	cases := []struct {
+		name    string
+		h       headers
+		variant string
+		source  cohort.Source
+	}{
+		{"equals", headers{"x-user-id": "a", "x-region": "eu"}, "v0", cohort.SourceRule},
+		{"one_of", headers{"x-user-id": "a", "x-device": "android"}, "v1", cohort.SourceRule},
+		{"prefix", headers{"x-user-id": "a", "x-build": "2026.11"}, "v1", cohort.SourceRule},
+		{"config list", user("vip-2"), "v1", cohort.SourceRule},
+		{"redis list", user("beta-user"), "v0", cohort.SourceRule},
+		{"first rule wins", headers{"x-user-id": "vip-1", "x-region": "eu"}, "v0", cohort.SourceRule},
+		{"target", headers{"x-user-id": "a", "x-region": "eu", config.TargetHeader: "v1"}, "v1", cohort.SourceTarget},
+	}
+	for _, tc := range cases {
+		d, err := e.Decide(ctx, "m", tc.h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Variant != tc.variant || d.Source != tc.source {
+			t.Errorf("%s: got %s/%s, want %s/%s", tc.name, d.Variant, d.Source, tc.variant, tc.source)
+		}
+	}
+	// An unknown target is ignored; the user gets their normal variant.
+	normal := decide(t, e, user("zed"))
+	if d := decide(t, e, headers{"x-user-id": "zed", config.TargetHeader: "nope"}); d.Variant != normal.Variant || d.Source == cohort.SourceTarget {
+		t.Errorf("unknown target: got %+v, want %s not by target", d, normal.Variant)
+	}
+	if _, err := e.Decide(ctx, "missing", user("a")); err != cohort.ErrUnknownEndpoint {
+		t.Errorf("unknown endpoint: %v", err)
+	}
+}
+
+func TestTargetNotAllowed(t *testing.T) {
+	cfg := splitConfig(t, "", 100, 0)
+	cfg.Endpoints[0].AllowTarget = false
+	e, _ := newEngine(t, cohort.NewMemoryStore(0), cfg)
+	if d := decide(t, e, headers{"x-user-id": "a", config.TargetHeader: "v1"}); d.Variant != "v0" {
+		t.Errorf("target honoured on an endpoint that does not allow it: %+v", d)
+	}
+}
+
+// The headline property: users assigned at 90/10 keep their variant after
+// the weights move to 50/50, new users follow 50/50, and all of it
+// survives a restart and is shared by replicas.
+func TestStickyAcrossWeightChangeRestartAndReplicas(t *testing.T) {
+	r := testredis.Start(t)
+	const n = 10000
+	m1 := metrics.New()
+	e1, _ := newEngine(t, redisStore(t, r.URL(), m1), splitConfig(t, r.URL(), 90, 10))
+	first := map[string]string{}
+	for i := 0; i < n; i++ {
+		u := fmt.Sprintf("old-%d", i)
+		first[u] = decide(t, e1, user(u)).Variant
+	}
+	flush(t, e1)
+
+	e1.SetConfig(splitConfig(t, r.URL(), 50, 50))
+	moved := 0
+	for u, v := range first {
+		if decide(t, e1, user(u)).Variant != v {
+			moved++
+		}
+	}
+	if moved != 0 {
+		t.Errorf("%d of %d existing users changed variant after 90/10 → 50/50", moved, n)
+	}
+	assertShares(t, shares(t, e1, "new", n), map[string]float64{"v0": 0.5, "v1": 0.5}, 0.01)
+	flush(t, e1)
+
+	// A restart (fresh engine, empty cache) and a second replica, both at
+	// 50/50, read the same assignments from Redis.
+	e2, m2 := newEngine(t, redisStore(t, r.URL(), metrics.New()), splitConfig(t, r.URL(), 50, 50))
+	e3, _ := newEngine(t, redisStore(t, r.URL(), metrics.New()), splitConfig(t, r.URL(), 50, 50))
+	for u, v := range first {
+		d2, d3 := decide(t, e2, user(u)), decide(t, e3, user(u))
+		if d2.Variant != v || d3.Variant != v {
+			t.Fatalf("user %s: first %s, restarted %s, replica %s", u, v, d2.Variant, d3.Variant)
+		}
+	}
+	if got := testutil.ToFloat64(m2.Decisions.WithLabelValues("m", "v1", "store")) + testutil.ToFloat64(m2.Decisions.WithLabelValues("m", "v0", "store")); got != n {
+		t.Errorf("restarted engine: %v decisions from the store, want %d", got, n)
+	}
+}
+
+// Killing Redis mid-run fails no decision; users whose weights did not
+// change get the same answer from the hash; the store recovers by itself,
+// the assignments made while it was down are written, and stored
+// assignments are read again.
+func TestRedisOutage(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	e, _ := newEngine(t, store, splitConfig(t, r.URL(), 50, 50))
+	before := map[string]string{}
+	for i := 0; i < 1000; i++ {
+		u := fmt.Sprintf("pre-%d", i)
+		before[u] = decide(t, e, user(u)).Variant
+	}
+	flush(t, e)
+
+	r.Kill()
+	fresh := cohort.NewEngine(store, cohort.Options{Metrics: m}) // empty cache: must go to the store
+	fresh.SetConfig(splitConfig(t, r.URL(), 50, 50))
+	start := time.Now()
+	during := map[string]string{}
+	for i := 0; i < 2000; i++ {
+		u := fmt.Sprintf("pre-%d", i%1000)
+		if i >= 1000 {
+			u = fmt.Sprintf("down-%d", i)
+		}
+		d, err := fresh.Decide(context.Background(), "m", user(u))
+		if err != nil || d.Variant == "" {
+			t.Fatalf("decision failed while redis was down: %+v %v", d, err)
+		}
+		if i < 1000 && d.Variant != before[u] {
+			t.Fatalf("user %s got %s while redis was down, had %s (weights unchanged)", u, d.Variant, before[u])
+		}
+		during[u] = d.Variant
+	}
+	t.Logf("2,000 decisions with redis down took %v", time.Since(start))
+	if store.Healthy() {
+		t.Error("store still healthy with redis killed")
+	}
+	if testutil.ToFloat64(m.StoreUp) != 0 || testutil.ToFloat64(m.Decisions.WithLabelValues("m", "v0", "fallback"))+testutil.ToFloat64(m.Decisions.WithLabelValues("m", "v1", "fallback")) == 0 {
+		t.Error("outage not visible in metrics (store_up, decisions{source=fallback})")
+	}
+
+	r.Restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for !store.Healthy() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !store.Healthy() {
+		t.Fatal("store did not recover within 5s of redis restarting")
+	}
+	// The assignments made while down were replayed into Redis.
+	deadline = time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && redisKeys(t, r) < 2000 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if k := redisKeys(t, r); k < 2000 {
+		t.Errorf("redis holds %d assignment keys after recovery, want ≥ 2000 (1000 before + 1000 made while down)", k)
+	}
+	// Stored assignments win again, even after the weights change.
+	after, m3 := newEngine(t, redisStore(t, r.URL(), metrics.New()), splitConfig(t, r.URL(), 10, 90))
+	for u, v := range during {
+		if d := decide(t, after, user(u)); d.Variant != v {
+			t.Fatalf("user %s: %s after recovery, %s before", u, d.Variant, v)
+		}
+	}
+	if got := testutil.ToFloat64(m3.Decisions.WithLabelValues("m", "v0", "store")) + testutil.ToFloat64(m3.Decisions.WithLabelValues("m", "v1", "store")); got != float64(len(during)) {
+		t.Errorf("%v decisions from the store after recovery, want %d", got, len(during))
+	}
+}
+
+// A hung Redis (accepts connections, never answers) costs at most the
+// budget per read until it is marked down; decisions never hang.
+func TestHungRedis(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	e, _ := newEngine(t, store, splitConfig(t, r.URL(), 50, 50))
+	decide(t, e, user("warm"))
+	r.Pause()
+	defer r.Resume()
+	start := time.Now()
+	for i := 0; i < 200; i++ {
+		decide(t, e, user(fmt.Sprintf("h-%d", i)))
+	}
+	took := time.Since(start)
+	t.Logf("200 decisions against a hung redis took %v; timeouts counted %v", took, testutil.ToFloat64(m.StoreTimeouts))
+	if took > 2*time.Second {
+		t.Errorf("decisions against a hung redis took %v: the budget is not enforced", took)
+	}
+	if testutil.ToFloat64(m.StoreTimeouts) == 0 {
+		t.Error("no store timeouts counted")
+	}
+}
+
+func TestSaltResetsExperiment(t *testing.T) {
+	store := cohort.NewMemoryStore(0)
+	cfg := splitConfig(t, "", 50, 50)
+	e, _ := newEngine(t, store, cfg)
+	a := map[string]string{}
+	for i := 0; i < 2000; i++ {
+		a[fmt.Sprint(i)] = decide(t, e, user(fmt.Sprint(i))).Variant
+	}
+	salted := cfg.Clone()
+	salted.Endpoints[0].Sticky.Salt = "experiment-2"
+	e.SetConfig(salted)
+	changed := 0
+	for u, v := range a {
+		d := decide(t, e, user(u))
+		if d.Source == cohort.SourceStore {
+			t.Fatalf("user %s served from an assignment of the old salt", u)
+		}
+		if d.Variant != v {
+			changed++
+		}
+	}
+	if changed < 800 || changed > 1200 { // a fresh 50/50 draw moves about half
+		t.Errorf("%d of 2000 users changed variant after a new salt, want about 1000", changed)
+	}
+}
+
+// A variant drained to 0 (blue-green switch) sends its users elsewhere; a
+// rollback brings them back, because their stored assignment was kept.
+func TestDrainAndRollback(t *testing.T) {
+	e, _ := newEngine(t, cohort.NewMemoryStore(0), splitConfig(t, "", 50, 50))
+	orig := map[string]string{}
+	for i := 0; i < 1000; i++ {
+		orig[fmt.Sprint(i)] = decide(t, e, user(fmt.Sprint(i))).Variant
+	}
+	e.SetConfig(splitConfig(t, "", 100, 0))
+	for u := range orig {
+		if v := decide(t, e, user(u)).Variant; v != "v0" {
+			t.Fatalf("after promote, user %s still on %s", u, v)
+		}
+	}
+	e.SetConfig(splitConfig(t, "", 50, 50))
+	for u, v := range orig {
+		if got := decide(t, e, user(u)).Variant; got != v {
+			t.Fatalf("after rollback, user %s on %s, was %s", u, got, v)
+		}
+	}
+}
+
+func TestCookieKeyAndMinting(t *testing.T) {
+	cfg, err := config.Parse("c.yaml", []byte(`
+endpoints:
+  - name: m
+    match: {path_prefix: /m}
+    sticky: {cookie: uid, mint_cookie: true, ttl: 1h}
+    variants:
+      - {name: a, weight: 50, backends: ["10.0.0.1:80"]}
+      - {name: b, weight: 50, backends: ["10.0.0.2:80"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := newEngine(t, cohort.NewMemoryStore(0), cfg)
+	d := decide(t, e, headers{})
+	if !strings.HasPrefix(d.SetCookie, "uid=") || !strings.Contains(d.SetCookie, "Max-Age=3600") || !strings.Contains(d.SetCookie, "HttpOnly") {
+		t.Fatalf("minted cookie = %q", d.SetCookie)
+	}
+	id := strings.SplitN(strings.TrimPrefix(d.SetCookie, "uid="), ";", 2)[0]
+	for i := 0; i < 5; i++ {
+		again := decide(t, e, headers{"cookie": "theme=dark; uid=" + id + "; x=1"})
+		if again.Variant != d.Variant || again.SetCookie != "" {
+			t.Fatalf("returning user: %+v, first %+v", again, d)
+		}
+	}
+}
+
+func TestMemoryStoreIsBounded(t *testing.T) {
+	s := cohort.NewMemoryStore(1000)
+	for i := 0; i < 10000; i++ {
+		s.PutIfAbsent(fmt.Sprint(i), "a", 0)
+	}
+	found := 0
+	for i := 0; i < 10000; i++ {
+		if _, ok, _ := s.Get(context.Background(), fmt.Sprint(i)); ok {
+			found++
+		}
+	}
+	if found > 1000 || found < 900 {
+		t.Errorf("memory store of 1000 holds %d entries after 10,000 puts", found)
+	}
+}
+
+func flush(t testing.TB, e *cohort.Engine) {
+	t.Helper()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
