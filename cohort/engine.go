@@ -200,13 +200,13 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 		cookie = ep.cookieFor(key)
 	}
 	kh := keyHash(ep.saltHash, key)
-	hashed := pickRendezvous(kh, ep.seeds, ep.weights)
 	// 3. Stored assignment: cache, then store.
 	ck := cacheKey{endpoint: ep.generation, user: kh}
 	if v, ok := e.cache.get(ck); ok {
 		e.metrics.CacheHits.Inc()
-		return ep.honour(v, hashed), SourceStore, cookie
+		return ep.honour(v, kh), SourceStore, cookie
 	}
+	hashed := pickRendezvous(kh, ep.seeds, ep.weights)
 	e.metrics.CacheMisses.Inc()
 	storeKey := ep.storePrefix + strconv.FormatUint(kh, 16)
 	if cookie == "" { // a freshly minted id cannot have an assignment yet
@@ -222,7 +222,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 		}
 		if found {
 			e.cache.put(ck, v)
-			return ep.honour(v, hashed), SourceStore, cookie
+			return ep.honour(v, kh), SourceStore, cookie
 		}
 	}
 	// 4. New user: the weighted hash, stored write-behind.
@@ -234,11 +234,11 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 // honour returns the stored variant's index while it still takes traffic
 // (weight > 0); otherwise the hash among serving variants. The stored value
 // is kept, so restoring the weight (a rollback) brings the user back.
-func (ep *endpoint) honour(stored string, hashed int) int {
+func (ep *endpoint) honour(stored string, kh uint64) int {
 	if i, ok := ep.index[stored]; ok && ep.weights[i] > 0 {
 		return i
 	}
-	return hashed
+	return pickRendezvous(kh, ep.seeds, ep.weights)
 }
 
 func (e *Engine) ruleMatches(ctx context.Context, c *compiled, r *rule, h Headers, key string, hasKey bool) bool {

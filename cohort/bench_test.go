@@ -1,0 +1,77 @@
+package cohort_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/internal/testredis"
+	"github.com/modelsplit/modelsplit/metrics"
+)
+
+// BenchmarkDecideCacheHit: a returning user found in the in-process cache.
+func BenchmarkDecideCacheHit(b *testing.B) {
+	e := cohort.NewEngine(cohort.NewMemoryStore(0), cohort.Options{Metrics: metrics.New()})
+	e.SetConfig(splitConfig(b, "", 90, 10))
+	users := make([]headers, 1024)
+	for i := range users {
+		users[i] = user(fmt.Sprintf("u%d", i))
+		e.Decide(context.Background(), "m", users[i])
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := e.Decide(ctx, "m", users[i&1023]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkDecideRedisMiss: a user not in the cache, read from Redis (one
+// round trip over loopback to a real redis-server).
+func BenchmarkDecideRedisMiss(b *testing.B) {
+	r := testredis.Start(b)
+	m := metrics.New()
+	store := redisStore(b, r.URL(), m)
+	cfg := splitConfig(b, r.URL(), 90, 10)
+	cfg.Store.CacheSize = 1 // every decision misses the cache
+	e := cohort.NewEngine(store, cohort.Options{Metrics: m, CacheSize: 1})
+	e.SetConfig(cfg)
+	const n = 4096
+	users := make([]headers, n)
+	for i := range users {
+		users[i] = user(fmt.Sprintf("u%d", i))
+		e.Decide(context.Background(), "m", users[i])
+	}
+	e.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := e.Decide(ctx, "m", users[i%n]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkDecideNewUser: first sight of a user — hash, cache, queue the
+// write-behind (memory store).
+func BenchmarkDecideNewUser(b *testing.B) {
+	e := cohort.NewEngine(cohort.NewMemoryStore(0), cohort.Options{Metrics: metrics.New(), CacheSize: 1 << 20})
+	e.SetConfig(splitConfig(b, "", 90, 5, 5))
+	ctx := context.Background()
+	keys := make([]headers, 1<<16)
+	for i := range keys {
+		keys[i] = user(fmt.Sprintf("new-%d", i))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e.Decide(ctx, "m", keys[i&(1<<16-1)])
+		i++
+	}
+}
