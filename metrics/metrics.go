@@ -19,6 +19,7 @@ type Metrics struct {
 	DecisionDuration prometheus.Histogram   // seconds, whole decision
 	UnknownEndpoint  prometheus.Counter     // requests naming an endpoint not in config
 	ExtProcStreams   *prometheus.CounterVec // client (envoy|grpc), result (ok|error|malformed)
+	RLSLookups       *prometheus.CounterVec // result (ok|bad_request|unknown_endpoint|error)
 
 	// Assignment store.
 	StoreUp         prometheus.Gauge       // 1 reachable, 0 degraded to hashing
@@ -53,6 +54,8 @@ func New() *Metrics {
 		Help: "Requests that named an endpoint missing from the config; passed through unchanged."})
 	m.ExtProcStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "extproc_streams_total",
 		Help: "ext_proc streams by client kind and result."}, []string{"client", "result"})
+	m.RLSLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rls_lookups_total",
+		Help: "RouteLookup calls from proxyless gRPC clients by result; any non-ok result sends the client to its default target."}, []string{"result"})
 
 	m.StoreUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "store_up",
 		Help: "1 when the assignment store is reachable, 0 while decisions fall back to hashing."})
@@ -79,7 +82,7 @@ func New() *Metrics {
 		Help: "Config file reloads by result."}, []string{"result"})
 
 	for _, c := range []prometheus.Collector{
-		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams,
+		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
 		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,
 		m.XDSClients, m.XDSNacks, m.XDSSnapshotRefused, m.XDSSnapshotVersion, m.ConfigReloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -46,7 +46,11 @@ func grpcListener(e *config.Endpoint, extProcTarget string) *listenerv3.Listener
 			ConfigSource:    adsSource(),
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: DecideFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(grpcDecideFilter(e, extProcTarget))}},
+			// Optional: grpc-go registers ext_proc only behind
+			// GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT, and a client without
+			// it would NACK the whole listener for an unknown filter. The
+			// filter only informs the backend; routing does not need it.
+			{Name: DecideFilterName, IsOptional: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(grpcDecideFilter(e, extProcTarget))}},
 			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 		},
 	}

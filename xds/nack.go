@@ -87,6 +87,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				version = s.guard.sent[sentKey{req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce()}]
 				s.guard.mu.Unlock()
 				s.onNack(req.GetNode(), req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage())
+			} else if s.onACK != nil && req.GetResponseNonce() != "" {
+				s.onACK(req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo())
 			}
 			return nil
 		},
