@@ -13,7 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/modelsplit/modelsplit/cohort"
@@ -154,4 +157,25 @@ func (s *Server) store(key string, t []string) []string {
 	}
 	s.nTarget++
 	return t
+}
+
+// Register adds the lookup service to g. If hs is not nil (a health server
+// already registered on g, e.g. the ext_proc listener's), the lookup
+// service is reported SERVING there under ServiceName.
+func (s *Server) Register(g grpc.ServiceRegistrar, hs *health.Server) {
+	RegisterLookupServer(g, s)
+	if hs != nil {
+		hs.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
+}
+
+// RegisterStandalone adds the lookup service and a new health service to g,
+// for a listener that serves nothing else. It returns the health server so
+// the caller can report NOT_SERVING while draining.
+func (s *Server) RegisterStandalone(g grpc.ServiceRegistrar) *health.Server {
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.Register(g, hs)
+	return hs
 }

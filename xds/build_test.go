@@ -264,16 +264,18 @@ func BenchmarkBuildAndCheck1000x4(b *testing.B) {
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		for _, kind := range Kinds {
-			res, err := Build(cfg, kind)
-			if err != nil {
-				b.Fatal(err)
+	for _, kind := range Kinds {
+		b.Run(string(kind), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := Build(cfg, kind)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := Check(res); err != nil {
+					b.Fatal(err)
+				}
 			}
-			if err := Check(res); err != nil {
-				b.Fatal(err)
-			}
-		}
+		})
 	}
 }

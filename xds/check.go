@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -34,7 +36,7 @@ func Check(res Resources) error {
 	c := &checker{res: res}
 	for _, t := range sortedTypes(res) {
 		for _, r := range res[t] {
-			c.deepValidate(r, typeShort(t)+" "+resourceName(r))
+			c.deepValidate(r, &fieldPath{name: typeShort(t) + " " + resourceName(r), index: -1})
 		}
 	}
 	c.references()
@@ -57,48 +59,127 @@ type validatorAll interface{ ValidateAll() error }
 
 // deepValidate runs PGV on m, then finds every Any below it, unpacks it and
 // validates that too (recursively).
-func (c *checker) deepValidate(m proto.Message, where string) {
+func (c *checker) deepValidate(m proto.Message, at *fieldPath) {
 	if v, ok := m.(validatorAll); ok {
 		if err := v.ValidateAll(); err != nil {
-			c.addf("%s: %v", where, flattenPGV(err))
+			c.addf("%s: %v", at, flattenPGV(err))
 		}
 	}
-	c.walkAnys(m.ProtoReflect(), where)
+	c.walkAnys(m.ProtoReflect(), at)
 }
 
-func (c *checker) walkAnys(m protoreflect.Message, where string) {
+func (c *checker) walkAnys(m protoreflect.Message, at *fieldPath) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		path := where + "." + string(fd.Name())
+		md := fd.Message()
+		if fd.IsMap() {
+			md = fd.MapValue().Message()
+		}
+		if md == nil || !reachesAny(md) {
+			return true // most of the tree: no Any can hide below
+		}
 		switch {
-		case fd.IsList() && fd.Message() != nil:
+		case fd.IsList():
 			l := v.List()
 			for i := 0; i < l.Len(); i++ {
-				c.visit(l.Get(i).Message(), fmt.Sprintf("%s[%d]", path, i))
+				c.visit(l.Get(i).Message(), &fieldPath{parent: at, name: string(fd.Name()), index: i})
 			}
-		case fd.IsMap() && fd.MapValue().Message() != nil:
+		case fd.IsMap():
 			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				c.visit(mv.Message(), fmt.Sprintf("%s[%s]", path, k.String()))
+				c.visit(mv.Message(), &fieldPath{parent: at, name: string(fd.Name()), key: k.String(), index: -1})
 				return true
 			})
-		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
-			c.visit(v.Message(), path)
+		default:
+			c.visit(v.Message(), &fieldPath{parent: at, name: string(fd.Name()), index: -1})
 		}
 		return true
 	})
 }
 
-func (c *checker) visit(m protoreflect.Message, path string) {
+func (c *checker) visit(m protoreflect.Message, at *fieldPath) {
 	if a, ok := m.Interface().(*anypb.Any); ok {
 		inner, err := a.UnmarshalNew()
 		if err != nil {
-			c.addf("%s: cannot unpack Any %s: %v", path, a.GetTypeUrl(), err)
+			c.addf("%s: cannot unpack Any %s: %v", at, a.GetTypeUrl(), err)
 			return
 		}
-		c.deepValidate(inner, path+"<"+string(inner.ProtoReflect().Descriptor().Name())+">")
+		c.deepValidate(inner, &fieldPath{parent: at, name: "<" + string(inner.ProtoReflect().Descriptor().Name()) + ">", index: -1})
 		return
 	}
-	c.walkAnys(m, path)
+	c.walkAnys(m, at)
 }
+
+// fieldPath is a field's location, rendered only when a problem is found
+// (building strings for every field visited dominated Check's cost).
+type fieldPath struct {
+	parent *fieldPath
+	name   string
+	key    string
+	index  int // -1 when not a list element
+}
+
+func (p *fieldPath) String() string {
+	if p == nil {
+		return ""
+	}
+	var parts []string
+	for q := p; q != nil; q = q.parent {
+		s := q.name
+		switch {
+		case q.index >= 0:
+			s += "[" + strconv.Itoa(q.index) + "]"
+		case q.key != "":
+			s += "[" + q.key + "]"
+		}
+		parts = append(parts, s)
+	}
+	var b strings.Builder
+	for i := len(parts) - 1; i >= 0; i-- {
+		if b.Len() > 0 && !strings.HasPrefix(parts[i], "<") {
+			b.WriteByte('.')
+		}
+		b.WriteString(parts[i])
+	}
+	return b.String()
+}
+
+var anyName = (&anypb.Any{}).ProtoReflect().Descriptor().FullName()
+
+// reachesAny reports whether an Any can occur anywhere below a message
+// type; computed once per type by a walk over the type graph.
+func reachesAny(md protoreflect.MessageDescriptor) bool {
+	if v, ok := reachesAnyCache.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	seen := map[protoreflect.FullName]bool{}
+	stack := []protoreflect.MessageDescriptor{md}
+	found := false
+	for len(stack) > 0 && !found {
+		cur := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if cur.FullName() == anyName {
+			found = true
+			break
+		}
+		if seen[cur.FullName()] {
+			continue
+		}
+		seen[cur.FullName()] = true
+		fields := cur.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			fd := fields.Get(i)
+			if fd.IsMap() {
+				fd = fd.MapValue()
+			}
+			if fd.Message() != nil {
+				stack = append(stack, fd.Message())
+			}
+		}
+	}
+	reachesAnyCache.Store(md.FullName(), found)
+	return found
+}
+
+var reachesAnyCache sync.Map // protoreflect.FullName → bool
 
 // flattenPGV turns PGV's multi-error into one line.
 func flattenPGV(err error) string {
