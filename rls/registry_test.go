@@ -107,4 +107,3 @@ func TestGrpcGoAcceptsPlugin(t *testing.T) {
 		t.Fatal("CheckClusterSpecifier accepted a config without key builders or cache size")
 	}
 }
-
