@@ -68,15 +68,15 @@ func (c *checker) deepValidate(m proto.Message, at *fieldPath) {
 	c.walkAnys(m.ProtoReflect(), at)
 }
 
+// walkAnys descends only through the fields from which an Any can be
+// reached: most of a resource (addresses, matchers, durations) cannot hold
+// one, and skipping it keeps Check cheap on thousands of routes.
 func (c *checker) walkAnys(m protoreflect.Message, at *fieldPath) {
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		md := fd.Message()
-		if fd.IsMap() {
-			md = fd.MapValue().Message()
+	for _, fd := range fieldsReachingAny(m.Descriptor()) {
+		if !m.Has(fd) {
+			continue
 		}
-		if md == nil || !reachesAny(md) {
-			return true // most of the tree: no Any can hide below
-		}
+		v := m.Get(fd)
 		switch {
 		case fd.IsList():
 			l := v.List()
@@ -91,8 +91,7 @@ func (c *checker) walkAnys(m protoreflect.Message, at *fieldPath) {
 		default:
 			c.visit(v.Message(), &fieldPath{parent: at, name: string(fd.Name()), index: -1})
 		}
-		return true
-	})
+	}
 }
 
 func (c *checker) visit(m protoreflect.Message, at *fieldPath) {
@@ -180,6 +179,30 @@ func reachesAny(md protoreflect.MessageDescriptor) bool {
 }
 
 var reachesAnyCache sync.Map // protoreflect.FullName → bool
+
+// fieldsReachingAny lists, once per message type, the message-valued
+// fields below which an Any can occur.
+func fieldsReachingAny(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if v, ok := anyFieldsCache.Load(md.FullName()); ok {
+		return v.([]protoreflect.FieldDescriptor)
+	}
+	var out []protoreflect.FieldDescriptor
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		sub := fd.Message()
+		if fd.IsMap() {
+			sub = fd.MapValue().Message()
+		}
+		if sub != nil && reachesAny(sub) {
+			out = append(out, fd)
+		}
+	}
+	anyFieldsCache.Store(md.FullName(), out)
+	return out
+}
+
+var anyFieldsCache sync.Map // protoreflect.FullName → []protoreflect.FieldDescriptor
 
 // flattenPGV turns PGV's multi-error into one line.
 func flattenPGV(err error) string {
