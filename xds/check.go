@@ -36,6 +36,10 @@ func Check(res Resources) error {
 	c := &checker{res: res}
 	for _, t := range sortedTypes(res) {
 		for _, r := range res[t] {
+			if r == nil {
+				c.addf("%s: nil resource", typeShort(t))
+				continue
+			}
 			c.deepValidate(r, &fieldPath{name: typeShort(t) + " " + resourceName(r), index: -1})
 		}
 	}
@@ -221,7 +225,11 @@ func flattenPGV(err error) string {
 func (c *checker) references() {
 	clusters := map[string]*clusterv3.Cluster{}
 	for _, r := range c.res[resource.ClusterType] {
-		cl := r.(*clusterv3.Cluster)
+		cl, ok := r.(*clusterv3.Cluster)
+		if !ok {
+			c.addf("cluster list holds a %T", r)
+			continue
+		}
 		if _, dup := clusters[cl.GetName()]; dup {
 			c.addf("cluster %s: defined twice", cl.GetName())
 		}
@@ -229,12 +237,23 @@ func (c *checker) references() {
 	}
 	routes := map[string]*routev3.RouteConfiguration{}
 	for _, r := range c.res[resource.RouteType] {
-		rc := r.(*routev3.RouteConfiguration)
+		rc, ok := r.(*routev3.RouteConfiguration)
+		if !ok {
+			c.addf("route list holds a %T", r)
+			continue
+		}
+		if _, dup := routes[rc.GetName()]; dup {
+			c.addf("route configuration %s: defined twice", rc.GetName())
+		}
 		routes[rc.GetName()] = rc
 	}
 	assignments := map[string]bool{}
 	for _, r := range c.res[resource.EndpointType] {
-		cla := r.(*endpointv3.ClusterLoadAssignment)
+		cla, ok := r.(*endpointv3.ClusterLoadAssignment)
+		if !ok {
+			c.addf("endpoint list holds a %T", r)
+			continue
+		}
 		assignments[cla.GetClusterName()] = true
 		if cl, ok := clusters[cla.GetClusterName()]; !ok || cl.GetType() != clusterv3.Cluster_EDS {
 			c.addf("load assignment %s: no EDS cluster of that name", cla.GetClusterName())
@@ -246,11 +265,18 @@ func (c *checker) references() {
 		}
 	}
 	for _, r := range c.res[resource.ListenerType] {
-		l := r.(*listenerv3.Listener)
+		l, ok := r.(*listenerv3.Listener)
+		if !ok {
+			c.addf("listener list holds a %T", r)
+			continue
+		}
 		for _, hcm := range listenerHCMs(l) {
 			c.checkHCM(l.GetName(), hcm, routes, clusters)
 		}
 	}
+	// A set with api_listeners is for proxyless gRPC clients: check what
+	// grpc-go rejects but Envoy's proto rules allow.
+	c.checkForGRPC()
 	for _, rc := range routes {
 		c.checkRouteConfig(rc, clusters)
 	}
@@ -291,8 +317,8 @@ func (c *checker) checkHCM(listener string, hcm *hcmv3.HttpConnectionManager, ro
 		}
 		gs := ep.GetGrpcService()
 		switch {
-		case gs == nil && ep.GetHttpService() == nil:
-			c.addf("listener %s: ext_proc filter %s has neither grpc_service nor http_service", listener, f.GetName())
+		case gs == nil:
+			c.addf("listener %s: ext_proc filter %s has no grpc_service (modelsplit decides over gRPC)", listener, f.GetName())
 		case gs.GetEnvoyGrpc() != nil:
 			if _, ok := clusters[gs.GetEnvoyGrpc().GetClusterName()]; !ok {
 				c.addf("listener %s: ext_proc cluster %q does not exist", listener, gs.GetEnvoyGrpc().GetClusterName())
@@ -317,6 +343,10 @@ func (c *checker) checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[
 			switch {
 			case a.GetCluster() != "":
 				need(where, a.GetCluster())
+			case a.GetClusterSpecifierPlugin() != "":
+				if !hasSpecifierPlugin(rc, a.GetClusterSpecifierPlugin()) {
+					c.addf("route %s: cluster_specifier_plugin %q is not defined in the route configuration", where, a.GetClusterSpecifierPlugin())
+				}
 			case a.GetWeightedClusters() != nil:
 				total := uint64(0)
 				for _, cw := range a.GetWeightedClusters().GetClusters() {
