@@ -23,7 +23,8 @@ type BootstrapOptions struct {
 	AdminPort   int    // Envoy admin on 127.0.0.1; 0 disables it
 }
 
-const xdsClusterName = "modelsplit_xds"
+// xdsClusterName is the bootstrap's static cluster for the ADS connection.
+const xdsClusterName = "xds_cluster"
 
 // DefaultBootstrapOptions is what `modelsplit bootstrap` prints without
 // flags and what envoy/bootstrap.yaml holds: an Envoy on the same host as

@@ -91,9 +91,12 @@ func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
 			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
 		}},
+		// Envoy's default lets ext_proc mutate any non-system header, and
+		// allow_expression only adds to that; disallow_all makes the
+		// expression the whole list. Other mutations are ignored (counted
+		// in rejected_header_mutations), not turned into errors.
 		MutationRules: &mutationv3.HeaderMutationRules{
-			// The only headers the decision sets; listed so that a future
-			// x-envoy-* or host mutation rule change cannot widen it.
+			DisallowAll:     boolValue(true),
 			AllowExpression: &matcherv3.RegexMatcher{Regex: `^(x-modelsplit-(variant|shadow)|set-cookie)$`},
 		},
 		ForwardRules: &extprocv3.HeaderForwardingRules{AllowedHeaders: forwardedHeaders(cfg)},
@@ -103,7 +106,7 @@ func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 // forwardedHeaders is every header a decision can read, so Envoy sends
 // nothing else to ext_proc.
 func forwardedHeaders(cfg *config.Config) *matcherv3.ListStringMatcher {
-	set := map[string]bool{config.TargetHeader: true, ":path": true}
+	set := map[string]bool{config.TargetHeader: true}
 	for _, e := range cfg.Endpoints {
 		if e.Sticky.Header != "" {
 			set[e.Sticky.Header] = true

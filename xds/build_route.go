@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"sort"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -13,10 +15,18 @@ import (
 )
 
 // gatewayRouteConfig holds every endpoint's routes for Envoy nodes.
+// Envoy takes the first matching route, so endpoints with longer path
+// prefixes go first: /v1/chat must not be swallowed by /v1's fallback
+// route (and named /v1 in the ext_proc metadata).
 func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
-	vh := &routev3.VirtualHost{Name: "modelsplit", Domains: []string{"*"}}
+	order := make([]*config.Endpoint, len(cfg.Endpoints))
 	for i := range cfg.Endpoints {
-		vh.Routes = append(vh.Routes, endpointRoutes(&cfg.Endpoints[i])...)
+		order[i] = &cfg.Endpoints[i]
+	}
+	sort.SliceStable(order, func(i, j int) bool { return len(order[i].Match.PathPrefix) > len(order[j].Match.PathPrefix) })
+	vh := &routev3.VirtualHost{Name: "modelsplit", Domains: []string{"*"}}
+	for _, e := range order {
+		vh.Routes = append(vh.Routes, endpointRoutes(e)...)
 	}
 	return &routev3.RouteConfiguration{
 		Name:         GatewayRouteName,

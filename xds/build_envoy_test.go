@@ -1,0 +1,110 @@
+package xds
+
+import (
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+func configFromYAML(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("inline.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func buildChecked(t *testing.T, cfg *config.Config, kind NodeKind) Resources {
+	t.Helper()
+	res, err := Build(cfg, kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(res); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// With overlapping prefixes the longer one must be matched first, whatever
+// the config order, or /v1 would take /v1/chat's traffic.
+func TestLongerPrefixRoutesFirst(t *testing.T) {
+	cfg := configFromYAML(t, `
+endpoints:
+  - name: all
+    match: {path_prefix: /v1}
+    variants: [{name: a, weight: 1, backends: ["10.0.0.1:80"]}]
+  - name: chat
+    match: {path_prefix: /v1/chat}
+    variants: [{name: a, weight: 1, backends: ["10.0.0.2:80"]}]
+`)
+	res := buildChecked(t, cfg, KindEnvoy)
+	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	var order []string
+	for _, r := range routes {
+		order = append(order, r.GetName())
+	}
+	if got, want := strings.Join(order, " "), "chat/a chat/fallback all/a all/fallback"; got != want {
+		t.Fatalf("route order %q, want %q", got, want)
+	}
+}
+
+// Envoy allows any non-system header mutation unless disallow_all is set;
+// the decision may only touch our two headers and set-cookie.
+func TestDecideFilterRestrictsMutations(t *testing.T) {
+	res := buildChecked(t, loadCase(t, "testdata/in/three.yaml"), KindEnvoy)
+	hcm := listenerHCMs(res[resource.ListenerType][0].(*listenerv3.Listener))[0]
+	ep := &extprocv3.ExternalProcessor{}
+	if err := hcm.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(ep); err != nil {
+		t.Fatal(err)
+	}
+	rules := ep.GetMutationRules()
+	if !rules.GetDisallowAll().GetValue() {
+		t.Error("mutation_rules.disallow_all is not set: allow_expression alone does not restrict")
+	}
+	var fwd []string
+	for _, p := range ep.GetForwardRules().GetAllowedHeaders().GetPatterns() {
+		fwd = append(fwd, p.GetExact())
+	}
+	// three.yaml: cookie stickiness, rules on x-region and x-device, a user
+	// list (keyed by the cookie), explicit targets.
+	if got, want := strings.Join(fwd, ","), "cookie,x-device,x-modelsplit-target,x-region"; got != want {
+		t.Errorf("forwarded headers %q, want %q", got, want)
+	}
+	if !ep.GetFailureModeAllow() || ep.GetProcessingMode().GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND ||
+		ep.GetProcessingMode().GetResponseHeaderMode() != extprocv3.ProcessingMode_SKIP {
+		t.Errorf("decide filter must fail open and send request headers only: %v", ep)
+	}
+}
+
+// Every Envoy route carries the endpoint in the ext_proc stream metadata,
+// and every variant route answers with the variant header.
+func TestEveryEnvoyRouteNamesItsEndpoint(t *testing.T) {
+	res := buildChecked(t, loadCase(t, "testdata/in/multi.yaml"), KindEnvoy)
+	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+		per := &extprocv3.ExtProcPerRoute{}
+		a := r.GetTypedPerFilterConfig()[DecideFilterName]
+		if a == nil || a.UnmarshalTo(per) != nil {
+			t.Errorf("route %s: no ExtProcPerRoute", r.GetName())
+			continue
+		}
+		md := per.GetOverrides().GetGrpcInitialMetadata()
+		endpoint := strings.Split(r.GetName(), "/")[0]
+		if len(md) != 1 || md[0].GetKey() != config.EndpointMetadataKey || md[0].GetValue() != endpoint {
+			t.Errorf("route %s: metadata %v, want %s: %s", r.GetName(), md, config.EndpointMetadataKey, endpoint)
+		}
+		if c := r.GetRoute().GetCluster(); c != "" {
+			h := r.GetResponseHeadersToAdd()
+			if len(h) != 1 || h[0].GetHeader().GetValue() != strings.Split(c, "/")[1] {
+				t.Errorf("route %s: response headers %v", r.GetName(), h)
+			}
+		}
+	}
+}
