@@ -27,7 +27,10 @@ func splitConfig(t testing.TB, redisURL string, weights ...int) *config.Config {
 	t.Helper()
 	var b strings.Builder
 	if redisURL != "" {
-		fmt.Fprintf(&b, "store: {redis: %q, timeout: 50ms, key_prefix: \"t:\"}\n", redisURL)
+		// A generous budget: these tests are about stickiness, and under
+		// -race on 2 busy cores a loopback read can take tens of ms (the
+		// hash would then decide, correctly, but not what they check).
+		fmt.Fprintf(&b, "store: {redis: %q, timeout: 1s, key_prefix: \"t:\"}\n", redisURL)
 	}
 	b.WriteString("user_lists:\n  vip: [vip-1, vip-2]\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n    sticky: {header: x-user-id}\n    allow_target: true\n    variants:\n")
 	for i, w := range weights {
@@ -313,7 +316,9 @@ func TestHungRedis(t *testing.T) {
 	r := testredis.Start(t)
 	m := metrics.New()
 	store := redisStore(t, r.URL(), m)
-	e, _ := newEngine(t, store, splitConfig(t, r.URL(), 50, 50))
+	cfg := splitConfig(t, r.URL(), 50, 50)
+	cfg.Store.Timeout = config.Duration(50 * time.Millisecond)
+	e, _ := newEngine(t, store, cfg)
 	decide(t, e, user("warm"))
 	r.Pause()
 	defer r.Resume()
