@@ -108,3 +108,36 @@ func TestEveryEnvoyRouteNamesItsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// envoyOverrideKey mirrors how Envoy matches a mode_override against
+// allowed_override_modes: raw enum values of every field except
+// request_header_mode (ext_proc allowed_override_modes_set.h).
+func envoyOverrideKey(m *extprocv3.ProcessingMode) [5]int32 {
+	return [5]int32{int32(m.GetResponseHeaderMode()), int32(m.GetRequestBodyMode()), int32(m.GetResponseBodyMode()),
+		int32(m.GetRequestTrailerMode()), int32(m.GetResponseTrailerMode())}
+}
+
+// The server's cookie override must be accepted however it spells the
+// trailer modes, and nothing that adds a body phase may be.
+func TestDecideFilterAllowsOnlyTheCookieOverride(t *testing.T) {
+	ep := decideFilter(loadCase(t, "testdata/in/three.yaml"))
+	allowed := map[[5]int32]bool{}
+	for _, m := range ep.GetAllowedOverrideModes() {
+		allowed[envoyOverrideKey(m)] = true
+	}
+	send, skip := extprocv3.ProcessingMode_SEND, extprocv3.ProcessingMode_SKIP
+	for _, tc := range []struct {
+		name string
+		mode *extprocv3.ProcessingMode
+		want bool
+	}{
+		{"response headers only, rest unset", &extprocv3.ProcessingMode{ResponseHeaderMode: send}, true},
+		{"response headers, trailers skipped", &extprocv3.ProcessingMode{RequestHeaderMode: send, ResponseHeaderMode: send, RequestTrailerMode: skip, ResponseTrailerMode: skip}, true},
+		{"buffered request body", &extprocv3.ProcessingMode{ResponseHeaderMode: send, RequestBodyMode: extprocv3.ProcessingMode_BUFFERED}, false},
+		{"response trailers", &extprocv3.ProcessingMode{ResponseHeaderMode: send, ResponseTrailerMode: send}, false},
+	} {
+		if got := allowed[envoyOverrideKey(tc.mode)]; got != tc.want {
+			t.Errorf("%s: allowed=%v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -68,6 +68,27 @@ func decideProcessingMode() *extprocv3.ProcessingMode {
 	}
 }
 
+// cookieOverrideModes is the one override the decision may ask for:
+// response headers SEND, nothing else. Envoy compares an override with
+// this list by raw enum values, ignoring only request_header_mode
+// (ext_proc allowed_override_modes_set.h), so trailer modes DEFAULT and
+// SKIP — the same behaviour — are different keys: both are listed, so a
+// server that leaves trailers unset is not silently refused.
+func cookieOverrideModes() []*extprocv3.ProcessingMode {
+	var out []*extprocv3.ProcessingMode
+	for _, trailers := range []extprocv3.ProcessingMode_HeaderSendMode{extprocv3.ProcessingMode_DEFAULT, extprocv3.ProcessingMode_SKIP} {
+		out = append(out, &extprocv3.ProcessingMode{
+			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+			RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+			ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+			RequestTrailerMode:  trailers,
+			ResponseTrailerMode: trailers,
+		})
+	}
+	return out
+}
+
 // decideFilter is the ext_proc filter that asks modelsplit for the variant.
 func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
@@ -82,15 +103,8 @@ func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 		ProcessingMode:   decideProcessingMode(),
 		// The server asks for the response phase only to mint an id cookie
 		// for an anonymous user's first request.
-		AllowModeOverride: true,
-		AllowedOverrideModes: []*extprocv3.ProcessingMode{{
-			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
-			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
-			RequestBodyMode:     extprocv3.ProcessingMode_NONE,
-			ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
-			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
-			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
-		}},
+		AllowModeOverride:    true,
+		AllowedOverrideModes: cookieOverrideModes(),
 		// Envoy's default lets ext_proc mutate any non-system header, and
 		// allow_expression only adds to that; disallow_all makes the
 		// expression the whole list. Other mutations are ignored (counted
