@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -139,5 +141,43 @@ func TestDecideFilterAllowsOnlyTheCookieOverride(t *testing.T) {
 		if got := allowed[envoyOverrideKey(tc.mode)]; got != tc.want {
 			t.Errorf("%s: allowed=%v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A DNS-named backend makes a STRICT_DNS cluster with inline endpoints
+// (Envoy's EDS takes IPs only); gRPC and HTTP/2 members speak HTTP/2; the
+// ext_proc cluster's circuit breakers are far above Envoy's 1,024 default.
+func TestEnvoyClusters(t *testing.T) {
+	res := buildChecked(t, loadCase(t, "testdata/in/multi.yaml"), KindEnvoy)
+	clusters := map[string]*clusterv3.Cluster{}
+	for _, r := range res[resource.ClusterType] {
+		c := r.(*clusterv3.Cluster)
+		clusters[c.GetName()] = c
+	}
+	cla := map[string]bool{}
+	for _, r := range res[resource.EndpointType] {
+		cla[r.(*endpointv3.ClusterLoadAssignment).GetClusterName()] = true
+	}
+	dns := clusters["embed/v2"]
+	if dns.GetType() != clusterv3.Cluster_STRICT_DNS || dns.GetLoadAssignment() == nil || cla["embed/v2"] {
+		t.Errorf("embed/v2 (DNS backend): type %v, inline endpoints %v, EDS assignment %v", dns.GetType(), dns.GetLoadAssignment() != nil, cla["embed/v2"])
+	}
+	if c := clusters["embed/v1"]; c.GetType() != clusterv3.Cluster_EDS || !cla["embed/v1"] {
+		t.Errorf("embed/v1 (IP backend) should be EDS with an assignment")
+	}
+	for _, name := range []string{"embed/v1", "embed/v2", ExtProcClusterName} {
+		if _, ok := clusters[name].GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; !ok {
+			t.Errorf("%s: no HTTP/2 protocol options", name)
+		}
+	}
+	if _, ok := clusters["chat/small"].GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
+		t.Error("chat/small is HTTP/1 but has HTTP/2 protocol options")
+	}
+	ext := clusters[ExtProcClusterName]
+	if got := ext.GetCircuitBreakers().GetThresholds()[0].GetMaxRequests().GetValue(); got < 10_000 {
+		t.Errorf("ext_proc cluster max_requests %d: one stream per request needs far more than 1,024", got)
+	}
+	if ext.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath() != "/run/modelsplit/extproc.sock" {
+		t.Errorf("ext_proc cluster does not dial the unix socket: %v", ext.GetLoadAssignment())
 	}
 }
