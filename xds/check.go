@@ -33,7 +33,7 @@ func (e *CheckError) Error() string {
 // does not (routes → clusters, api_listeners → routes, mirrors, weights).
 // It returns a *CheckError listing every problem, or nil.
 func Check(res Resources) error {
-	c := &checker{res: res}
+	c := &checker{res: res, unpacked: map[*anypb.Any]proto.Message{}}
 	for _, t := range sortedTypes(res) {
 		for _, r := range res[t] {
 			if r == nil {
@@ -53,6 +53,37 @@ func Check(res Resources) error {
 type checker struct {
 	res      Resources
 	problems []string
+	// unpacked holds each Any's message as deepValidate decoded it (nil
+	// when it could not be), so the reference checks do not decode it
+	// again and an Any shared by several routes is validated once.
+	unpacked map[*anypb.Any]proto.Message
+}
+
+// unpack returns the message inside a, or nil.
+func (c *checker) unpack(a *anypb.Any) proto.Message {
+	if m, ok := c.unpacked[a]; ok {
+		return m
+	}
+	if m, err := a.UnmarshalNew(); err == nil {
+		return m
+	}
+	return nil
+}
+
+// hcmsOf is listenerHCMs through the decoded-Any cache.
+func (c *checker) hcmsOf(l *listenerv3.Listener) []*hcmv3.HttpConnectionManager {
+	var out []*hcmv3.HttpConnectionManager
+	if h, ok := c.unpack(l.GetApiListener().GetApiListener()).(*hcmv3.HttpConnectionManager); ok {
+		out = append(out, h)
+	}
+	for _, fc := range l.GetFilterChains() {
+		for _, f := range fc.GetFilters() {
+			if h, ok := c.unpack(f.GetTypedConfig()).(*hcmv3.HttpConnectionManager); ok {
+				out = append(out, h)
+			}
+		}
+	}
+	return out
 }
 
 func (c *checker) addf(format string, args ...any) {
@@ -100,7 +131,11 @@ func (c *checker) walkAnys(m protoreflect.Message, at *fieldPath) {
 
 func (c *checker) visit(m protoreflect.Message, at *fieldPath) {
 	if a, ok := m.Interface().(*anypb.Any); ok {
+		if _, seen := c.unpacked[a]; seen {
+			return
+		}
 		inner, err := a.UnmarshalNew()
+		c.unpacked[a] = inner // nil on error: reported once, below
 		if err != nil {
 			c.addf("%s: cannot unpack Any %s: %v", at, a.GetTypeUrl(), err)
 			return
@@ -270,7 +305,7 @@ func (c *checker) references() {
 			c.addf("listener list holds a %T", r)
 			continue
 		}
-		for _, hcm := range listenerHCMs(l) {
+		for _, hcm := range c.hcmsOf(l) {
 			c.checkHCM(l.GetName(), hcm, routes, clusters)
 		}
 	}
@@ -311,8 +346,8 @@ func (c *checker) checkHCM(listener string, hcm *hcmv3.HttpConnectionManager, ro
 		}
 	}
 	for _, f := range hcm.GetHttpFilters() {
-		ep := &extprocv3.ExternalProcessor{}
-		if f.GetTypedConfig() == nil || f.GetTypedConfig().UnmarshalTo(ep) != nil {
+		ep, ok := c.unpack(f.GetTypedConfig()).(*extprocv3.ExternalProcessor)
+		if !ok {
 			continue
 		}
 		gs := ep.GetGrpcService()

@@ -20,7 +20,7 @@ func (c *checker) checkForGRPC() {
 			continue
 		}
 		grpcNode = true
-		for _, hcm := range listenerHCMs(l) {
+		for _, hcm := range c.hcmsOf(l) {
 			c.checkGRPCExtProc(l.GetName(), hcm)
 		}
 	}
@@ -42,8 +42,8 @@ func (c *checker) checkForGRPC() {
 
 func (c *checker) checkGRPCExtProc(listener string, hcm *hcmv3.HttpConnectionManager) {
 	for _, f := range hcm.GetHttpFilters() {
-		ep := &extprocv3.ExternalProcessor{}
-		if f.GetTypedConfig() == nil || f.GetTypedConfig().UnmarshalTo(ep) != nil {
+		ep, ok := c.unpack(f.GetTypedConfig()).(*extprocv3.ExternalProcessor)
+		if !ok {
 			continue
 		}
 		if ep.GetGrpcService().GetGoogleGrpc().GetTargetUri() == "" {
