@@ -91,15 +91,28 @@ func grpcTarget(addr string) string {
 	return "dns:///" + addr
 }
 
-// grpcRouteConfig: the default route splits by weight. grpc-go subscribes
-// only to clusters its routes reference, and switching to a cluster it was
-// not yet using fails calls for a moment (ENVOY.md §7.3) — so every
-// variant, including those at weight 0, also gets a route that never
-// matches (runtime fraction 0%), keeping its cluster warm. Explicit targets
-// use x-modelsplit-target, and only where the endpoint allows it; clients
-// can never pick a variant with x-modelsplit-variant.
+// grpcRouteConfig is the endpoint's route configuration: the variant
+// routes first, the weighted default route last. A route that picks the
+// cluster another way (the RLS plugin) belongs between the two, so that
+// explicit targets still win and clients without the plugin fall through
+// to the weighted route.
 func grpcRouteConfig(e *config.Endpoint) *routev3.RouteConfiguration {
-	var routes []*routev3.Route
+	routes := append(grpcVariantRoutes(e), grpcWeightedRoute(e))
+	return &routev3.RouteConfiguration{
+		Name:         e.Name,
+		VirtualHosts: []*routev3.VirtualHost{{Name: e.Name, Domains: []string{e.Name}, Routes: routes}},
+	}
+}
+
+// grpcVariantRoutes: one route per variant. grpc-go subscribes only to
+// clusters its routes reference, and switching to a cluster it was not yet
+// using fails calls for a moment (ENVOY.md §7.3) — so every variant,
+// including those at weight 0, gets a route that keeps its cluster warm:
+// one that never matches (runtime fraction 0%), or, where the endpoint
+// allows explicit targets, one on x-modelsplit-target. Clients can never
+// pick a variant with x-modelsplit-variant.
+func grpcVariantRoutes(e *config.Endpoint) []*routev3.Route {
+	routes := make([]*routev3.Route, 0, len(e.Variants)+2)
 	for _, v := range e.Variants {
 		cluster := config.ClusterName(e.Name, v.Name)
 		match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
@@ -116,16 +129,18 @@ func grpcRouteConfig(e *config.Endpoint) *routev3.RouteConfiguration {
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
 		})
 	}
-	routes = append(routes, &routev3.Route{
+	return routes
+}
+
+// grpcWeightedRoute splits the rest by weight, per request: proxyless
+// clients get stickiness from RLS, not from this route.
+func grpcWeightedRoute(e *config.Endpoint) *routev3.Route {
+	return &routev3.Route{
 		Name:  e.Name + "/weighted",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(e, false)},
 		}},
-	})
-	return &routev3.RouteConfiguration{
-		Name:         e.Name,
-		VirtualHosts: []*routev3.VirtualHost{{Name: e.Name, Domains: []string{e.Name}, Routes: routes}},
 	}
 }
 
