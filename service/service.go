@@ -25,6 +25,7 @@ import (
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/extproc"
 	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/rls"
 	"github.com/modelsplit/modelsplit/xds"
 )
 
@@ -123,7 +124,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		s.store = cohort.NewMemoryStore(cfg.Store.CacheSize * 10)
 		s.metrics.StoreUp.Set(1)
 	}
-	s.engine = cohort.NewEngine(s.store, cohort.Options{Logger: s.log.Named("cohort"), Metrics: s.metrics})
+	s.engine = cohort.NewEngine(s.store, cohort.Options{Logger: s.log.Named("cohort"), Metrics: s.metrics, CacheSize: cfg.Store.CacheSize})
 	s.engine.SetConfig(cfg)
 	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics})
 
@@ -155,6 +156,9 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.xds.Register(s.xdsGRPC)
 	s.extprocGRPC = grpc.NewServer(grpcServerOptions(creds)...)
 	s.extproc.Register(s.extprocGRPC)
+	// Proxyless gRPC clients ask the same engine through the Route Lookup
+	// Service, on the same listener (their xDS names it as lookup_service).
+	rls.NewServer(s.engine, rls.Options{Logger: s.log.Named("rls"), Metrics: s.metrics}).Register(s.extprocGRPC, nil)
 
 	adminHandler := admin.New(admin.Options{Metrics: s.metrics, Token: token, Checks: []admin.Check{
 		{Name: "xds", Fn: func() error {
