@@ -131,7 +131,11 @@ type Endpoint struct {
 	Services []string `yaml:"services"`
 	Sticky   Sticky   `yaml:"sticky"`
 	// AllowTarget lets callers pick a variant with x-modelsplit-target.
-	AllowTarget bool      `yaml:"allow_target"`
+	AllowTarget bool `yaml:"allow_target"`
+	// RouteLookup gives proxyless gRPC clients sticky cohorts through the
+	// Route Lookup Service. Opt-in: a grpc-go client that does not import
+	// google.golang.org/grpc/balancer/rls rejects such a route config.
+	RouteLookup bool      `yaml:"route_lookup"`
 	Variants    []Variant `yaml:"variants"`
 	Shadows     []Shadow  `yaml:"shadows"`
 	Rules       []Rule    `yaml:"rules"`

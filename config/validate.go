@@ -307,6 +307,9 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 	if e.Protocol == ProtocolGRPC && len(e.Services) == 0 {
 		v.add(f+".services", "a grpc endpoint needs its gRPC service name(s), e.g. [inference.GRPCInferenceService], or a /package.Service/ path prefix")
 	}
+	if e.RouteLookup && e.Protocol != ProtocolGRPC {
+		v.add(f+".route_lookup", "needs protocol: grpc (the Route Lookup Service steers gRPC clients)")
+	}
 	for j, s := range e.Services {
 		if !serviceRE.MatchString(s) {
 			v.add(fmt.Sprintf("%s.services[%d]", f, j), "%q is not a fully qualified gRPC service name (package.Service)", s)

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"fmt"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -24,7 +26,23 @@ func buildGRPC(cfg *config.Config) (Resources, error) {
 	for i := range cfg.Endpoints {
 		e := &cfg.Endpoints[i]
 		res.add(resource.ListenerType, grpcListener(e, cfg.ExtProcTarget()))
-		res.add(resource.RouteType, grpcRouteConfig(e))
+		rc := grpcRouteConfig(e)
+		// Sticky cohorts for proxyless clients go through RLS (opt-in per
+		// endpoint); the lookup service shares the ext_proc listener.
+		if e.RouteLookup {
+			r, err := buildGRPCRLS(e, grpcTarget(cfg.ExtProcTarget()))
+			if err != nil {
+				return nil, fmt.Errorf("endpoint %s: route lookup: %w", e.Name, err)
+			}
+			withRLS(rc, r)
+			for _, c := range r.clusters {
+				res.add(resource.ClusterType, c)
+			}
+			for _, a := range r.assigns {
+				res.add(resource.EndpointType, a)
+			}
+		}
+		res.add(resource.RouteType, rc)
 		for _, v := range e.Variants {
 			name := config.ClusterName(e.Name, v.Name)
 			res.add(resource.ClusterType, grpcCluster(name))
@@ -102,6 +120,16 @@ func grpcRouteConfig(e *config.Endpoint) *routev3.RouteConfiguration {
 		Name:         e.Name,
 		VirtualHosts: []*routev3.VirtualHost{{Name: e.Name, Domains: []string{e.Name}, Routes: routes}},
 	}
+}
+
+// withRLS puts the lookup route after the variant routes (explicit targets
+// still match first) and before the weighted route, which a client that
+// does not support the optional plugin falls through to.
+func withRLS(rc *routev3.RouteConfiguration, r *grpcRLS) {
+	rc.ClusterSpecifierPlugins = []*routev3.ClusterSpecifierPlugin{r.plugin}
+	vh := rc.GetVirtualHosts()[0]
+	n := len(vh.Routes)
+	vh.Routes = append(vh.Routes[:n-1:n-1], r.route, vh.Routes[n-1])
 }
 
 // grpcVariantRoutes: one route per variant. grpc-go subscribes only to

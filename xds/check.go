@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/modelsplit/modelsplit/rls"
 )
 
 // CheckError lists every problem found in a resource set.
@@ -132,6 +134,16 @@ func (c *checker) walkAnys(m protoreflect.Message, at *fieldPath) {
 func (c *checker) visit(m protoreflect.Message, at *fieldPath) {
 	if a, ok := m.Interface().(*anypb.Any); ok {
 		if _, seen := c.unpacked[a]; seen {
+			return
+		}
+		if a.GetTypeUrl() == rls.ClusterSpecifierTypeURL {
+			// grpc-go's RLS config type is not linked into modelsplit (its
+			// Go package is internal); the rls package decodes and checks it
+			// with grpc-go's own rules.
+			c.unpacked[a] = nil
+			if err := rls.CheckClusterSpecifier(a); err != nil {
+				c.addf("%s: %v", at, err)
+			}
 			return
 		}
 		inner, err := a.UnmarshalNew()
