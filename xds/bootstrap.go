@@ -20,7 +20,13 @@ type BootstrapOptions struct {
 	NodeCluster string
 	XDSAddress  string // host:port of modelsplit's xDS listener
 	Delta       bool   // DELTA_GRPC instead of state-of-the-world
-	AdminPort   int    // Envoy admin on 127.0.0.1; 0 disables it
+	// AdminAddress is ip:port for Envoy's admin API, e.g. 0.0.0.0:9901 in
+	// a container. Empty means 127.0.0.1:AdminPort.
+	AdminAddress string
+	// AdminPort puts the admin API on loopback when AdminAddress is empty;
+	// 0 (with no AdminAddress) turns it off. The admin API can stop Envoy
+	// and dump its config, so loopback is the default.
+	AdminPort int
 }
 
 // xdsClusterName is the bootstrap's static cluster for the ADS connection.
@@ -85,10 +91,41 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 			},
 		}}},
 	}
-	if o.AdminPort > 0 {
-		b.Admin = &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", o.AdminPort)}
+	admin, err := adminAddress(o)
+	if err != nil {
+		return nil, err
+	}
+	if admin != nil {
+		b.Admin = &bootstrapv3.Admin{Address: admin}
 	}
 	return b, nil
+}
+
+// adminAddress is where Envoy's admin API listens, or nil for none. Envoy
+// binds listeners to IP addresses only, so a host name is an error here
+// rather than a failed Envoy start.
+func adminAddress(o BootstrapOptions) (*corev3.Address, error) {
+	if o.AdminAddress == "" {
+		if o.AdminPort == 0 {
+			return nil, nil
+		}
+		if o.AdminPort < 0 || o.AdminPort > 65535 {
+			return nil, fmt.Errorf("admin port %d: want 1-65535 (0 turns the admin API off)", o.AdminPort)
+		}
+		return socketAddress("127.0.0.1", o.AdminPort), nil
+	}
+	host, portStr, err := net.SplitHostPort(o.AdminAddress)
+	if err != nil {
+		return nil, fmt.Errorf("admin address %q: %w", o.AdminAddress, err)
+	}
+	if net.ParseIP(host) == nil {
+		return nil, fmt.Errorf("admin address %q: Envoy needs an IP address, not a host name", o.AdminAddress)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("admin address %q: bad port", o.AdminAddress)
+	}
+	return socketAddress(host, port), nil
 }
 
 // RenderBootstrapYAML prints a bootstrap as YAML for `envoy -c`.

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"math"
 	"sort"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -136,9 +137,14 @@ func mirrorPolicies(e *config.Endpoint) []*routev3.RouteAction_RequestMirrorPoli
 	return out
 }
 
-// percent keeps fractional percents exact with a per-million denominator.
+// percent is p% as Envoy's fraction: whole percents over HUNDRED (what an
+// operator expects to read in a config dump), fractional ones exact over
+// MILLION (0.5% is 5,000 per million).
 func percent(p float64) *typev3.FractionalPercent {
-	return &typev3.FractionalPercent{Numerator: uint32(p*10_000 + 0.5), Denominator: typev3.FractionalPercent_MILLION}
+	if p == math.Trunc(p) {
+		return &typev3.FractionalPercent{Numerator: uint32(p), Denominator: typev3.FractionalPercent_HUNDRED}
+	}
+	return &typev3.FractionalPercent{Numerator: uint32(math.Round(p * 10_000)), Denominator: typev3.FractionalPercent_MILLION}
 }
 
 func exactHeader(name, value string) *routev3.HeaderMatcher {

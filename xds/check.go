@@ -49,6 +49,9 @@ func Check(res Resources) error {
 	if len(c.problems) == 0 {
 		return nil
 	}
+	// The reference checks walk maps; sorted, the same mistakes always
+	// read the same (in logs, tests and `modelsplit validate`).
+	sort.Strings(c.problems)
 	return &CheckError{Problems: c.problems}
 }
 
@@ -326,6 +329,7 @@ func (c *checker) references() {
 	c.checkForGRPC()
 	for _, rc := range routes {
 		c.checkRouteConfig(rc, clusters)
+		c.checkRLSDefaultTargets(rc, clusters)
 	}
 }
 

@@ -3,6 +3,7 @@ package xds
 import (
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -11,6 +12,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/modelsplit/modelsplit/rls"
 )
 
 // editFirstExtProc rewrites the first listener's ext_proc filter in place,
@@ -132,4 +135,22 @@ func TestCheckRejectsNilResource(t *testing.T) {
 	res := buildOrFail(t, "testdata/in/ab.yaml", KindEnvoy)
 	res[resource.ClusterType] = append(res[resource.ClusterType], nil)
 	wantProblem(t, Check(res), "nil resource")
+}
+
+// The RLS plugin's default_target serves every call whose lookup fails;
+// it must name a cluster that is served.
+func TestCheckRejectsMissingRLSDefaultTarget(t *testing.T) {
+	res := buildOrFail(t, "testdata/in/grpc.yaml", KindGRPC)
+	target := rls.WeightedCluster("triton")
+	var kept []types.Resource
+	for _, r := range res[resource.ClusterType] {
+		if r.(*clusterv3.Cluster).GetName() != target {
+			kept = append(kept, r)
+		}
+	}
+	if len(kept) == len(res[resource.ClusterType]) {
+		t.Fatalf("precondition: grpc.yaml (route_lookup) has no cluster %s", target)
+	}
+	res[resource.ClusterType] = kept
+	wantProblem(t, Check(res), `default_target "`+target+`" does not exist`)
 }
