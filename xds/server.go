@@ -2,10 +2,9 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -27,33 +26,37 @@ import (
 type ServerOptions struct {
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
-	// OnACK, when set, is called for every state-of-the-world ACK: a client
-	// accepted version of typeURL. Benchmarks measure propagation with it.
+	// OnACK, when set, is called for every ACK (state of the world and
+	// delta): a client accepted version of typeURL. Benchmarks measure
+	// propagation with it. It runs on the stream's goroutine: keep it short.
 	OnACK func(node *corev3.Node, typeURL, version string)
 }
 
 // Server serves the snapshots over ADS (state of the world and delta) and
-// the per-type discovery services.
+// the per-type discovery services. All nodes of a kind share one snapshot.
 type Server struct {
-	log     *zap.Logger
-	metrics *metrics.Metrics
-	onACK   func(node *corev3.Node, typeURL, version string)
-	caches  map[NodeKind]cachev3.SnapshotCache
-	guard   *nackGuard
-	xds     serverv3.Server
+	log      *zap.Logger
+	metrics  *metrics.Metrics
+	onACK    func(node *corev3.Node, typeURL, version string)
+	caches   map[NodeKind]cachev3.SnapshotCache
+	guard    *nackGuard
+	xds      serverv3.Server
+	versions *versions
 
-	bootID  string
-	counter atomic.Uint64
+	// applyMu serializes Apply, so versions reach the caches in order.
+	applyMu sync.Mutex
 
-	mu       sync.Mutex
-	versions map[NodeKind]string
-	streams  map[int64]NodeKind // open streams whose node we have seen
-	clients  map[NodeKind]int
+	mu      sync.Mutex
+	served  map[NodeKind]string
+	streams map[streamKey]*streamState
+	nodes   map[string]*nodeState // by node id, while it has open streams
+	clients map[NodeKind]int
 	// nackLogged bounds NACK logging to once per (kind, type, version).
 	nackLogged map[nackKey]bool
 }
 
-// NewServer returns a server with no snapshot yet; Apply sets one.
+// NewServer returns a server with no snapshot yet; Apply sets one. Streams
+// end when ctx is done.
 func NewServer(ctx context.Context, opts ServerOptions) *Server {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -63,10 +66,9 @@ func NewServer(ctx context.Context, opts ServerOptions) *Server {
 	}
 	s := &Server{
 		log: opts.Logger, metrics: opts.Metrics, onACK: opts.OnACK,
-		// Versions must never repeat across restarts: a reconnecting client
-		// that already holds a version is sent nothing for it.
-		bootID:   strconv.FormatInt(time.Now().UnixNano(), 36),
-		versions: map[NodeKind]string{}, streams: map[int64]NodeKind{}, clients: map[NodeKind]int{},
+		versions: newVersions(time.Now()),
+		served:   map[NodeKind]string{}, streams: map[streamKey]*streamState{},
+		nodes: map[string]*nodeState{}, clients: map[NodeKind]int{},
 		nackLogged: map[nackKey]bool{},
 	}
 	sl := opts.Logger.Named("cache").Sugar()
@@ -82,7 +84,7 @@ func NewServer(ctx context.Context, opts ServerOptions) *Server {
 		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return string(KindOf(r.GetNode())) },
 		Caches:        map[string]cachev3.Cache{string(KindEnvoy): s.caches[KindEnvoy], string(KindGRPC): s.caches[KindGRPC]},
 	}
-	s.guard = newNackGuard(mux, s.currentVersion, s.onNack)
+	s.guard = &nackGuard{Cache: mux}
 	s.xds = serverv3.NewServer(ctx, s.guard, s.callbacks())
 	return s
 }
@@ -97,65 +99,84 @@ func (s *Server) Register(g *grpc.Server) {
 }
 
 // Apply builds and checks the resources for every node kind and, only if
-// all are valid, serves them under a new version. Otherwise the last good
-// snapshots stay in place and the error names the problems.
+// all are valid, serves them under one new version. Otherwise it counts and
+// logs the refusal, returns an error naming the problem, and the last good
+// snapshots stay served.
 func (s *Server) Apply(cfg *config.Config) error {
-	built := map[NodeKind]Resources{}
+	if cfg == nil {
+		return s.refuse("", errors.New("no config"))
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	version := s.versions.next()
+	snaps := make(map[NodeKind]*cachev3.Snapshot, len(Kinds))
 	for _, kind := range Kinds {
 		res, err := Build(cfg, kind)
 		if err == nil {
 			err = Check(res)
 		}
-		if err != nil {
-			s.metrics.XDSSnapshotRefused.Inc()
-			s.log.Warn("refusing config: resources failed validation; still serving the last good snapshot",
-				zap.String("node_kind", string(kind)), zap.Error(err))
-			return fmt.Errorf("resources for %s nodes: %w", kind, err)
+		var snap *cachev3.Snapshot
+		if err == nil {
+			snap, err = cachev3.NewSnapshot(version, res)
 		}
-		built[kind] = res
+		if err != nil {
+			return s.refuse(kind, err)
+		}
+		snaps[kind] = snap
 	}
-	version := s.bootID + "-" + strconv.FormatUint(s.counter.Add(1), 10)
 	for _, kind := range Kinds {
-		snap, err := cachev3.NewSnapshot(version, built[kind])
-		if err != nil {
-			return fmt.Errorf("snapshot for %s nodes: %w", kind, err)
-		}
-		if err := s.caches[kind].SetSnapshot(context.Background(), string(kind), snap); err != nil {
+		if err := s.caches[kind].SetSnapshot(context.Background(), string(kind), snaps[kind]); err != nil {
+			// Only a cache bug gets here; the other kind may already serve
+			// the new version.
+			s.log.Error("setting snapshot failed", zap.String("node_kind", string(kind)), zap.Error(err))
 			return fmt.Errorf("set snapshot for %s nodes: %w", kind, err)
 		}
-		s.mu.Lock()
-		if old := s.versions[kind]; old != "" {
-			s.metrics.XDSSnapshotVersion.DeleteLabelValues(string(kind), old)
-		}
-		s.versions[kind] = version
-		s.mu.Unlock()
-		s.metrics.XDSSnapshotVersion.WithLabelValues(string(kind), version).Set(1)
+		s.setServed(kind, version)
 	}
 	s.log.Info("serving snapshot", zap.String("version", version), zap.Int("endpoints", len(cfg.Endpoints)))
 	return nil
 }
 
-// Version is the snapshot version served to a node kind ("" before Apply).
+func (s *Server) refuse(kind NodeKind, err error) error {
+	s.metrics.XDSSnapshotRefused.Inc()
+	s.log.Warn("refusing config; still serving the last good snapshot",
+		zap.String("node_kind", string(kind)), zap.String("version", s.Version(KindEnvoy)), zap.Error(err))
+	if kind == "" {
+		return fmt.Errorf("refused: %w", err)
+	}
+	return fmt.Errorf("refused: resources for %s nodes: %w", kind, err)
+}
+
+func (s *Server) setServed(kind NodeKind, version string) {
+	s.mu.Lock()
+	old := s.served[kind]
+	s.served[kind] = version
+	// NACKs of superseded versions are history; this keeps the log-once
+	// set from growing with every update.
+	clear(s.nackLogged)
+	s.mu.Unlock()
+	if old != "" {
+		s.metrics.XDSSnapshotVersion.DeleteLabelValues(string(kind), old)
+	}
+	s.metrics.XDSSnapshotVersion.WithLabelValues(string(kind), version).Set(1)
+}
+
+// Version is the snapshot version served to a node kind ("" before the
+// first successful Apply).
 func (s *Server) Version(kind NodeKind) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.versions[kind]
+	return s.served[kind]
 }
 
-// Ready reports whether a snapshot is being served.
-func (s *Server) Ready() bool { return s.Version(KindEnvoy) != "" }
-
-// Clients is the number of open xDS streams from nodes of a kind.
-func (s *Server) Clients(kind NodeKind) int {
+// Ready reports whether every node kind is being served a snapshot.
+func (s *Server) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.clients[kind]
-}
-
-func (s *Server) currentVersion(kind NodeKind, typeURL string) string {
-	snap, err := s.caches[kind].GetSnapshot(string(kind))
-	if err != nil {
-		return ""
+	for _, kind := range Kinds {
+		if s.served[kind] == "" {
+			return false
+		}
 	}
-	return snap.GetVersion(typeURL)
+	return true
 }
