@@ -2,44 +2,45 @@ package cohort
 
 import "sync"
 
-// cache is the bounded in-process assignment cache. It is sharded so
-// concurrent decisions rarely contend, and each shard evicts in insertion
-// order (a ring of keys) once full: memory stays bounded whatever the
-// number of users, and an evicted user is simply read from the store again.
-type cache struct {
-	shards [cacheShards]cacheShard
+// boundedMap is the bounded in-process cache behind assignments and user
+// list lookups. It is sharded so concurrent decisions rarely contend, and
+// each shard evicts in insertion order (a ring of keys) once full: memory
+// stays bounded whatever the number of users, and an evicted entry is
+// simply read from the store again.
+type boundedMap[V any] struct {
+	shards [cacheShards]cacheShard[V]
 }
 
 const cacheShards = 32
 
 type cacheKey struct {
-	endpoint uint32 // index of the endpoint's salt generation, see compiled
-	user     uint64 // keyHash
+	space uint32 // an endpoint's salt generation, or a user list, see Engine
+	user  uint64 // keyHash
 }
 
-type cacheShard struct {
+type cacheShard[V any] struct {
 	mu   sync.Mutex
-	m    map[cacheKey]string
+	m    map[cacheKey]V
 	ring []cacheKey
 	next int
 }
 
-func newCache(size int) *cache {
+func newBoundedMap[V any](size int) *boundedMap[V] {
 	per := size / cacheShards
 	if per < 1 {
 		per = 1
 	}
-	c := &cache{}
+	c := &boundedMap[V]{}
 	for i := range c.shards {
-		c.shards[i].m = make(map[cacheKey]string, per)
+		c.shards[i].m = make(map[cacheKey]V, per)
 		c.shards[i].ring = make([]cacheKey, 0, per)
 	}
 	return c
 }
 
-func (c *cache) shard(k cacheKey) *cacheShard { return &c.shards[k.user%cacheShards] }
+func (c *boundedMap[V]) shard(k cacheKey) *cacheShard[V] { return &c.shards[k.user%cacheShards] }
 
-func (c *cache) get(k cacheKey) (string, bool) {
+func (c *boundedMap[V]) get(k cacheKey) (V, bool) {
 	s := c.shard(k)
 	s.mu.Lock()
 	v, ok := s.m[k]
@@ -47,10 +48,26 @@ func (c *cache) get(k cacheKey) (string, bool) {
 	return v, ok
 }
 
-func (c *cache) put(k cacheKey, v string) {
+func (c *boundedMap[V]) put(k cacheKey, v V) {
+	s := c.shard(k)
+	s.mu.Lock()
+	s.putLocked(k, v)
+	s.mu.Unlock()
+}
+
+// putIfAbsent stores v unless k is present, atomically.
+func (c *boundedMap[V]) putIfAbsent(k cacheKey, v V) (existing V, stored bool) {
 	s := c.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if old, ok := s.m[k]; ok {
+		return old, false
+	}
+	s.putLocked(k, v)
+	return v, true
+}
+
+func (s *cacheShard[V]) putLocked(k cacheKey, v V) {
 	if _, ok := s.m[k]; ok {
 		s.m[k] = v
 		return
@@ -65,7 +82,16 @@ func (c *cache) put(k cacheKey, v string) {
 	s.m[k] = v
 }
 
-func (c *cache) len() int {
+// remove forgets k. Its ring slot stays until overwritten, which only
+// makes a later eviction a no-op.
+func (c *boundedMap[V]) remove(k cacheKey) {
+	s := c.shard(k)
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}
+
+func (c *boundedMap[V]) len() int {
 	n := 0
 	for i := range c.shards {
 		s := &c.shards[i]

@@ -414,7 +414,7 @@ endpoints:
 func TestMemoryStoreIsBounded(t *testing.T) {
 	s := cohort.NewMemoryStore(1000)
 	for i := 0; i < 10000; i++ {
-		s.PutIfAbsent(fmt.Sprint(i), "a", 0)
+		s.PutIfAbsent(cohort.Assignment{Key: fmt.Sprint(i), Variant: "a"})
 	}
 	found := 0
 	for i := 0; i < 10000; i++ {

@@ -31,11 +31,6 @@ const (
 	writeTimeout      = 2 * time.Second
 )
 
-type pendingWrite struct {
-	key, variant string
-	ttl          time.Duration
-}
-
 // redisStore keeps assignments in Redis, shared by every replica. Reads
 // have a budget; past it, or while Redis is down, the engine hashes
 // instead. Writes are queued and pipelined in the background so a new
@@ -48,9 +43,9 @@ type redisStore struct {
 	up       atomic.Bool
 	failures atomic.Int32
 
-	queue chan pendingWrite
+	queue chan Assignment
 	mu    sync.Mutex
-	retry map[string]pendingWrite // key → newest write, bounded
+	retry map[string]Assignment // key → newest write, bounded
 	// inflight counts writes queued or being written, for Flush.
 	inflight atomic.Int64
 
@@ -79,7 +74,7 @@ func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store
 		return nil, err
 	}
 	s := &redisStore{client: client, log: log, metrics: m,
-		queue: make(chan pendingWrite, writeQueueSize), retry: map[string]pendingWrite{}, stop: make(chan struct{})}
+		queue: make(chan Assignment, writeQueueSize), retry: map[string]Assignment{}, stop: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	err = client.Ping(ctx).Err()
 	cancel()
@@ -188,6 +183,10 @@ func (s *redisStore) InList(ctx context.Context, list, member string) (bool, err
 }
 
 func (s *redisStore) readFailed(ctx context.Context, err error, op string) {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// The caller went away (client hung up); says nothing about Redis.
+		return
+	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		s.metrics.StoreTimeouts.Inc()
@@ -216,10 +215,10 @@ func (s *redisStore) markUp() {
 
 // PutIfAbsent queues the write; it never blocks. A full queue drops the
 // write (counted): the hash gives the same answer until weights change.
-func (s *redisStore) PutIfAbsent(key, variant string, ttl time.Duration) {
+func (s *redisStore) PutIfAbsent(a Assignment) {
 	s.inflight.Add(1)
 	select {
-	case s.queue <- pendingWrite{key, variant, ttl}:
+	case s.queue <- a:
 	default:
 		s.inflight.Add(-1)
 		s.metrics.StoreWritesLost.Inc()
@@ -229,7 +228,7 @@ func (s *redisStore) PutIfAbsent(key, variant string, ttl time.Duration) {
 // writer drains the queue in pipelined batches of SET NX.
 func (s *redisStore) writer() {
 	defer s.done.Done()
-	batch := make([]pendingWrite, 0, writeBatch)
+	batch := make([]Assignment, 0, writeBatch)
 	for {
 		select {
 		case <-s.stop:
@@ -251,27 +250,53 @@ func (s *redisStore) writer() {
 	}
 }
 
-func (s *redisStore) write(batch []pendingWrite) {
+func (s *redisStore) write(batch []Assignment) {
 	if !s.up.Load() {
 		s.keepForRetry(batch)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
+	cmds := make([]*redis.BoolCmd, len(batch))
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, w := range batch {
-			p.SetNX(ctx, w.key, w.variant, w.ttl)
+		for i, w := range batch {
+			cmds[i] = p.SetNX(ctx, w.Key, w.Variant, w.TTL)
 		}
 		return nil
 	})
-	if err != nil {
+	var replyErr redis.Error
+	switch {
+	case err != nil && errors.As(err, &replyErr) && !isConnectionError(err):
+		// Redis answered with an error (e.g. a foreign key of another type
+		// under our prefix): retrying will not help, and Redis is up.
+		s.metrics.StoreErrors.WithLabelValues("put").Inc()
+		s.log.Debug("redis refused an assignment write", zap.Error(err))
+	case err != nil:
 		s.metrics.StoreErrors.WithLabelValues("put").Inc()
 		s.keepForRetry(batch)
 		s.markDown(err)
+		return
+	}
+	for i, c := range cmds {
+		// Not set: another replica (or an earlier decision) stored first;
+		// the stored one is the assignment, so drop our in-process copy.
+		if c.Err() == nil && !c.Val() && batch[i].OnConflict != nil {
+			batch[i].OnConflict()
+		}
 	}
 }
 
-func (s *redisStore) keepForRetry(batch []pendingWrite) {
+// isConnectionError tells an unavailable Redis (lost connection, timeout,
+// loading after a restart, read-only replica after a failover, cluster
+// down) from a definite error reply.
+func isConnectionError(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) || errors.As(err, &ne) ||
+		redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsClusterDownError(err) ||
+		redis.IsTryAgainError(err) || redis.IsMasterDownError(err)
+}
+
+func (s *redisStore) keepForRetry(batch []Assignment) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, w := range batch {
@@ -279,7 +304,7 @@ func (s *redisStore) keepForRetry(batch []pendingWrite) {
 			s.metrics.StoreWritesLost.Inc()
 			continue
 		}
-		s.retry[w.key] = w
+		s.retry[w.Key] = w
 	}
 }
 
@@ -317,11 +342,11 @@ func (s *redisStore) retryLen() int {
 
 func (s *redisStore) replay() {
 	s.mu.Lock()
-	pending := make([]pendingWrite, 0, len(s.retry))
+	pending := make([]Assignment, 0, len(s.retry))
 	for _, w := range s.retry {
 		pending = append(pending, w)
 	}
-	s.retry = map[string]pendingWrite{}
+	s.retry = map[string]Assignment{}
 	s.mu.Unlock()
 	for len(pending) > 0 {
 		n := min(writeBatch, len(pending))

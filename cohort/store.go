@@ -3,7 +3,6 @@ package cohort
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 )
 
@@ -18,7 +17,7 @@ type Store interface {
 	// the caller wait (write-behind). "If absent" makes replicas and
 	// decisions taken while the store was unreadable never overwrite an
 	// assignment made elsewhere.
-	PutIfAbsent(key, variant string, ttl time.Duration)
+	PutIfAbsent(a Assignment)
 	// InList reports whether member is in the named user list.
 	InList(ctx context.Context, list, member string) (bool, error)
 	// Healthy is false while the store is considered down.
@@ -28,6 +27,18 @@ type Store interface {
 	Close() error
 }
 
+// Assignment is one write-behind record.
+type Assignment struct {
+	Key     string
+	Variant string
+	TTL     time.Duration // 0: no expiry
+	// OnConflict, when set, is called (possibly from another goroutine) if
+	// the store already held an assignment under Key: another replica
+	// decided first, and the caller's in-process copy must be dropped so
+	// the stored one is read and every replica agrees.
+	OnConflict func()
+}
+
 // ErrStoreDown is returned by stores while they are marked unreachable.
 var ErrStoreDown = errors.New("assignment store unreachable")
 
@@ -35,34 +46,33 @@ var ErrStoreDown = errors.New("assignment store unreachable")
 // the oldest assignments are forgotten (those users are re-hashed, which
 // gives the same answer unless the weights changed since).
 type memoryStore struct {
-	c  *cache
-	mu sync.Mutex // makes PutIfAbsent's check-then-put atomic
+	m *boundedMap[string]
 }
 
 // NewMemoryStore returns an in-memory store holding at most maxEntries
-// assignments.
+// assignments (1,000,000 when maxEntries <= 0). It has no user lists:
+// lists in the config are checked by the engine itself.
 func NewMemoryStore(maxEntries int) Store {
 	if maxEntries <= 0 {
 		maxEntries = 1_000_000
 	}
-	return &memoryStore{c: newCache(maxEntries)}
+	return &memoryStore{m: newBoundedMap[string](maxEntries)}
 }
 
+// memKey compresses the engine's key: it already holds a 64-bit hash of
+// the user, so hashing it again costs nothing in uniqueness that matters.
 func memKey(key string) cacheKey {
 	return cacheKey{user: keyHash(0, key)}
 }
 
 func (m *memoryStore) Get(_ context.Context, key string) (string, bool, error) {
-	v, ok := m.c.get(memKey(key))
+	v, ok := m.m.get(memKey(key))
 	return v, ok, nil
 }
 
-func (m *memoryStore) PutIfAbsent(key, variant string, _ time.Duration) {
-	k := memKey(key)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.c.get(k); !ok {
-		m.c.put(k, variant)
+func (m *memoryStore) PutIfAbsent(a Assignment) {
+	if old, stored := m.m.putIfAbsent(memKey(a.Key), a.Variant); !stored && old != a.Variant && a.OnConflict != nil {
+		a.OnConflict()
 	}
 }
 

@@ -1,0 +1,154 @@
+package cohort
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// compiled is the config in the form decisions need: lookups by name,
+// precomputed seeds, weights and metric counters, so the hot path neither
+// allocates nor calls WithLabelValues.
+type compiled struct {
+	endpoints map[string]*endpoint
+	keyPrefix string
+	timeout   time.Duration
+}
+
+type endpoint struct {
+	name        string
+	header      string // sticky header, or ""
+	cookie      string // sticky cookie, or ""
+	mint        bool
+	ttl         time.Duration
+	allowTarget bool
+	saltHash    uint64
+	space       uint32 // cache space of (endpoint, salt)
+	storePrefix string // <prefix>a:<endpoint>:<salt hash>:
+
+	variants []string
+	clusters []string
+	weights  []float64
+	seeds    []uint64
+	index    map[string]int
+	cum      []float64 // cumulative weights for weighted random
+	rules    []rule
+	counters [][numSources]prometheus.Counter // [variant][source]
+}
+
+const numSources = int(SourceFallback) + 1
+
+type rule struct {
+	header   string
+	equals   string
+	oneOf    map[string]struct{}
+	prefix   string
+	list     string              // user list name, or ""
+	listKey  string              // <prefix>list:<name>: the Redis set
+	listID   uint32              // cache space of the list's lookups
+	inConfig map[string]struct{} // members when the list is in the config
+	variant  int
+}
+
+// space numbers a cache namespace (an endpoint under one salt, or a user
+// list) so cache keys stay small and a new salt never reads entries made
+// under another. Numbers are stable for the Engine's life, so a reload
+// that changes nothing keeps the cache warm.
+func (e *Engine) space(name string) uint32 {
+	if id, ok := e.spaces[name]; ok {
+		return id
+	}
+	id := uint32(len(e.spaces) + 1)
+	e.spaces[name] = id
+	return id
+}
+
+// SetConfig compiles cfg and swaps it in atomically; decisions in flight
+// finish with the previous form. cfg is expected to be valid
+// (config.Validate); an endpoint without variants is left out (its
+// requests get ErrUnknownEndpoint) rather than breaking decisions.
+func (e *Engine) SetConfig(cfg *config.Config) {
+	e.compileMu.Lock()
+	defer e.compileMu.Unlock()
+	c := &compiled{endpoints: make(map[string]*endpoint, len(cfg.Endpoints)),
+		keyPrefix: cfg.Store.KeyPrefix, timeout: cfg.Store.Timeout.D()}
+	if c.timeout <= 0 {
+		c.timeout = config.DefaultStoreTimeout.D()
+	}
+	for i := range cfg.Endpoints {
+		ce := &cfg.Endpoints[i]
+		if len(ce.Variants) == 0 {
+			e.log.Warn("endpoint has no variants; its requests pass through undecided", zap.String("endpoint", ce.Name))
+			continue
+		}
+		c.endpoints[ce.Name] = e.compileEndpoint(c, cfg, ce)
+	}
+	e.cfg.Store(c)
+}
+
+func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.Endpoint) *endpoint {
+	ep := &endpoint{
+		name: ce.Name, header: ce.Sticky.Header, cookie: ce.Sticky.Cookie, mint: ce.Sticky.MintCookie,
+		ttl: ce.Sticky.TTL.D(), allowTarget: ce.AllowTarget,
+		saltHash: xxhash.Sum64String(ce.Name + "\x00" + ce.Sticky.Salt),
+		space:    e.space("a\x00" + ce.Name + "\x00" + ce.Sticky.Salt),
+		index:    make(map[string]int, len(ce.Variants)),
+	}
+	// The salt's hash is in the key, so a new salt starts from an empty
+	// store, and old assignments come back if the salt is restored.
+	ep.storePrefix = c.keyPrefix + "a:" + ce.Name + ":" + strconv.FormatUint(ep.saltHash, 16) + ":"
+	total := 0
+	for _, v := range ce.Variants {
+		total += max(v.Weight, 0)
+	}
+	cum := 0.0
+	for j, v := range ce.Variants {
+		w := float64(max(v.Weight, 0))
+		if total == 0 {
+			w = 1 // all drained (not a valid config): split equally rather than fail
+		}
+		ep.index[v.Name] = j
+		ep.variants = append(ep.variants, v.Name)
+		ep.clusters = append(ep.clusters, config.ClusterName(ce.Name, v.Name))
+		ep.weights = append(ep.weights, w)
+		ep.seeds = append(ep.seeds, variantSeed(ce.Name, ce.Sticky.Salt, v.Name))
+		cum += w
+		ep.cum = append(ep.cum, cum)
+		var cs [numSources]prometheus.Counter
+		for s := range numSources {
+			cs[s] = e.metrics.Decisions.WithLabelValues(ce.Name, v.Name, Source(s).String())
+		}
+		ep.counters = append(ep.counters, cs)
+	}
+	for _, r := range ce.Rules {
+		vi, ok := ep.index[r.Variant]
+		if !ok {
+			e.log.Warn("rule names an unknown variant; rule ignored", zap.String("endpoint", ce.Name), zap.String("variant", r.Variant))
+			continue
+		}
+		cr := rule{header: r.Header, equals: r.Equals, prefix: r.Prefix, list: r.UserList, variant: vi}
+		if len(r.OneOf) > 0 {
+			cr.oneOf = make(map[string]struct{}, len(r.OneOf))
+			for _, v := range r.OneOf {
+				cr.oneOf[v] = struct{}{}
+			}
+		}
+		if r.UserList != "" {
+			cr.listKey = c.keyPrefix + "list:" + r.UserList
+			cr.listID = e.space("l\x00" + ce.Name + "\x00" + ce.Sticky.Salt + "\x00" + r.UserList)
+			if members, ok := cfg.UserLists[r.UserList]; ok {
+				cr.inConfig = make(map[string]struct{}, len(members))
+				for _, m := range members {
+					cr.inConfig[m] = struct{}{}
+				}
+			}
+		}
+		ep.rules = append(ep.rules, cr)
+	}
+	return ep
+}
