@@ -249,11 +249,17 @@ func TestCommittedBootstrapUpToDate(t *testing.T) {
 	}
 }
 
-func BenchmarkBuildAndCheck1000x4(b *testing.B) {
+// benchConfig is n endpoints × 4 variants; routeLookup makes them gRPC
+// endpoints with RLS (twice the clusters for gRPC nodes).
+func benchConfig(b *testing.B, n int, routeLookup bool) *config.Config {
 	cfg := &config.Config{}
-	for i := 0; i < 1000; i++ {
+	for i := 0; i < n; i++ {
 		e := config.Endpoint{Name: "model-" + strconv.Itoa(i), Match: config.Match{PathPrefix: "/m" + strconv.Itoa(i)},
 			Sticky: config.Sticky{Header: "x-user-id"}}
+		if routeLookup {
+			e.Protocol, e.RouteLookup = config.ProtocolGRPC, true
+			e.Match.PathPrefix = "/pkg" + strconv.Itoa(i) + ".Model/"
+		}
 		for v := 0; v < 4; v++ {
 			e.Variants = append(e.Variants, config.Variant{Name: "v" + strconv.Itoa(v), Weight: 25,
 				Backends: []config.Backend{{Host: "10.1." + strconv.Itoa(i%250) + "." + strconv.Itoa(v+1), Port: 8000 + v}}})
@@ -264,11 +270,20 @@ func BenchmarkBuildAndCheck1000x4(b *testing.B) {
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	for _, kind := range Kinds {
-		b.Run(string(kind), func(b *testing.B) {
+	return cfg
+}
+
+func BenchmarkBuildAndCheck1000x4(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		kind        NodeKind
+		routeLookup bool
+	}{{"envoy", KindEnvoy, false}, {"grpc", KindGRPC, false}, {"grpc-rls", KindGRPC, true}} {
+		cfg := benchConfig(b, 1000, tc.routeLookup)
+		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				res, err := Build(cfg, kind)
+				res, err := Build(cfg, tc.kind)
 				if err != nil {
 					b.Fatal(err)
 				}

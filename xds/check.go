@@ -361,6 +361,11 @@ func (c *checker) checkHCM(listener string, hcm *hcmv3.HttpConnectionManager, ro
 			c.addf("listener %s: route configuration %q does not exist", listener, rds.GetRouteConfigName())
 		}
 	}
+	// An inline route table (a hand-written or file-based set) references
+	// clusters just like an RDS one.
+	if rc := hcm.GetRouteConfig(); rc != nil {
+		c.checkRouteConfig(rc, clusters)
+	}
 	for _, f := range hcm.GetHttpFilters() {
 		ep, ok := c.unpack(f.GetTypedConfig()).(*extprocv3.ExternalProcessor)
 		if !ok {

@@ -154,3 +154,17 @@ func TestCheckRejectsMissingRLSDefaultTarget(t *testing.T) {
 	res[resource.ClusterType] = kept
 	wantProblem(t, Check(res), `default_target "`+target+`" does not exist`)
 }
+
+// A connection manager with an inline route table is held to the same
+// route → cluster rule as one using RDS.
+func TestCheckFollowsInlineRouteConfig(t *testing.T) {
+	res := buildOrFail(t, "testdata/in/ab.yaml", KindEnvoy)
+	l := res[resource.ListenerType][0].(*listenerv3.Listener)
+	hcm := listenerHCMs(l)[0]
+	rc := res[resource.RouteType][0].(*routev3.RouteConfiguration)
+	rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "nowhere/x"}
+	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+	l.GetFilterChains()[0].GetFilters()[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}
+	res[resource.RouteType] = nil
+	wantProblem(t, Check(res), `cluster "nowhere/x" does not exist`)
+}
