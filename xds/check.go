@@ -304,6 +304,9 @@ func (c *checker) references() {
 			c.addf("endpoint list holds a %T", r)
 			continue
 		}
+		if assignments[cla.GetClusterName()] {
+			c.addf("load assignment %s: defined twice", cla.GetClusterName())
+		}
 		assignments[cla.GetClusterName()] = true
 		if cl, ok := clusters[cla.GetClusterName()]; !ok || cl.GetType() != clusterv3.Cluster_EDS {
 			c.addf("load assignment %s: no EDS cluster of that name", cla.GetClusterName())
@@ -314,12 +317,19 @@ func (c *checker) references() {
 			c.addf("cluster %s: EDS cluster without a load assignment", name)
 		}
 	}
+	listeners := map[string]bool{}
 	for _, r := range c.res[resource.ListenerType] {
 		l, ok := r.(*listenerv3.Listener)
 		if !ok {
 			c.addf("listener list holds a %T", r)
 			continue
 		}
+		// A snapshot keys resources by name: a second one would silently
+		// replace the first.
+		if listeners[l.GetName()] {
+			c.addf("listener %s: defined twice", l.GetName())
+		}
+		listeners[l.GetName()] = true
 		for _, hcm := range c.hcmsOf(l) {
 			c.checkHCM(l.GetName(), hcm, routes, clusters)
 		}

@@ -168,3 +168,14 @@ func TestCheckFollowsInlineRouteConfig(t *testing.T) {
 	res[resource.RouteType] = nil
 	wantProblem(t, Check(res), `cluster "nowhere/x" does not exist`)
 }
+
+// Snapshots key resources by name, so a duplicate would silently replace
+// the first; Check names it instead.
+func TestCheckRejectsDuplicateNames(t *testing.T) {
+	for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
+		res := buildOrFail(t, "testdata/in/multi.yaml", KindGRPC)
+		first := res[typ][0]
+		res[typ] = append(res[typ], first)
+		wantProblem(t, Check(res), resourceName(first)+": defined twice")
+	}
+}
