@@ -108,23 +108,52 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	version := s.versions.next()
-	snaps := make(map[NodeKind]*cachev3.Snapshot, len(Kinds))
+	built := make(map[NodeKind]Resources, len(Kinds))
 	for _, kind := range Kinds {
 		res, err := Build(cfg, kind)
 		if err == nil {
 			err = Check(res)
 		}
-		var snap *cachev3.Snapshot
-		if err == nil {
-			snap, err = cachev3.NewSnapshot(version, res)
+		if err != nil {
+			return s.refuse(kind, err)
 		}
+		built[kind] = res
+	}
+	version := s.versions.next()
+	snaps := make(map[NodeKind]*cachev3.Snapshot, len(Kinds))
+	for kind, res := range built {
+		snap, err := cachev3.NewSnapshot(version, res)
 		if err != nil {
 			return s.refuse(kind, err)
 		}
 		snaps[kind] = snap
 	}
+	return s.serve(version, snaps, len(cfg.Endpoints))
+}
+
+// setResources serves resources without Build or Check. Tests use it to
+// hand clients a snapshot they will reject.
+func (s *Server) setResources(res map[NodeKind]Resources) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	version := s.versions.next()
+	snaps := make(map[NodeKind]*cachev3.Snapshot, len(res))
+	for kind, r := range res {
+		snap, err := cachev3.NewSnapshot(version, r)
+		if err != nil {
+			return err
+		}
+		snaps[kind] = snap
+	}
+	return s.serve(version, snaps, -1)
+}
+
+// serve sets the snapshots. Callers hold applyMu.
+func (s *Server) serve(version string, snaps map[NodeKind]*cachev3.Snapshot, endpoints int) error {
 	for _, kind := range Kinds {
+		if snaps[kind] == nil {
+			continue
+		}
 		if err := s.caches[kind].SetSnapshot(context.Background(), string(kind), snaps[kind]); err != nil {
 			// Only a cache bug gets here; the other kind may already serve
 			// the new version.
@@ -133,7 +162,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 		}
 		s.setServed(kind, version)
 	}
-	s.log.Info("serving snapshot", zap.String("version", version), zap.Int("endpoints", len(cfg.Endpoints)))
+	s.log.Info("serving snapshot", zap.String("version", version), zap.Int("endpoints", endpoints))
 	return nil
 }
 
