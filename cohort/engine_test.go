@@ -397,17 +397,37 @@ endpoints:
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, _ := newEngine(t, cohort.NewMemoryStore(0), cfg)
+	store := cohort.NewMemoryStore(0)
+	e, _ := newEngine(t, store, cfg)
 	d := decide(t, e, headers{})
 	if !strings.HasPrefix(d.SetCookie, "uid=") || !strings.Contains(d.SetCookie, "Max-Age=3600") || !strings.Contains(d.SetCookie, "HttpOnly") {
 		t.Fatalf("minted cookie = %q", d.SetCookie)
 	}
 	id := strings.SplitN(strings.TrimPrefix(d.SetCookie, "uid="), ";", 2)[0]
+	if len(id) != 32 || d.Source != cohort.SourceHash {
+		t.Fatalf("minted id %q (want 128 bits, hex), source %s (want hash)", id, d.Source)
+	}
 	for i := 0; i < 5; i++ {
 		again := decide(t, e, headers{"cookie": "theme=dark; uid=" + id + "; x=1"})
-		if again.Variant != d.Variant || again.SetCookie != "" {
+		if again.Variant != d.Variant || again.SetCookie != "" || again.Source != cohort.SourceStore {
 			t.Fatalf("returning user: %+v, first %+v", again, d)
 		}
+	}
+	// The minted id's assignment was stored: a fresh engine on the same
+	// store, with weights that would now hash everyone to one variant,
+	// still returns it.
+	cfg2 := cfg.Clone()
+	cfg2.Endpoints[0].Variants[0].Weight, cfg2.Endpoints[0].Variants[1].Weight = 1, 1_000_000
+	if d.Variant == "b" {
+		cfg2.Endpoints[0].Variants[0].Weight, cfg2.Endpoints[0].Variants[1].Weight = 1_000_000, 1
+	}
+	e2, _ := newEngine(t, store, cfg2)
+	if again := decide(t, e2, headers{"cookie": "uid=" + id}); again.Variant != d.Variant || again.Source != cohort.SourceStore {
+		t.Fatalf("minted user on a fresh engine: %+v, first %+v", again, d)
+	}
+	// Distinct anonymous users get distinct ids.
+	if other := decide(t, e, headers{}); other.SetCookie == d.SetCookie {
+		t.Fatal("two anonymous users were minted the same id")
 	}
 }
 

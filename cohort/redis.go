@@ -2,13 +2,8 @@ package cohort
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
-	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,15 +48,10 @@ type redisStore struct {
 	done sync.WaitGroup
 }
 
-// NewRedisStore connects to the Redis in cfg.Redis. URL forms:
-//
-//	redis://[user:pass@]host:port[/db]          single server
-//	rediss://...                                 TLS (store.ca_file verifies the server)
-//	redis://host:port?master_name=M&addr=h2:p2   Sentinel: sentinel addresses, master name M
-//	redis://host:port?cluster=1[&addr=h2:p2...]  Cluster: seed node(s)
-//
-// Connection problems at start are not errors: the store starts down and
-// recovers by itself once Redis answers.
+// NewRedisStore connects to the Redis named by cfg.Redis (URL forms in
+// redisurl.go). Connection problems at start are not errors: the store
+// starts down, the hash decides, and it recovers by itself once Redis
+// answers. A malformed URL or CA file is an error.
 func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -89,65 +79,6 @@ func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store
 	go s.writer()
 	go s.prober()
 	return s, nil
-}
-
-func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
-	u, err := url.Parse(cfg.Redis)
-	if err != nil {
-		return nil, fmt.Errorf("store.redis: %w", err)
-	}
-	q := u.Query()
-	var tlsCfg *tls.Config
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("store.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("store.ca_file %s: no PEM certificates", cfg.CAFile)
-		}
-		tlsCfg = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	switch {
-	case q.Get("master_name") != "":
-		o, err := redis.ParseFailoverURL(cfg.Redis)
-		if err != nil {
-			return nil, fmt.Errorf("store.redis (sentinel): %w", err)
-		}
-		if tlsCfg != nil {
-			o.TLSConfig = tlsCfg
-		}
-		o.ContextTimeoutEnabled = true
-		return redis.NewFailoverClient(o), nil
-	case q.Has("cluster"):
-		q.Del("cluster")
-		u.RawQuery = q.Encode()
-		o, err := redis.ParseClusterURL(u.String())
-		if err != nil {
-			return nil, fmt.Errorf("store.redis (cluster): %w", err)
-		}
-		if tlsCfg != nil {
-			o.TLSConfig = tlsCfg
-		}
-		o.ContextTimeoutEnabled = true
-		return redis.NewClusterClient(o), nil
-	default:
-		o, err := redis.ParseURL(cfg.Redis)
-		if err != nil {
-			return nil, fmt.Errorf("store.redis: %w", err)
-		}
-		if tlsCfg != nil && o.TLSConfig != nil {
-			o.TLSConfig.RootCAs = tlsCfg.RootCAs
-		}
-		// The decision path bounds every read with its own context; keep
-		// the client from retrying past that budget.
-		o.MaxRetries = -1
-		// Without this go-redis ignores context deadlines and waits its own
-		// 3s read timeout: a hung Redis would stall decisions.
-		o.ContextTimeoutEnabled = true
-		return redis.NewClient(o), nil
-	}
 }
 
 func (s *redisStore) Healthy() bool { return s.up.Load() }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -205,14 +206,31 @@ func (v *validator) admin() {
 func (v *validator) store() {
 	s := v.c.Store
 	if s.Redis != "" {
+		// Messages never repeat the URL: it may hold a password. The forms
+		// (single, Sentinel, Cluster) are described in cohort/redisurl.go.
 		u, err := url.Parse(s.Redis)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		q := url.Values{}
+		if err == nil {
+			q = u.Query()
+		}
+		_, clusterErr := strconv.ParseBool(q.Get("cluster"))
 		switch {
 		case err != nil:
 			v.add("store.redis", "invalid URL: %v", err)
 		case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix":
 			v.add("store.redis", "URL scheme %q is not redis://, rediss:// or unix://", u.Scheme)
 		case u.Scheme != "unix" && u.Host == "":
-			v.add("store.redis", "URL %q names no host", s.Redis)
+			v.add("store.redis", "URL names no host (want redis://host:port)")
+		case u.Scheme == "unix" && u.Path == "":
+			v.add("store.redis", "unix:// URL names no socket path (want unix:///path/redis.sock)")
+		case q.Get("master_name") != "" && q.Has("cluster"):
+			v.add("store.redis", "cluster and master_name (Sentinel) exclude each other")
+		case q.Has("cluster") && clusterErr != nil:
+			v.add("store.redis", "cluster=%q: want cluster=true", q.Get("cluster"))
 		}
 	}
 	if s.CAFile != "" && !strings.HasPrefix(s.Redis, "rediss://") {

@@ -22,6 +22,7 @@ type Server struct {
 	dir        string
 	persistent bool
 	cluster    bool
+	monitor    string // sentinel mode: "<name> <host> <port>" of the watched master
 	cmd        *exec.Cmd
 	exited     chan struct{} // closed when cmd has exited
 }
@@ -79,6 +80,9 @@ func freePort() (int, error) {
 }
 
 func (s *Server) args() []string {
+	if s.monitor != "" {
+		return s.sentinelArgs()
+	}
 	a := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--daemonize", "no", "--loglevel", "warning", "--logfile", filepath.Join(s.dir, "redis.log")}
 	if s.persistent {
@@ -90,6 +94,26 @@ func (s *Server) args() []string {
 		a = append(a, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"))
 	}
 	return a
+}
+
+// StartSentinel launches a Redis Sentinel on a free port that watches
+// master under the name masterName (quorum 1), for go-redis failover
+// clients. It is stopped when the test ends.
+func StartSentinel(t testing.TB, master *Server, masterName string) *Server {
+	t.Helper()
+	return Start(t, func(s *Server) { s.monitor = masterName + " 127.0.0.1 " + strconv.Itoa(master.port) })
+}
+
+// sentinelArgs writes the config file Sentinel insists on (it rewrites it
+// with what it learns) and starts redis-server in sentinel mode.
+func (s *Server) sentinelArgs() []string {
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\nsentinel monitor %s 1\n",
+		s.port, s.dir, filepath.Join(s.dir, "redis.log"), s.monitor)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		s.t.Fatalf("testredis: write sentinel config: %v", err)
+	}
+	return []string{conf, "--sentinel"}
 }
 
 func (s *Server) start() error {
@@ -203,8 +227,8 @@ func (s *Server) claimAllSlots() error {
 }
 
 // Do sends one command (inline protocol) and returns the reply: the first
-// line of a simple reply ("+OK", ":1", "-ERR ..."), or the payload of a
-// bulk reply. Enough for setup commands without a client library.
+// line of a simple reply ("+OK", ":1", "-ERR ..."), or the raw rest of a
+// bulk or array reply (as much as one read returns). Enough for setup commands without a client library.
 func (s *Server) Do(ctx context.Context, args ...string) (string, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", s.Addr())
@@ -226,7 +250,7 @@ func (s *Server) Do(ctx context.Context, args ...string) (string, error) {
 		return "", err
 	}
 	line, rest, _ := strings.Cut(string(buf[:n]), "\r\n")
-	if strings.HasPrefix(line, "$") && line != "$-1" { // "$-1" is a nil reply
+	if (strings.HasPrefix(line, "$") || strings.HasPrefix(line, "*")) && line != "$-1" && line != "*-1" { // -1: nil
 		return rest, nil
 	}
 	return line, nil

@@ -70,3 +70,15 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("CLUSTER INFO lacks %s: %q", want, info)
 	}
 }
+
+func TestSentinel(t *testing.T) {
+	master := testredis.Start(t)
+	s := testredis.StartSentinel(t, master, "mymaster")
+	got, err := s.Do(ctx(t), "SENTINEL", "get-master-addr-by-name", "mymaster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, port, _ := strings.Cut(master.Addr(), ":"); !strings.Contains(got, port) {
+		t.Fatalf("sentinel reports master %q, want port %s", got, port)
+	}
+}

@@ -1,0 +1,113 @@
+package cohort_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/internal/testredis"
+	"github.com/modelsplit/modelsplit/metrics"
+)
+
+// Each URL form reaches a real server: a decision is stored through one
+// store and read back, as a stored assignment, through a second one.
+func TestRedisURLForms(t *testing.T) {
+	single := testredis.Start(t)
+	cluster := testredis.Start(t, testredis.Cluster())
+	master := testredis.Start(t)
+	sentinel := testredis.StartSentinel(t, master, "models")
+	forms := map[string]string{
+		"single":   single.URL(),
+		"cluster":  "redis://" + cluster.Addr() + "?cluster=true",
+		"sentinel": "redis://" + sentinel.Addr() + "/0?master_name=models",
+	}
+	for name, url := range forms {
+		t.Run(name, func(t *testing.T) {
+			cfg := splitConfig(t, "", 50, 50)
+			cfg.Store.Timeout = config.Duration(time.Second)
+			e1, _ := newEngine(t, redisStore(t, url, metrics.New()), cfg)
+			first := decide(t, e1, user("form-user"))
+			flush(t, e1)
+			// Weights changed so the hash alone would answer v1 for everyone:
+			// only a stored assignment keeps v0 users on v0.
+			cfg2 := splitConfig(t, "", 1, 1_000_000)
+			cfg2.Store.Timeout = config.Duration(time.Second)
+			s2 := redisStore(t, url, metrics.New())
+			if !s2.Healthy() {
+				t.Fatal("store not healthy against a running server")
+			}
+			e2, _ := newEngine(t, s2, cfg2)
+			if d := decide(t, e2, user("form-user")); d.Variant != first.Variant || d.Source != cohort.SourceStore {
+				t.Fatalf("second store: %s by %s, first %s", d.Variant, d.Source, first.Variant)
+			}
+		})
+	}
+}
+
+func TestRedisURLErrors(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		store config.Store
+		want  string
+	}{
+		{config.Store{Redis: "redis://u:secret@127.0.0.1:1/x"}, "database"},
+		{config.Store{Redis: "redis://u:secret@[::1"}, "invalid URL"},
+		{config.Store{Redis: "redis://127.0.0.1:1?cluster=maybe"}, "cluster"},
+		{config.Store{Redis: "redis://127.0.0.1:1?cluster=true&master_name=m"}, "exclude"},
+		{config.Store{Redis: "redis://127.0.0.1:1?no_such_option=1"}, "no_such_option"},
+		{config.Store{Redis: "rediss://127.0.0.1:1", CAFile: filepath.Join(dir, "missing.pem")}, "store.ca_file"},
+		{config.Store{Redis: "rediss://127.0.0.1:1", CAFile: notPEM}, "no PEM"},
+	}
+	for _, c := range cases {
+		s, err := cohort.NewRedisStore(c.store, nil, metrics.New())
+		if err == nil {
+			s.Close()
+			t.Errorf("%q: no error", c.store.Redis)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "secret") {
+			t.Errorf("%q: error %q, want it to mention %q and not the password", c.store.Redis, err, c.want)
+		}
+	}
+}
+
+// A store that cannot reach Redis at start is not an error: it starts
+// down, decisions fall back, and it comes up when Redis does.
+func TestRedisStoreStartsDownAndRecovers(t *testing.T) {
+	r := testredis.Start(t)
+	r.Kill()
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	if store.Healthy() {
+		t.Fatal("healthy with no server")
+	}
+	e, _ := newEngine(t, store, splitConfig(t, r.URL(), 50, 50))
+	if d := decide(t, e, user("early")); d.Source != cohort.SourceFallback {
+		t.Fatalf("decision with redis down: %s, want fallback", d.Source)
+	}
+	r.Restart()
+	waitHealthy(t, store)
+	flush(t, e)
+	if k := redisKeys(t, r); k != 1 {
+		t.Errorf("%d assignment keys after recovery, want the 1 made while down", k)
+	}
+}
+
+func waitHealthy(t *testing.T, s cohort.Store) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.Healthy() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !s.Healthy() {
+		t.Fatal("store did not recover within 5s of redis starting")
+	}
+}

@@ -1,0 +1,30 @@
+package cohort
+
+import "testing"
+
+func TestCookieValue(t *testing.T) {
+	cases := []struct {
+		header, name, want string
+		ok                 bool
+	}{
+		{"uid=abc", "uid", "abc", true},
+		{"theme=dark; uid=abc; x=1", "uid", "abc", true},
+		{"xuid=no; uid=yes", "uid", "yes", true},
+		{`uid="quoted"`, "uid", "quoted", true},
+		{"  uid = spaced ;", "uid", "", false}, // a space before '=' makes another name
+		{"uid=", "uid", "", false},
+		{"uid", "uid", "", false},
+		{"a=1; b=2", "uid", "", false},
+		{"", "uid", "", false},
+		{"uid=first; uid=second", "uid", "first", true},
+	}
+	for _, c := range cases {
+		got, ok := cookieValue(c.header, c.name)
+		if got != c.want || ok != c.ok {
+			t.Errorf("cookieValue(%q, %q) = %q, %v; want %q, %v", c.header, c.name, got, ok, c.want, c.ok)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { cookieValue("theme=dark; uid=abc; x=1", "uid") }); n != 0 {
+		t.Errorf("cookieValue allocates %v times", n)
+	}
+}
