@@ -11,6 +11,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
+	// Route configs of protocol: grpc endpoints carry the RLS cluster
+	// specifier; a grpc-go binary without the RLS balancer NACKs them
+	// ("RLS LB policy not registered"), is_optional notwithstanding.
+	_ "google.golang.org/grpc/balancer/rls"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	xdsgrpc "google.golang.org/grpc/xds"
