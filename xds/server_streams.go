@@ -72,7 +72,7 @@ func (s *Server) Clients(kind NodeKind) int {
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
 		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
-			s.onRequest(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req)
+			s.onRequest(streamKey{false, id}, req)
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -96,12 +96,12 @@ func (s *Server) callbacks() serverv3.Callbacks {
 // NACK until the next ACK the guard is told that the client holds the
 // rejected version, so the rejected snapshot is not sent again — neither
 // right after the NACK nor when the client changes its subscription.
-func (s *Server) onRequest(key streamKey, node *corev3.Node, typeURL, nonce string, req *discovery.DiscoveryRequest) {
-	holding, reason := req.GetVersionInfo(), req.GetErrorDetail().GetMessage()
+func (s *Server) onRequest(key streamKey, req *discovery.DiscoveryRequest) {
+	typeURL, holding, reason := req.GetTypeUrl(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage()
 	s.mu.Lock()
-	st := s.stream(key, node)
+	st := s.stream(key, req.GetNode())
 	last, answered := st.sent[typeURL]
-	answered = answered && nonce == last.nonce
+	answered = answered && req.GetResponseNonce() == last.nonce
 	a := answerNone
 	switch {
 	case req.GetErrorDetail() != nil:
@@ -122,7 +122,7 @@ func (s *Server) onRequest(key streamKey, node *corev3.Node, typeURL, nonce stri
 	if !answered {
 		last.version = ""
 	}
-	s.report(node, st.kind, typeURL, last.version, reason, a)
+	s.report(req.GetNode(), st.kind, typeURL, last.version, reason, a)
 }
 
 // onDeltaRequest handles a delta request. A delta ACK or NACK names no
