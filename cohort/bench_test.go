@@ -58,10 +58,12 @@ func BenchmarkDecideRedisMiss(b *testing.B) {
 	}
 }
 
-// BenchmarkDecideNewUser: first sight of a user — hash, cache, queue the
-// write-behind (memory store).
+// BenchmarkDecideNewUser: first sight of a user — cache and store miss,
+// hash, cache, write-behind (memory store). Cache and store hold 32
+// entries (one per shard) for 65,536 cycling users, so every decision is
+// a new user.
 func BenchmarkDecideNewUser(b *testing.B) {
-	e := cohort.NewEngine(cohort.NewMemoryStore(0), cohort.Options{Metrics: metrics.New(), CacheSize: 1 << 20})
+	e := cohort.NewEngine(cohort.NewMemoryStore(1), cohort.Options{Metrics: metrics.New(), CacheSize: 1})
 	e.SetConfig(splitConfig(b, "", 90, 5, 5))
 	ctx := context.Background()
 	keys := make([]headers, 1<<16)
@@ -71,7 +73,33 @@ func BenchmarkDecideNewUser(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		e.Decide(ctx, "m", keys[i&(1<<16-1)])
+		if d, _ := e.Decide(ctx, "m", keys[i&(1<<16-1)]); d.Source != cohort.SourceHash {
+			b.Fatalf("decision by %s, want a new user (hash)", d.Source)
+		}
 		i++
 	}
+}
+
+// BenchmarkDecideCacheHitParallel: returning users from every core at
+// once (the cache is sharded; the counters are shared).
+func BenchmarkDecideCacheHitParallel(b *testing.B) {
+	e := cohort.NewEngine(cohort.NewMemoryStore(0), cohort.Options{Metrics: metrics.New()})
+	e.SetConfig(splitConfig(b, "", 90, 10))
+	users := make([]headers, 1024)
+	for i := range users {
+		users[i] = user(fmt.Sprintf("u%d", i))
+		e.Decide(context.Background(), "m", users[i])
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		i := 0
+		for pb.Next() {
+			if _, err := e.Decide(ctx, "m", users[i&1023]); err != nil {
+				b.Error(err)
+				return
+			}
+			i += 7
+		}
+	})
 }

@@ -43,6 +43,8 @@ type Engine struct {
 	cache   *boundedMap[string]     // (endpoint space, user) → stored variant
 	lists   *boundedMap[listAnswer] // (list space, user) → Redis list membership
 	listTTL time.Duration
+	// inProcess is true for the memory store: no I/O, so no deadline.
+	inProcess bool
 
 	compileMu sync.Mutex        // serialises SetConfig
 	spaces    map[string]uint32 // see space
@@ -68,9 +70,11 @@ func NewEngine(store Store, opts Options) *Engine {
 	if opts.ListCacheTTL == 0 {
 		opts.ListCacheTTL = DefaultListCacheTTL
 	}
-	return &Engine{store: store, log: opts.Logger, metrics: opts.Metrics,
+	e := &Engine{store: store, log: opts.Logger, metrics: opts.Metrics,
 		cache: newBoundedMap[string](opts.CacheSize), lists: newBoundedMap[listAnswer](opts.CacheSize),
 		listTTL: opts.ListCacheTTL, spaces: map[string]uint32{}}
+	_, e.inProcess = store.(*memoryStore)
+	return e
 }
 
 // Decide returns the variant for one request to endpoint. The only error
@@ -126,15 +130,14 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	ck := cacheKey{space: ep.space, user: kh}
 	if v, ok := e.cache.get(ck); ok {
 		e.metrics.CacheHits.Inc()
-		return ep.honour(v, kh), SourceStore, cookie
+		i, src := ep.honour(v, kh)
+		return i, src, cookie
 	}
 	e.metrics.CacheMisses.Inc()
 	hashed := pickRendezvous(kh, ep.seeds, ep.weights)
 	storeKey := ep.storeKey(kh)
 	if cookie == "" { // a freshly minted id cannot have an assignment yet
-		sctx, cancel := context.WithTimeout(ctx, c.timeout)
-		v, found, err := e.store.Get(sctx, storeKey)
-		cancel()
+		v, found, err := e.storeGet(ctx, c, storeKey)
 		if err != nil {
 			// The hash decides; record it only if nothing is stored (the
 			// store may hold an assignment we could not read), and do not
@@ -147,7 +150,8 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 		}
 		if found {
 			e.cache.put(ck, v)
-			return ep.honour(v, kh), SourceStore, cookie
+			i, src := ep.honour(v, kh)
+			return i, src, cookie
 		}
 	}
 	// 4. New user: the weighted hash, stored write-behind. Should another
@@ -162,6 +166,17 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	return hashed, SourceHash, cookie
 }
 
+// storeGet reads within the store budget. The in-memory store answers at
+// once, so it skips the deadline (and its three allocations).
+func (e *Engine) storeGet(ctx context.Context, c *compiled, key string) (string, bool, error) {
+	if e.inProcess {
+		return e.store.Get(ctx, key)
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return e.store.Get(sctx, key)
+}
+
 // storeKey is <prefix>a:<endpoint>:<salt hash>:<user hash>, hex. The user
 // key itself never reaches the store.
 func (ep *endpoint) storeKey(kh uint64) string {
@@ -171,14 +186,15 @@ func (ep *endpoint) storeKey(kh uint64) string {
 	return string(b)
 }
 
-// honour returns the stored variant's index while it still takes traffic
-// (weight > 0); otherwise the hash among serving variants. The stored value
-// is kept, so restoring the weight (a rollback) brings the user back.
-func (ep *endpoint) honour(stored string, kh uint64) int {
+// honour returns the stored variant while it still takes traffic (weight
+// > 0); otherwise the hash picks among serving variants (SourceHash). The
+// stored value is kept, so restoring the weight (a rollback) brings the
+// user back.
+func (ep *endpoint) honour(stored string, kh uint64) (int, Source) {
 	if i, ok := ep.index[stored]; ok && ep.weights[i] > 0 {
-		return i
+		return i, SourceStore
 	}
-	return pickRendezvous(kh, ep.seeds, ep.weights)
+	return pickRendezvous(kh, ep.seeds, ep.weights), SourceHash
 }
 
 // ruleMatches reports whether r matches; ok is false when a Redis user list

@@ -371,9 +371,13 @@ func TestDrainAndRollback(t *testing.T) {
 		orig[fmt.Sprint(i)] = decide(t, e, user(fmt.Sprint(i))).Variant
 	}
 	e.SetConfig(splitConfig(t, "", 100, 0))
-	for u := range orig {
-		if v := decide(t, e, user(u)).Variant; v != "v0" {
-			t.Fatalf("after promote, user %s still on %s", u, v)
+	for u, was := range orig {
+		d := decide(t, e, user(u))
+		if d.Variant != "v0" {
+			t.Fatalf("after promote, user %s still on %s", u, d.Variant)
+		}
+		if want := map[string]cohort.Source{"v0": cohort.SourceStore, "v1": cohort.SourceHash}[was]; d.Source != want {
+			t.Fatalf("after promote, user %s (was %s) decided by %s, want %s", u, was, d.Source, want)
 		}
 	}
 	e.SetConfig(splitConfig(t, "", 50, 50))

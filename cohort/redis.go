@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -34,6 +35,7 @@ type redisStore struct {
 	client  redis.UniversalClient
 	log     *zap.Logger
 	metrics *metrics.Metrics
+	errors  [numOps]prometheus.Counter // StoreErrors by op, resolved once
 
 	up       atomic.Bool
 	failures atomic.Int32
@@ -44,8 +46,10 @@ type redisStore struct {
 	// inflight counts writes queued or being written, for Flush.
 	inflight atomic.Int64
 
-	stop chan struct{}
-	done sync.WaitGroup
+	stop      chan struct{}
+	done      sync.WaitGroup
+	closeOnce sync.Once
+	closed    atomic.Bool
 }
 
 // NewRedisStore connects to the Redis named by cfg.Redis (URL forms in
@@ -65,6 +69,9 @@ func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store
 	}
 	s := &redisStore{client: client, log: log, metrics: m,
 		queue: make(chan Assignment, writeQueueSize), retry: map[string]Assignment{}, stop: make(chan struct{})}
+	for op := range numOps {
+		s.errors[op] = m.StoreErrors.WithLabelValues(op.String())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	err = client.Ping(ctx).Err()
 	cancel()
@@ -81,6 +88,18 @@ func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store
 	return s, nil
 }
 
+// storeOp is the op label of StoreErrors.
+type storeOp int
+
+const (
+	opGet storeOp = iota
+	opPut
+	opList
+	numOps
+)
+
+func (o storeOp) String() string { return [...]string{"get", "put", "list"}[o] }
+
 func (s *redisStore) Healthy() bool { return s.up.Load() }
 
 func (s *redisStore) Get(ctx context.Context, key string) (string, bool, error) {
@@ -96,7 +115,7 @@ func (s *redisStore) Get(ctx context.Context, key string) (string, bool, error) 
 		s.failures.Store(0)
 		return "", false, nil
 	default:
-		s.readFailed(ctx, err, "get")
+		s.readFailed(ctx, err, opGet)
 		return "", false, err
 	}
 }
@@ -107,13 +126,13 @@ func (s *redisStore) InList(ctx context.Context, list, member string) (bool, err
 	}
 	in, err := s.client.SIsMember(ctx, list, member).Result()
 	if err != nil {
-		s.readFailed(ctx, err, "list")
+		s.readFailed(ctx, err, opList)
 		return false, err
 	}
 	return in, nil
 }
 
-func (s *redisStore) readFailed(ctx context.Context, err error, op string) {
+func (s *redisStore) readFailed(ctx context.Context, err error, op storeOp) {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		// The caller went away (client hung up); says nothing about Redis.
 		return
@@ -122,7 +141,7 @@ func (s *redisStore) readFailed(ctx context.Context, err error, op string) {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		s.metrics.StoreTimeouts.Inc()
 	} else {
-		s.metrics.StoreErrors.WithLabelValues(op).Inc()
+		s.errors[op].Inc()
 	}
 	if s.failures.Add(1) >= downAfterFailures {
 		s.markDown(err)
@@ -147,6 +166,10 @@ func (s *redisStore) markUp() {
 // PutIfAbsent queues the write; it never blocks. A full queue drops the
 // write (counted): the hash gives the same answer until weights change.
 func (s *redisStore) PutIfAbsent(a Assignment) {
+	if s.closed.Load() {
+		s.metrics.StoreWritesLost.Inc()
+		return
+	}
 	s.inflight.Add(1)
 	select {
 	case s.queue <- a:
@@ -200,10 +223,10 @@ func (s *redisStore) write(batch []Assignment) {
 	case err != nil && errors.As(err, &replyErr) && !isConnectionError(err):
 		// Redis answered with an error (e.g. a foreign key of another type
 		// under our prefix): retrying will not help, and Redis is up.
-		s.metrics.StoreErrors.WithLabelValues("put").Inc()
+		s.errors[opPut].Inc()
 		s.log.Debug("redis refused an assignment write", zap.Error(err))
 	case err != nil:
-		s.metrics.StoreErrors.WithLabelValues("put").Inc()
+		s.errors[opPut].Inc()
 		s.keepForRetry(batch)
 		s.markDown(err)
 		return
@@ -291,7 +314,7 @@ func (s *redisStore) replay() {
 
 // Flush waits for queued writes to be attempted.
 func (s *redisStore) Flush(ctx context.Context) error {
-	for s.inflight.Load() > 0 {
+	for s.inflight.Load() > 0 && !s.closed.Load() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -301,14 +324,20 @@ func (s *redisStore) Flush(ctx context.Context) error {
 	return nil
 }
 
-// PendingRetries is how many assignments wait for Redis to come back.
-func (s *redisStore) PendingRetries() int { return s.retryLen() }
-
+// Close flushes queued writes (up to 2s), stops the background work and
+// closes the client. Later writes are dropped (counted); closing twice is
+// harmless.
 func (s *redisStore) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_ = s.Flush(ctx)
-	cancel()
-	close(s.stop)
-	s.done.Wait()
-	return s.client.Close()
+	var err error
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = s.Flush(ctx)
+		cancel()
+		s.closed.Store(true)
+		close(s.stop)
+		s.done.Wait()
+		s.inflight.Store(0) // whatever is still queued will never be written
+		err = s.client.Close()
+	})
+	return err
 }
