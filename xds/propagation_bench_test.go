@@ -73,6 +73,9 @@ func BenchmarkWeightChangeToACK100Clients(b *testing.B) {
 	defer cancel()
 	s := NewServer(ctx, ServerOptions{OnACK: tracker.onACK})
 	cfg := loadCase(b, "testdata/in/grpc.yaml")
+	// xDS propagation only: without RLS, clients make no lookups to an
+	// address where nothing listens.
+	cfg.Endpoints[0].RouteLookup = false
 	if err := s.Apply(cfg); err != nil {
 		b.Fatal(err)
 	}
