@@ -20,11 +20,16 @@ import (
 // govern how fast a dead Redis is detected and how writes are batched.
 const (
 	downAfterFailures = 3                      // consecutive failed reads before "down"
-	probeInterval     = 250 * time.Millisecond // PING while down
-	writeQueueSize    = 16384                  // pending write-behind assignments
-	retryBufferSize   = 100_000                // assignments kept while Redis is down
-	writeBatch        = 256
-	writeTimeout      = 2 * time.Second
+	probeInterval     = 200 * time.Millisecond // PING while down
+	// upAfterProbes consecutive PINGs answered within the read budget mark
+	// Redis up again. Holding probes to the budget (and asking several)
+	// keeps a Redis that answers PING but too slowly for reads from
+	// flapping between up and down.
+	upAfterProbes   = 3
+	writeQueueSize  = 16384   // pending write-behind assignments
+	retryBufferSize = 100_000 // assignments kept while Redis is down
+	writeBatch      = 256
+	writeTimeout    = 2 * time.Second
 )
 
 // redisStore keeps assignments in Redis, shared by every replica. Reads
@@ -36,6 +41,7 @@ type redisStore struct {
 	log     *zap.Logger
 	metrics *metrics.Metrics
 	errors  [numOps]prometheus.Counter // StoreErrors by op, resolved once
+	budget  time.Duration              // store.timeout: what a probe must answer within
 
 	up       atomic.Bool
 	failures atomic.Int32
@@ -67,7 +73,11 @@ func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store
 	if err != nil {
 		return nil, err
 	}
-	s := &redisStore{client: client, log: log, metrics: m,
+	budget := cfg.Timeout.D()
+	if budget <= 0 {
+		budget = config.DefaultStoreTimeout.D()
+	}
+	s := &redisStore{client: client, log: log, metrics: m, budget: budget,
 		queue: make(chan Assignment, writeQueueSize), retry: map[string]Assignment{}, stop: make(chan struct{})}
 	for op := range numOps {
 		s.errors[op] = m.StoreErrors.WithLabelValues(op.String())
@@ -268,6 +278,7 @@ func (s *redisStore) prober() {
 	defer s.done.Done()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
+	answered := 0 // consecutive successful probes
 	for {
 		select {
 		case <-s.stop:
@@ -277,12 +288,17 @@ func (s *redisStore) prober() {
 		if s.up.Load() && s.retryLen() == 0 {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), s.budget)
 		err := s.client.Ping(ctx).Err()
 		cancel()
 		if err != nil {
+			answered = 0
 			continue
 		}
+		if answered++; !s.up.Load() && answered < upAfterProbes {
+			continue
+		}
+		answered = 0
 		s.markUp()
 		s.replay()
 	}

@@ -3,12 +3,16 @@ package cohort_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/internal/testredis"
 	"github.com/modelsplit/modelsplit/metrics"
 )
@@ -56,4 +60,57 @@ func TestRedisStoreCloseIsFinal(t *testing.T) {
 	if _, _, err := store.Get(ctx, "t:a:late"); err == nil {
 		t.Error("Get on a closed store succeeded")
 	}
+}
+
+// Redis going down and coming back is logged once each (Warn, then Info),
+// however many decisions run meanwhile; nothing else reaches Info, and no
+// log line carries a user id.
+func TestStoreStateChangesLoggedOnceWithoutUserIDs(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(core)
+	r := testredis.Start(t)
+	m := metrics.New()
+	store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), Timeout: config.Duration(50 * time.Millisecond)}, log, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	e := cohort.NewEngine(store, cohort.Options{Logger: log, Metrics: m})
+	cfg := splitConfig(t, r.URL(), 50, 50)
+	cfg.Store.Timeout = config.Duration(50 * time.Millisecond)
+	e.SetConfig(cfg)
+	run := func(tag string) {
+		for i := 0; i < 300; i++ {
+			if _, err := e.Decide(context.Background(), "m", user(fmt.Sprintf("secret-user-%s-%d", tag, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	run("up")
+	r.Kill()
+	run("down")
+	r.Restart()
+	waitHealthy(t, store)
+	run("again")
+	e.Close()
+
+	var warns, infos int
+	for _, entry := range logs.All() {
+		text := entry.Message + fmt.Sprint(entry.ContextMap())
+		if strings.Contains(text, "secret-user") {
+			t.Errorf("user id in log: %s", text)
+		}
+		switch {
+		case entry.Level == zap.WarnLevel && strings.Contains(entry.Message, "marked down"):
+			warns++
+		case entry.Level == zap.InfoLevel && strings.Contains(entry.Message, "reachable again"):
+			infos++
+		case entry.Level >= zap.InfoLevel:
+			t.Errorf("unexpected %s log: %s", entry.Level, text)
+		}
+	}
+	if warns != 1 || infos != 1 {
+		t.Errorf("logged down %d times and up %d times, want once each", warns, infos)
+	}
+	t.Logf("%d log entries in all (debug included)", logs.Len())
 }
