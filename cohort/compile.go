@@ -55,8 +55,8 @@ type rule struct {
 	variant  int
 }
 
-// space numbers a cache namespace (an endpoint under one salt, or a user
-// list) so cache keys stay small and a new salt never reads entries made
+// space numbers a cache namespace (an endpoint under one key prefix and
+// salt, or a user list) so cache keys stay small and a new salt never reads entries made
 // under another. Numbers are stable for the Engine's life, so a reload
 // that changes nothing keeps the cache warm.
 func (e *Engine) space(name string) uint32 {
@@ -96,7 +96,7 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 		name: ce.Name, header: ce.Sticky.Header, cookie: ce.Sticky.Cookie, mint: ce.Sticky.MintCookie,
 		ttl: ce.Sticky.TTL.D(), allowTarget: ce.AllowTarget,
 		saltHash: xxhash.Sum64String(ce.Name + "\x00" + ce.Sticky.Salt),
-		space:    e.space("a\x00" + ce.Name + "\x00" + ce.Sticky.Salt),
+		space:    e.space("a\x00" + c.keyPrefix + "\x00" + ce.Name + "\x00" + ce.Sticky.Salt),
 		index:    make(map[string]int, len(ce.Variants)),
 	}
 	// The salt's hash is in the key, so a new salt starts from an empty
@@ -140,7 +140,7 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 		}
 		if r.UserList != "" {
 			cr.listKey = c.keyPrefix + "list:" + r.UserList
-			cr.listID = e.space("l\x00" + ce.Name + "\x00" + ce.Sticky.Salt + "\x00" + r.UserList)
+			cr.listID = e.space("l\x00" + cr.listKey + "\x00" + ce.Name + "\x00" + ce.Sticky.Salt)
 			if members, ok := cfg.UserLists[r.UserList]; ok {
 				cr.inConfig = make(map[string]struct{}, len(members))
 				for _, m := range members {

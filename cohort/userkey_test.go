@@ -1,6 +1,9 @@
 package cohort
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestCookieValue(t *testing.T) {
 	cases := []struct {
@@ -27,4 +30,17 @@ func TestCookieValue(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { cookieValue("theme=dark; uid=abc; x=1", "uid") }); n != 0 {
 		t.Errorf("cookieValue allocates %v times", n)
 	}
+}
+
+// Any Cookie header, however malformed, yields a substring or nothing.
+func FuzzCookieValue(f *testing.F) {
+	for _, s := range []string{"uid=abc", `a=1; uid="x"; b`, ";;=;", "uid=\"", "uid"} {
+		f.Add(s, "uid")
+	}
+	f.Fuzz(func(t *testing.T, header, name string) {
+		v, ok := cookieValue(header, name)
+		if ok && (v == "" || !strings.Contains(header, v)) {
+			t.Fatalf("cookieValue(%q, %q) = %q, not a non-empty part of the header", header, name, v)
+		}
+	})
 }
