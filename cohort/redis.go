@@ -153,6 +153,10 @@ func (s *redisStore) readFailed(ctx context.Context, err error, op storeOp) {
 	} else {
 		s.errors[op].Inc()
 	}
+	if !isConnectionError(err) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// An error reply (e.g. a foreign value under one key): Redis is up.
+		return
+	}
 	if s.failures.Add(1) >= downAfterFailures {
 		s.markDown(err)
 	}
@@ -228,9 +232,8 @@ func (s *redisStore) write(batch []Assignment) {
 		}
 		return nil
 	})
-	var replyErr redis.Error
 	switch {
-	case err != nil && errors.As(err, &replyErr) && !isConnectionError(err):
+	case err != nil && !isConnectionError(err):
 		// Redis answered with an error (e.g. a foreign key of another type
 		// under our prefix): retrying will not help, and Redis is up.
 		s.errors[opPut].Inc()
@@ -250,14 +253,19 @@ func (s *redisStore) write(batch []Assignment) {
 	}
 }
 
-// isConnectionError tells an unavailable Redis (lost connection, timeout,
-// loading after a restart, read-only replica after a failover, cluster
-// down) from a definite error reply.
+// isConnectionError tells an unavailable Redis from a definite error
+// reply. Everything that is not a reply (lost or refused connection, EOF,
+// timeout, pool exhausted, closed client) means unavailable, and so do the
+// replies of a Redis that is not serving yet or any more: loading after a
+// restart, read-only replica after a failover, cluster down, try again,
+// master down, too many clients.
 func isConnectionError(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) || errors.As(err, &ne) ||
-		redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsClusterDownError(err) ||
-		redis.IsTryAgainError(err) || redis.IsMasterDownError(err)
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return true
+	}
+	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsClusterDownError(err) ||
+		redis.IsTryAgainError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err)
 }
 
 func (s *redisStore) keepForRetry(batch []Assignment) {

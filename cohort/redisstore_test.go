@@ -114,3 +114,27 @@ func TestStoreStateChangesLoggedOnceWithoutUserIDs(t *testing.T) {
 	}
 	t.Logf("%d log entries in all (debug included)", logs.Len())
 }
+
+// An error reply for one key (a foreign value of another type under our
+// prefix) is counted but does not mark a healthy Redis down.
+func TestErrorRepliesDoNotMarkRedisDown(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := redisClient(t, r).SAdd(ctx, "t:a:wrongtype", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, _, err := store.Get(ctx, "t:a:wrongtype"); err == nil {
+			t.Fatal("GET of a set succeeded")
+		}
+	}
+	if !store.Healthy() {
+		t.Error("error replies marked Redis down")
+	}
+	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got != 10 {
+		t.Errorf("store errors{op=get} = %v, want 10", got)
+	}
+}
