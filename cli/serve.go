@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -27,6 +28,7 @@ Without store.redis in the config, assignments live in memory (one replica).`)
 	fs.StringVar(&over.XDS, "xds", "", "xDS listen `address`, overrides listen.xds (default "+config.DefaultXDSAddr+")")
 	fs.StringVar(&over.ExtProc, "extproc", "", "ext_proc listen `address` (host:port or unix:///path), overrides listen.extproc (default "+config.DefaultExtProcAddr+")")
 	fs.StringVar(&over.Admin, "admin", "", "admin/metrics HTTP listen `address`, overrides listen.admin (default "+config.DefaultAdminAddr+")")
+	watch := fs.Duration("watch-interval", time.Second, "how often to check the config file for changes (0: reload only on SIGHUP)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	format := fs.String("log-format", "console", "log `format`: console or json")
 	if err := parse(fs, args); err != nil {
@@ -34,6 +36,9 @@ Without store.redis in the config, assignments live in memory (one replica).`)
 	}
 	if *path == "" {
 		return usagef("-config is required")
+	}
+	if *watch < 0 {
+		return usagef("-watch-interval must not be negative")
 	}
 	log, err := newLogger(env, *level, *format)
 	if err != nil {
@@ -53,7 +58,7 @@ Without store.redis in the config, assignments live in memory (one replica).`)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	svc, err := service.Start(ctx, service.Options{
-		ConfigPath: *path, Config: cfg, ListenOverrides: over, Logger: log,
+		ConfigPath: *path, Config: cfg, ListenOverrides: over, Logger: log, ReloadInterval: *watch,
 		AdminToken: env.Getenv("MODELSPLIT_ADMIN_TOKEN"),
 	})
 	if err != nil {

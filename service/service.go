@@ -41,8 +41,8 @@ type Options struct {
 	Logger          *zap.Logger
 	// AdminToken is the MODELSPLIT_ADMIN_TOKEN value ("" when unset).
 	AdminToken string
-	// ReloadInterval is how often the config file is checked for changes
-	// (default 1s). SIGHUP reloads at once (see cli).
+	// ReloadInterval is how often the config file is checked for changes;
+	// 0 disables polling (reload on SIGHUP only, see cli).
 	ReloadInterval time.Duration
 	// ShutdownGrace bounds the graceful stop (default 10s).
 	ShutdownGrace time.Duration
@@ -86,9 +86,6 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
-	}
-	if opts.ReloadInterval == 0 {
-		opts.ReloadInterval = time.Second
 	}
 	if opts.ShutdownGrace == 0 {
 		opts.ShutdownGrace = 10 * time.Second
@@ -176,7 +173,9 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	go func() { s.errc <- serveErr("admin", s.adminHTTP.Serve(adminLis)) }()
 	if opts.ConfigPath != "" {
 		s.fileSig, _ = signature(opts.ConfigPath)
-		go s.watch(ctx)
+		if opts.ReloadInterval > 0 {
+			go s.watch(ctx)
+		}
 	}
 	go func() {
 		<-ctx.Done()

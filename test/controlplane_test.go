@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -115,4 +116,32 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 	}
 	r := callN(ctx, client, 1000, 8)
 	assertShare(t, "100/0 after restart", r, "a", 1.0, 0)
+}
+
+// TestReloadOnSIGHUP: with file watching off, an edit takes effect only on
+// SIGHUP, without dropping the client's xDS stream.
+func TestReloadOnSIGHUP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	p := newPorts(t)
+	cfgPath := tempConfig(t, echoConfig(p, a, b, 100, 0))
+	srv := startServe(t, cfgPath, p, "-watch-interval", "0")
+	client := xdsClient(t, "echo")
+	v1 := ackedRoute(t, "echo", "", 15*time.Second)
+	assertShare(t, "100/0", callN(ctx, client, 200, 4), "a", 1, 0)
+
+	writeFile(t, cfgPath, echoConfig(p, a, b, 0, 100))
+	time.Sleep(2 * time.Second)
+	if v := ackedRoute(t, "echo", "", time.Second); v != v1 {
+		t.Fatalf("config changed without SIGHUP while watching is off (version %q → %q)", v1, v)
+	}
+	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	ackedRoute(t, "echo", v1, 10*time.Second)
+	assertShare(t, "0/100 after SIGHUP", callN(ctx, client, 200, 4), "b", 1, 0)
+	if n, _ := srv.metric(`modelsplit_xds_connected_clients{node_kind="grpc"}`); n != 1 {
+		t.Errorf("connected gRPC clients = %v after reload, want 1 (stream kept)", n)
+	}
 }

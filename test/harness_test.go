@@ -62,14 +62,14 @@ func (p ports) listenYAML() string {
 }
 
 // startServe runs the binary on cfgPath and waits until /readyz answers 200.
-func startServe(t *testing.T, cfgPath string, p ports) *serveProc {
+func startServe(t *testing.T, cfgPath string, p ports, extraArgs ...string) *serveProc {
 	t.Helper()
 	bin := os.Getenv(envBinary)
 	if bin == "" {
 		t.Fatalf("%s not set: run through TestMain", envBinary)
 	}
 	s := &serveProc{t: t, cfgPath: cfgPath, admin: fmt.Sprintf("127.0.0.1:%d", p.admin), exited: make(chan struct{})}
-	s.cmd = exec.Command(bin, "serve", "-config", cfgPath, "-log-format", "json", "-log-level", "debug")
+	s.cmd = exec.Command(bin, append([]string{"serve", "-config", cfgPath, "-log-format", "json", "-log-level", "debug"}, extraArgs...)...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
