@@ -2,6 +2,22 @@
 // decision sticky: explicit target, targeting rules, stored assignment, then a
 // salted weighted hash of the user key. Stores: Redis (shared by replicas)
 // and in-memory (single replica).
+//
+// Decision order (Engine.Decide):
+//  1. x-modelsplit-target names a variant of an allow_target endpoint → SourceTarget, not stored.
+//  2. The first matching rule (header equals / one_of / prefix; user_list
+//     from the config, else the Redis set <prefix>list:<name>) → SourceRule.
+//  3. The stored assignment (in-process cache, then the store) → SourceStore,
+//     while that variant's weight is > 0; a drained variant's users are
+//     hashed elsewhere (SourceHash) and their stored value is kept for a rollback.
+//  4. Weighted rendezvous hash of the salted user key → SourceHash, stored
+//     write-behind (SET NX). No user key: weighted random (SourceRandom), or
+//     a minted id cookie. Store down or over budget: the hash, SourceFallback.
+//
+// Redis layout (prefix = store.key_prefix):
+//
+//	<prefix>a:<endpoint>:<hex salt hash>:<hex user hash>  string, the variant; TTL sticky.ttl
+//	<prefix>list:<name>                                   set of raw user keys (SISMEMBER)
 package cohort
 
 import "errors"

@@ -93,8 +93,9 @@ func (e *Engine) SetConfig(cfg *config.Config) {
 
 func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.Endpoint) *endpoint {
 	ep := &endpoint{
-		name: ce.Name, header: ce.Sticky.Header, cookie: ce.Sticky.Cookie, mint: ce.Sticky.MintCookie,
-		ttl: ce.Sticky.TTL.D(), allowTarget: ce.AllowTarget,
+		name: ce.Name, header: ce.Sticky.Header, cookie: ce.Sticky.Cookie,
+		mint: ce.Sticky.MintCookie && ce.Sticky.Cookie != "", // no cookie to carry a minted id: random split
+		ttl:  ce.Sticky.TTL.D(), allowTarget: ce.AllowTarget,
 		saltHash: xxhash.Sum64String(ce.Name + "\x00" + ce.Sticky.Salt),
 		space:    e.space("a\x00" + c.keyPrefix + "\x00" + ce.Name + "\x00" + ce.Sticky.Salt),
 		index:    make(map[string]int, len(ce.Variants)),
