@@ -91,6 +91,7 @@ func BenchmarkDecideCacheHitParallel(b *testing.B) {
 		e.Decide(context.Background(), "m", users[i])
 	}
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		i := 0

@@ -19,10 +19,11 @@ type cacheKey struct {
 }
 
 type cacheShard[V any] struct {
-	mu   sync.Mutex
-	m    map[cacheKey]V
-	ring []cacheKey
-	next int
+	mu    sync.Mutex
+	m     map[cacheKey]V
+	ring  []cacheKey
+	next  int
+	limit int // entries; memory grows with use, up to this
 }
 
 func newBoundedMap[V any](size int) *boundedMap[V] {
@@ -32,8 +33,8 @@ func newBoundedMap[V any](size int) *boundedMap[V] {
 	}
 	c := &boundedMap[V]{}
 	for i := range c.shards {
-		c.shards[i].m = make(map[cacheKey]V, per)
-		c.shards[i].ring = make([]cacheKey, 0, per)
+		c.shards[i].m = make(map[cacheKey]V)
+		c.shards[i].limit = per
 	}
 	return c
 }
@@ -72,7 +73,7 @@ func (s *cacheShard[V]) putLocked(k cacheKey, v V) {
 		s.m[k] = v
 		return
 	}
-	if len(s.ring) < cap(s.ring) {
+	if len(s.ring) < s.limit {
 		s.ring = append(s.ring, k)
 	} else {
 		delete(s.m, s.ring[s.next])

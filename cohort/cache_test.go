@@ -1,0 +1,30 @@
+package cohort
+
+import "testing"
+
+func TestBoundedMapStaysBounded(t *testing.T) {
+	const limit = 3200 // 100 per shard
+	m := newBoundedMap[string](limit)
+	for i := uint64(0); i < 100_000; i++ {
+		m.put(cacheKey{space: 1, user: mix64(i)}, "v")
+		if i%997 == 0 {
+			m.remove(cacheKey{space: 1, user: mix64(i / 2)})
+		}
+	}
+	if n := m.len(); n > limit || n < limit*9/10 {
+		t.Fatalf("holds %d entries after 100,000 puts, limit %d", n, limit)
+	}
+	// The newest entries are the ones kept.
+	for i := uint64(100_000 - 50); i < 100_000; i++ {
+		if _, ok := m.get(cacheKey{space: 1, user: mix64(i)}); !ok {
+			t.Fatalf("recent entry %d evicted", i)
+		}
+	}
+	// Spaces are separate.
+	if _, ok := m.get(cacheKey{space: 2, user: mix64(99_999)}); ok {
+		t.Fatal("an entry of space 1 was found in space 2")
+	}
+	if _, stored := m.putIfAbsent(cacheKey{space: 1, user: mix64(99_999)}, "w"); stored {
+		t.Fatal("putIfAbsent overwrote an entry")
+	}
+}
