@@ -171,7 +171,7 @@ func TestRulesAndTargets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Variant != tc.variant || d.Source != tc.source {
+		if d.Variant != tc.variant || d.Source != tc.source || d.Cluster != config.ClusterName("m", tc.variant) || d.Endpoint != "m" {
 			t.Errorf("%s: got %s/%s, want %s/%s", tc.name, d.Variant, d.Source, tc.variant, tc.source)
 		}
 	}

@@ -149,7 +149,9 @@ func TestHungRedis(t *testing.T) {
 	defer r.Resume()
 	start := time.Now()
 	for i := 0; i < 200; i++ {
-		decide(t, e, user(fmt.Sprintf("h-%d", i)))
+		if d := decide(t, e, user(fmt.Sprintf("h-%d", i))); d.Source != cohort.SourceFallback {
+			t.Fatalf("new user %d against a hung redis decided by %s, want fallback", i, d.Source)
+		}
 	}
 	took := time.Since(start)
 	t.Logf("200 decisions against a hung redis took %v; timeouts counted %v", took, testutil.ToFloat64(m.StoreTimeouts))
