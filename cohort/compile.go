@@ -73,6 +73,10 @@ func (e *Engine) space(name string) uint32 {
 // (config.Validate); an endpoint without variants is left out (its
 // requests get ErrUnknownEndpoint) rather than breaking decisions.
 func (e *Engine) SetConfig(cfg *config.Config) {
+	if cfg == nil { // no config: every endpoint is unknown
+		e.cfg.Store(nil)
+		return
+	}
 	e.compileMu.Lock()
 	defer e.compileMu.Unlock()
 	c := &compiled{endpoints: make(map[string]*endpoint, len(cfg.Endpoints)),
