@@ -2,8 +2,6 @@ package xds
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -14,11 +12,11 @@ import (
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	sotw "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/metrics"
 )
 
@@ -43,8 +41,10 @@ type Server struct {
 	xds      serverv3.Server
 	versions *versions
 
-	// applyMu serializes Apply, so versions reach the caches in order.
+	// applyMu serializes Apply, so versions reach the caches in order. It
+	// guards last.
 	applyMu sync.Mutex
+	last    applied
 
 	mu      sync.Mutex
 	served  map[NodeKind]string
@@ -71,7 +71,7 @@ func NewServer(ctx context.Context, opts ServerOptions) *Server {
 		nodes: map[string]*nodeState{}, clients: map[NodeKind]int{},
 		nackLogged: map[nackKey]bool{},
 	}
-	sl := opts.Logger.Named("cache").Sugar()
+	sl := quietLogger{opts.Logger.Named("cache").Sugar()}
 	s.caches = map[NodeKind]cachev3.SnapshotCache{
 		// Envoy subscribes to everything: ADS ordering is worth having.
 		KindEnvoy: cachev3.NewSnapshotCache(true, kindHash{}, sl),
@@ -85,7 +85,8 @@ func NewServer(ctx context.Context, opts ServerOptions) *Server {
 		Caches:        map[string]cachev3.Cache{string(KindEnvoy): s.caches[KindEnvoy], string(KindGRPC): s.caches[KindGRPC]},
 	}
 	s.guard = &nackGuard{Cache: mux}
-	s.xds = serverv3.NewServer(ctx, s.guard, s.callbacks())
+	s.xds = serverv3.NewServer(ctx, s.guard, s.callbacks(),
+		sotw.WithLogger(quietLogger{opts.Logger.Named("ads").Sugar()}))
 	return s
 }
 
@@ -96,84 +97,6 @@ func (s *Server) Register(g *grpc.Server) {
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
-}
-
-// Apply builds and checks the resources for every node kind and, only if
-// all are valid, serves them under one new version. Otherwise it counts and
-// logs the refusal, returns an error naming the problem, and the last good
-// snapshots stay served.
-func (s *Server) Apply(cfg *config.Config) error {
-	if cfg == nil {
-		return s.refuse("", errors.New("no config"))
-	}
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	built := make(map[NodeKind]Resources, len(Kinds))
-	for _, kind := range Kinds {
-		res, err := Build(cfg, kind)
-		if err == nil {
-			err = Check(res)
-		}
-		if err != nil {
-			return s.refuse(kind, err)
-		}
-		built[kind] = res
-	}
-	version := s.versions.next()
-	snaps := make(map[NodeKind]*cachev3.Snapshot, len(Kinds))
-	for kind, res := range built {
-		snap, err := cachev3.NewSnapshot(version, res)
-		if err != nil {
-			return s.refuse(kind, err)
-		}
-		snaps[kind] = snap
-	}
-	return s.serve(version, snaps, len(cfg.Endpoints))
-}
-
-// setResources serves resources without Build or Check. Tests use it to
-// hand clients a snapshot they will reject.
-func (s *Server) setResources(res map[NodeKind]Resources) error {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	version := s.versions.next()
-	snaps := make(map[NodeKind]*cachev3.Snapshot, len(res))
-	for kind, r := range res {
-		snap, err := cachev3.NewSnapshot(version, r)
-		if err != nil {
-			return err
-		}
-		snaps[kind] = snap
-	}
-	return s.serve(version, snaps, -1)
-}
-
-// serve sets the snapshots. Callers hold applyMu.
-func (s *Server) serve(version string, snaps map[NodeKind]*cachev3.Snapshot, endpoints int) error {
-	for _, kind := range Kinds {
-		if snaps[kind] == nil {
-			continue
-		}
-		if err := s.caches[kind].SetSnapshot(context.Background(), string(kind), snaps[kind]); err != nil {
-			// Only a cache bug gets here; the other kind may already serve
-			// the new version.
-			s.log.Error("setting snapshot failed", zap.String("node_kind", string(kind)), zap.Error(err))
-			return fmt.Errorf("set snapshot for %s nodes: %w", kind, err)
-		}
-		s.setServed(kind, version)
-	}
-	s.log.Info("serving snapshot", zap.String("version", version), zap.Int("endpoints", endpoints))
-	return nil
-}
-
-func (s *Server) refuse(kind NodeKind, err error) error {
-	s.metrics.XDSSnapshotRefused.Inc()
-	s.log.Warn("refusing config; still serving the last good snapshot",
-		zap.String("node_kind", string(kind)), zap.String("version", s.Version(KindEnvoy)), zap.Error(err))
-	if kind == "" {
-		return fmt.Errorf("refused: %w", err)
-	}
-	return fmt.Errorf("refused: resources for %s nodes: %w", kind, err)
 }
 
 func (s *Server) setServed(kind NodeKind, version string) {

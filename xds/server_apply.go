@@ -1,0 +1,147 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// applied is what the last successful Apply served.
+type applied struct {
+	// cfg is a deep copy of the config, so the caller may go on editing
+	// its own.
+	cfg *config.Config
+	res map[NodeKind]Resources
+}
+
+// Apply builds and checks the resources for every node kind and, only if
+// all are valid, serves them under one new version. Otherwise it counts and
+// logs the refusal, returns an error naming the problem, and the last good
+// snapshots stay served.
+//
+// Applying what is already served (a SIGHUP without an edit, an edit of
+// comments only) keeps the version: no client is sent anything. An equal
+// config costs a comparison; equal resources cost Build but not Check.
+func (s *Server) Apply(cfg *config.Config) error {
+	if cfg == nil {
+		return s.refuse("", errors.New("no config"))
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	// Build is pure: an equal config gives the served resources.
+	if s.last.cfg != nil && reflect.DeepEqual(cfg, s.last.cfg) {
+		s.log.Debug("config unchanged; version kept", zap.String("version", s.Version(KindEnvoy)))
+		return nil
+	}
+	built := make(map[NodeKind]Resources, len(Kinds))
+	for _, kind := range Kinds {
+		res, err := Build(cfg, kind)
+		if err != nil {
+			return s.refuse(kind, err)
+		}
+		built[kind] = res
+	}
+	if s.last.res != nil && sameResources(built, s.last.res) {
+		s.last.cfg = cfg.Clone()
+		s.log.Debug("resources unchanged; version kept", zap.String("version", s.Version(KindEnvoy)))
+		return nil
+	}
+	for _, kind := range Kinds {
+		if err := Check(built[kind]); err != nil {
+			return s.refuse(kind, err)
+		}
+	}
+	version := s.versions.next()
+	snaps := make(map[NodeKind]*cachev3.Snapshot, len(Kinds))
+	for kind, res := range built {
+		snap, err := cachev3.NewSnapshot(version, res)
+		if err != nil {
+			return s.refuse(kind, err)
+		}
+		snaps[kind] = snap
+	}
+	if err := s.serve(version, snaps, len(cfg.Endpoints)); err != nil {
+		s.last = applied{}
+		return err
+	}
+	s.last = applied{cfg: cfg.Clone(), res: built}
+	return nil
+}
+
+// sameResources reports whether a and b hold equal resources in the same
+// order (Build's order is deterministic) for every node kind.
+func sameResources(a, b map[NodeKind]Resources) bool {
+	for _, kind := range Kinds {
+		ra, rb := a[kind], b[kind]
+		if len(ra) != len(rb) {
+			return false
+		}
+		for typ, la := range ra {
+			lb, ok := rb[typ]
+			if !ok || len(la) != len(lb) {
+				return false
+			}
+			for i := range la {
+				if !proto.Equal(la[i], lb[i]) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// setResources serves resources without Build or Check. Tests use it to
+// hand clients a snapshot they will reject.
+func (s *Server) setResources(res map[NodeKind]Resources) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	// What is served no longer follows from a config: the next Apply must
+	// not be taken for a repeat.
+	s.last = applied{}
+	version := s.versions.next()
+	snaps := make(map[NodeKind]*cachev3.Snapshot, len(res))
+	for kind, r := range res {
+		snap, err := cachev3.NewSnapshot(version, r)
+		if err != nil {
+			return err
+		}
+		snaps[kind] = snap
+	}
+	return s.serve(version, snaps, -1)
+}
+
+// serve sets the snapshots. Callers hold applyMu.
+func (s *Server) serve(version string, snaps map[NodeKind]*cachev3.Snapshot, endpoints int) error {
+	for _, kind := range Kinds {
+		if snaps[kind] == nil {
+			continue
+		}
+		if err := s.caches[kind].SetSnapshot(context.Background(), string(kind), snaps[kind]); err != nil {
+			// Only a cache bug gets here; the other kind may already serve
+			// the new version.
+			s.log.Error("setting snapshot failed", zap.String("node_kind", string(kind)), zap.Error(err))
+			return fmt.Errorf("set snapshot for %s nodes: %w", kind, err)
+		}
+		s.setServed(kind, version)
+	}
+	s.log.Info("serving snapshot", zap.String("version", version), zap.Int("endpoints", endpoints))
+	return nil
+}
+
+func (s *Server) refuse(kind NodeKind, err error) error {
+	s.metrics.XDSSnapshotRefused.Inc()
+	s.log.Warn("refusing config; still serving the last good snapshot",
+		zap.String("node_kind", string(kind)), zap.String("version", s.Version(KindEnvoy)), zap.Error(err))
+	if kind == "" {
+		return fmt.Errorf("refused: %w", err)
+	}
+	return fmt.Errorf("refused: resources for %s nodes: %w", kind, err)
+}

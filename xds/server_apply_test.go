@@ -1,0 +1,75 @@
+package xds
+
+import (
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// Applying what is already served keeps the version and sends nothing to
+// connected clients: the same config, a copy of it, or a config whose
+// changes do not reach the resources (admin.token_file). A real change
+// still gets a new version, and a refused config stays refused however
+// often it is applied.
+func TestApplyRepeatKeepsVersion(t *testing.T) {
+	s := startServer(t, loadCase(t, "testdata/in/ab.yaml"), nil)
+	v1 := s.Version(KindEnvoy)
+	stream := openADS(t, s.conn)
+	stream.send(t, &discovery.DiscoveryRequest{Node: envoyNode("repeat"), TypeUrl: resource.ClusterType})
+	first := stream.next(t)
+	stream.send(t, &discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: first.GetVersionInfo(), ResponseNonce: first.GetNonce()})
+
+	same := loadCase(t, "testdata/in/ab.yaml")
+	unrelated := loadCase(t, "testdata/in/ab.yaml")
+	unrelated.Admin.TokenFile = "/run/secrets/admin-token"
+	for _, tc := range []struct {
+		name string
+		cfg  *config.Config
+	}{{"a fresh load", same}, {"the same config again", same}, {"an admin-only edit", unrelated}} {
+		if err := s.Apply(tc.cfg); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+	}
+	if got := s.Version(KindEnvoy); got != v1 {
+		t.Fatalf("unchanged resources moved the version from %q to %q", v1, got)
+	}
+	if got := stream.collect(300 * time.Millisecond); len(got) != 0 {
+		t.Fatalf("unchanged resources sent %d responses to a client", len(got))
+	}
+
+	bad := loadCase(t, "testdata/in/ab.yaml")
+	bad.Gateway.ExtProcAddress = "not-an-address"
+	for range 2 {
+		if err := s.Apply(bad); err == nil {
+			t.Fatal("an invalid config was accepted")
+		}
+	}
+	if got := testutil.ToFloat64(s.metrics.XDSSnapshotRefused); got != 2 {
+		t.Errorf("xds_snapshot_refused_total = %v after two refusals, want 2", got)
+	}
+
+	// A weight change gets a new version; so does editing that applied
+	// config in place and applying it again (Apply kept a copy).
+	edited := nextWeights(t, 10)
+	for i, w := range []int{10, 20} {
+		edited.Endpoints[0].Variants[0].Weight = w
+		if err := s.Apply(edited); err != nil {
+			t.Fatal(err)
+		}
+		v := s.Version(KindEnvoy)
+		if v == v1 || s.Version(KindGRPC) != v {
+			t.Fatalf("change %d: versions envoy %q grpc %q (first %q)", i, v, s.Version(KindGRPC), v1)
+		}
+		resp := stream.next(t)
+		if resp.GetVersionInfo() != v {
+			t.Fatalf("change %d: client got version %q, want %q", i, resp.GetVersionInfo(), v)
+		}
+		v1 = v
+		stream.send(t, &discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: v, ResponseNonce: resp.GetNonce()})
+	}
+}
