@@ -56,16 +56,21 @@ func (c *boundedMap[V]) put(k cacheKey, v V) {
 	s.mu.Unlock()
 }
 
-// putIfAbsent stores v unless k is present, atomically.
-func (c *boundedMap[V]) putIfAbsent(k cacheKey, v V) (existing V, stored bool) {
+// update replaces k's entry by what f returns, atomically: f gets the
+// current value (found false when absent) and returns the value to keep,
+// or keep false to remove k.
+func (c *boundedMap[V]) update(k cacheKey, f func(old V, found bool) (v V, keep bool)) {
 	s := c.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.m[k]; ok {
-		return old, false
+	old, found := s.m[k]
+	v, keep := f(old, found)
+	switch {
+	case keep:
+		s.putLocked(k, v)
+	case found:
+		delete(s.m, k)
 	}
-	s.putLocked(k, v)
-	return v, true
 }
 
 func (s *cacheShard[V]) putLocked(k cacheKey, v V) {

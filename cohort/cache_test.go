@@ -24,7 +24,17 @@ func TestBoundedMapStaysBounded(t *testing.T) {
 	if _, ok := m.get(cacheKey{space: 2, user: mix64(99_999)}); ok {
 		t.Fatal("an entry of space 1 was found in space 2")
 	}
-	if _, stored := m.putIfAbsent(cacheKey{space: 1, user: mix64(99_999)}, "w"); stored {
-		t.Fatal("putIfAbsent overwrote an entry")
+	m.update(cacheKey{space: 1, user: mix64(99_999)}, func(old string, found bool) (string, bool) {
+		if !found || old != "v" {
+			t.Fatalf("update saw %q, %v; want the stored v", old, found)
+		}
+		return "w", true
+	})
+	if v, _ := m.get(cacheKey{space: 1, user: mix64(99_999)}); v != "w" {
+		t.Fatalf("after update: %q, want w", v)
+	}
+	m.update(cacheKey{space: 1, user: mix64(99_999)}, func(string, bool) (string, bool) { return "", false })
+	if _, ok := m.get(cacheKey{space: 1, user: mix64(99_999)}); ok {
+		t.Fatal("update returning keep=false did not remove the entry")
 	}
 }

@@ -18,6 +18,11 @@
 //
 //	<prefix>a:<endpoint>:<hex salt hash>:<hex user hash>  string, the variant; TTL sticky.ttl
 //	<prefix>list:<name>                                   set of raw user keys (SISMEMBER)
+//
+// sticky.ttl slides: reads renew it (GETEX), so it forgets users unseen
+// for that long and never moves an active user. The in-process cache keeps
+// an entry for half the TTL, so an active user's store entry is renewed
+// before it could lapse.
 package cohort
 
 import "errors"

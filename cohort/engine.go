@@ -40,7 +40,7 @@ type Engine struct {
 	metrics *metrics.Metrics
 	cfg     atomic.Pointer[compiled]
 
-	cache   *boundedMap[string]     // (endpoint space, user) → stored variant
+	cache   *boundedMap[cached]     // (endpoint space, user) → stored variant
 	lists   *boundedMap[listAnswer] // (list space, user) → Redis list membership
 	listTTL time.Duration
 	// inProcess is true for the memory store: no I/O, so no deadline.
@@ -48,6 +48,19 @@ type Engine struct {
 
 	compileMu sync.Mutex        // serialises SetConfig
 	spaces    map[string]uint32 // see space
+}
+
+// cached is a stored assignment held in process. With a sticky TTL it
+// lives half the TTL: a user active on this replica is then read (and the
+// stored expiry renewed) before the store forgets them, and a user the
+// store forgot is not kept alive here alone.
+type cached struct {
+	variant string
+	expires int64 // unix nanoseconds; 0: never
+}
+
+func cacheExpiry(now time.Time, ttl time.Duration) int64 {
+	return expiry(now.UnixNano(), ttl/2)
 }
 
 type listAnswer struct {
@@ -71,7 +84,7 @@ func NewEngine(store Store, opts Options) *Engine {
 		opts.ListCacheTTL = DefaultListCacheTTL
 	}
 	e := &Engine{store: store, log: opts.Logger, metrics: opts.Metrics,
-		cache: newBoundedMap[string](opts.CacheSize), lists: newBoundedMap[listAnswer](opts.CacheSize),
+		cache: newBoundedMap[cached](opts.CacheSize), lists: newBoundedMap[listAnswer](opts.CacheSize),
 		listTTL: opts.ListCacheTTL, spaces: map[string]uint32{}}
 	_, e.inProcess = store.(*memoryStore)
 	return e
@@ -128,16 +141,16 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	kh := keyHash(ep.saltHash, key)
 	// 3. Stored assignment: cache, then store.
 	ck := cacheKey{space: ep.space, user: kh}
-	if v, ok := e.cache.get(ck); ok {
+	if v, ok := e.cache.get(ck); ok && (v.expires == 0 || now.UnixNano() < v.expires) {
 		e.metrics.CacheHits.Inc()
-		i, src := ep.honour(v, kh)
+		i, src := ep.honour(v.variant, kh)
 		return i, src, cookie
 	}
 	e.metrics.CacheMisses.Inc()
 	hashed := pickRendezvous(kh, ep.seeds, ep.weights)
 	storeKey := ep.storeKey(kh)
 	if cookie == "" { // a freshly minted id cannot have an assignment yet
-		v, found, err := e.storeGet(ctx, c, storeKey)
+		v, found, err := e.storeGet(ctx, c, storeKey, ep.ttl)
 		if err != nil {
 			// The hash decides; record it only if nothing is stored (the
 			// store may hold an assignment we could not read), and do not
@@ -149,7 +162,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 			return hashed, SourceFallback, cookie
 		}
 		if found {
-			e.cache.put(ck, v)
+			e.cache.put(ck, cached{variant: v, expires: cacheExpiry(now, ep.ttl)})
 			i, src := ep.honour(v, kh)
 			return i, src, cookie
 		}
@@ -157,7 +170,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	// 4. New user: the weighted hash, stored write-behind. Should another
 	// replica have stored a different variant first, the store drops our
 	// cached copy and the next request reads theirs.
-	e.cache.put(ck, ep.variants[hashed])
+	e.cache.put(ck, cached{variant: ep.variants[hashed], expires: cacheExpiry(now, ep.ttl)})
 	e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[hashed], TTL: ep.ttl,
 		OnConflict: func() { e.cache.remove(ck) }})
 	if degraded {
@@ -168,13 +181,13 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 
 // storeGet reads within the store budget. The in-memory store answers at
 // once, so it skips the deadline (and its three allocations).
-func (e *Engine) storeGet(ctx context.Context, c *compiled, key string) (string, bool, error) {
+func (e *Engine) storeGet(ctx context.Context, c *compiled, key string, ttl time.Duration) (string, bool, error) {
 	if e.inProcess {
-		return e.store.Get(ctx, key)
+		return e.store.Get(ctx, key, ttl)
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	return e.store.Get(sctx, key)
+	return e.store.Get(sctx, key, ttl)
 }
 
 // storeKey is <prefix>a:<endpoint>:<salt hash>:<user hash>, hex. The user

@@ -300,7 +300,7 @@ func TestMemoryStoreIsBounded(t *testing.T) {
 	}
 	found := 0
 	for i := 0; i < 10000; i++ {
-		if _, ok, _ := s.Get(context.Background(), fmt.Sprint(i)); ok {
+		if _, ok, _ := s.Get(context.Background(), fmt.Sprint(i), 0); ok {
 			found++
 		}
 	}

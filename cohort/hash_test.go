@@ -1,6 +1,7 @@
 package cohort
 
 import (
+	"math/rand/v2"
 	"strconv"
 	"testing"
 )
@@ -38,5 +39,30 @@ func TestRendezvousIgnoresVariantOrder(t *testing.T) {
 	}
 	if pickRendezvous(1, seeds, []float64{0, 0, 0}) != -1 {
 		t.Error("no variant has weight, yet one was picked")
+	}
+}
+
+// Rendezvous monotonicity as a property over random weight changes of any
+// number of variants at once: a user only moves from a to b if a's weight
+// went down or b's went up.
+func TestRendezvousMovesOnlyWithTheWeights(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := 0; trial < 300; trial++ {
+		n := 3 + rng.IntN(4)
+		seeds := make([]uint64, n)
+		before, after := make([]float64, n), make([]float64, n)
+		for i := range seeds {
+			seeds[i] = variantSeed("m", "s", strconv.Itoa(i))
+			before[i], after[i] = float64(rng.IntN(4)*rng.IntN(50)), float64(rng.IntN(4)*rng.IntN(50))
+		}
+		before[0]++ // at least one serving variant on each side
+		after[n-1]++
+		for u := 0; u < 2000; u++ {
+			kh := keyHash(9, strconv.Itoa(u))
+			from, to := pickRendezvous(kh, seeds, before), pickRendezvous(kh, seeds, after)
+			if from != to && after[from] >= before[from] && after[to] <= before[to] {
+				t.Fatalf("weights %v → %v moved user %d from %d to %d although neither weight moved that way", before, after, u, from, to)
+			}
+		}
 	}
 }

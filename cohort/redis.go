@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,9 @@ type redisStore struct {
 
 	up       atomic.Bool
 	failures atomic.Int32
+	// noGetEx is set once Redis (older than 6.2) refuses GETEX: reads then
+	// use GET, and the sticky TTL only counts from the first assignment.
+	noGetEx atomic.Bool
 
 	queue chan Assignment
 	mu    sync.Mutex
@@ -112,11 +116,11 @@ func (o storeOp) String() string { return [...]string{"get", "put", "list"}[o] }
 
 func (s *redisStore) Healthy() bool { return s.up.Load() }
 
-func (s *redisStore) Get(ctx context.Context, key string) (string, bool, error) {
+func (s *redisStore) Get(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
 	if !s.up.Load() {
 		return "", false, ErrStoreDown
 	}
-	v, err := s.client.Get(ctx, key).Result()
+	v, err := s.read(ctx, key, ttl)
 	switch {
 	case err == nil:
 		s.failures.Store(0)
@@ -128,6 +132,23 @@ func (s *redisStore) Get(ctx context.Context, key string) (string, bool, error) 
 		s.readFailed(ctx, err, opGet)
 		return "", false, err
 	}
+}
+
+// read is GETEX with the sticky TTL (a read renews it), or GET without
+// one: GETEX with no expiry would PERSIST the key.
+func (s *redisStore) read(ctx context.Context, key string, ttl time.Duration) (string, error) {
+	if ttl <= 0 || s.noGetEx.Load() {
+		return s.client.Get(ctx, key).Result()
+	}
+	v, err := s.client.GetEx(ctx, key, ttl).Result()
+	var reply redis.Error
+	if err != nil && errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "ERR unknown command") {
+		if s.noGetEx.CompareAndSwap(false, true) {
+			s.log.Warn("redis does not know GETEX (older than 6.2): sticky.ttl counts from the first assignment, not the last visit")
+		}
+		return s.client.Get(ctx, key).Result()
+	}
+	return v, err
 }
 
 func (s *redisStore) InList(ctx context.Context, list, member string) (bool, error) {

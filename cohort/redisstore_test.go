@@ -57,7 +57,7 @@ func TestRedisStoreCloseIsFinal(t *testing.T) {
 	if testutil.ToFloat64(m.StoreWritesLost) != 1 {
 		t.Error("a write after Close was not counted as lost")
 	}
-	if _, _, err := store.Get(ctx, "t:a:late"); err == nil {
+	if _, _, err := store.Get(ctx, "t:a:late", 0); err == nil {
 		t.Error("Get on a closed store succeeded")
 	}
 }
@@ -127,7 +127,7 @@ func TestErrorRepliesDoNotMarkRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10; i++ {
-		if _, _, err := store.Get(ctx, "t:a:wrongtype"); err == nil {
+		if _, _, err := store.Get(ctx, "t:a:wrongtype", time.Hour); err == nil {
 			t.Fatal("GET of a set succeeded")
 		}
 	}

@@ -11,8 +11,11 @@ import (
 // a hash of the user key — never the raw user id).
 type Store interface {
 	// Get returns the stored variant. found is false when there is none.
-	// An error means the store could not answer within its budget.
-	Get(ctx context.Context, key string) (variant string, found bool, err error)
+	// An error means the store could not answer within its budget. With
+	// ttl > 0 a found assignment's expiry is renewed to ttl from now:
+	// sticky.ttl forgets users who have not been seen for that long, never
+	// an active user in the middle of an experiment.
+	Get(ctx context.Context, key string, ttl time.Duration) (variant string, found bool, err error)
 	// PutIfAbsent records an assignment unless one exists, without making
 	// the caller wait (write-behind). "If absent" makes replicas and
 	// decisions taken while the store was unreadable never overwrite an
@@ -44,9 +47,26 @@ var ErrStoreDown = errors.New("assignment store unreachable")
 
 // memoryStore is the single-replica store. It is bounded: past maxEntries
 // the oldest assignments are forgotten (those users are re-hashed, which
-// gives the same answer unless the weights changed since).
+// gives the same answer unless the weights changed since). Expiry follows
+// the same sliding TTL as the Redis store.
 type memoryStore struct {
-	m *boundedMap[string]
+	m   *boundedMap[memEntry]
+	now func() time.Time // time.Now; tests move it
+}
+
+type memEntry struct {
+	variant string
+	expires int64 // unix nanoseconds; 0: never
+}
+
+func (e memEntry) live(now int64) bool { return e.expires == 0 || now < e.expires }
+
+// expiry is now+ttl in unix nanoseconds, 0 (never) without a ttl.
+func expiry(now int64, ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return now + int64(ttl)
 }
 
 // NewMemoryStore returns an in-memory store holding at most maxEntries
@@ -56,7 +76,7 @@ func NewMemoryStore(maxEntries int) Store {
 	if maxEntries <= 0 {
 		maxEntries = 1_000_000
 	}
-	return &memoryStore{m: newBoundedMap[string](maxEntries)}
+	return &memoryStore{m: newBoundedMap[memEntry](maxEntries), now: time.Now}
 }
 
 // memKey compresses the engine's key: it already holds a 64-bit hash of
@@ -65,13 +85,36 @@ func memKey(key string) cacheKey {
 	return cacheKey{user: keyHash(0, key)}
 }
 
-func (m *memoryStore) Get(_ context.Context, key string) (string, bool, error) {
-	v, ok := m.m.get(memKey(key))
-	return v, ok, nil
+func (m *memoryStore) Get(_ context.Context, key string, ttl time.Duration) (string, bool, error) {
+	now := m.now().UnixNano()
+	var (
+		variant string
+		found   bool
+	)
+	m.m.update(memKey(key), func(e memEntry, ok bool) (memEntry, bool) {
+		if !ok || !e.live(now) {
+			return e, false // an expired entry is dropped
+		}
+		if ttl > 0 {
+			e.expires = expiry(now, ttl)
+		}
+		variant, found = e.variant, true
+		return e, true
+	})
+	return variant, found, nil
 }
 
 func (m *memoryStore) PutIfAbsent(a Assignment) {
-	if old, stored := m.m.putIfAbsent(memKey(a.Key), a.Variant); !stored && old != a.Variant && a.OnConflict != nil {
+	now := m.now().UnixNano()
+	conflict := false
+	m.m.update(memKey(a.Key), func(e memEntry, ok bool) (memEntry, bool) {
+		if ok && e.live(now) {
+			conflict = e.variant != a.Variant
+			return e, true
+		}
+		return memEntry{variant: a.Variant, expires: expiry(now, a.TTL)}, true
+	})
+	if conflict && a.OnConflict != nil {
 		a.OnConflict()
 	}
 }
