@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -71,5 +72,43 @@ func TestApplyRepeatKeepsVersion(t *testing.T) {
 		}
 		v1 = v
 		stream.send(t, &discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: v, ResponseNonce: resp.GetNonce()})
+	}
+}
+
+// Fingerprints follow content, not encoding accidents: every test case
+// built again gives the same one (Any payloads are encoded by anypb.New,
+// map order and all), and a weight change gives another.
+func TestFingerprintStable(t *testing.T) {
+	cases, err := filepath.Glob("testdata/in/*.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no test cases: %v", err)
+	}
+	buildAll := func(cfg *config.Config) map[NodeKind]Resources {
+		t.Helper()
+		built := map[NodeKind]Resources{}
+		for _, kind := range Kinds {
+			res, err := Build(cfg, kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			built[kind] = res
+		}
+		return built
+	}
+	for _, path := range cases {
+		want, err := fingerprint(buildAll(loadCase(t, path)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			if got, _ := fingerprint(buildAll(loadCase(t, path))); got != want {
+				t.Fatalf("%s: the same config built twice has two fingerprints", path)
+			}
+		}
+		changed := loadCase(t, path)
+		changed.Endpoints[0].Variants[0].Weight++
+		if got, _ := fingerprint(buildAll(changed)); got == want {
+			t.Errorf("%s: a weight change kept the fingerprint", path)
+		}
 	}
 }
