@@ -38,3 +38,31 @@ func TestBoundedMapStaysBounded(t *testing.T) {
 		t.Fatal("update returning keep=false did not remove the entry")
 	}
 }
+
+// CLOCK keeps entries that are read: returning users survive a flood of
+// one-time visitors that a FIFO would have pushed them out with.
+func TestBoundedMapKeepsReadEntries(t *testing.T) {
+	const limit = 3200 // 100 per shard
+	m := newBoundedMap[int](limit)
+	hot := make([]cacheKey, 1000) // about a third of the capacity
+	for i := range hot {
+		hot[i] = cacheKey{space: 1, user: mix64(uint64(i))}
+		m.put(hot[i], i)
+	}
+	for round := 0; round < 50; round++ {
+		for _, k := range hot {
+			if _, ok := m.get(k); !ok {
+				t.Fatalf("round %d: returning entry %v evicted", round, k)
+			}
+		}
+		// A quarter cache of one-time keys per round: a FIFO loses every
+		// returning entry within four rounds; CLOCK keeps them as long as
+		// they are read within one turn of the hand.
+		for i := 0; i < limit/4; i++ {
+			m.put(cacheKey{space: 2, user: mix64(uint64(round*limit + i))}, -1)
+		}
+	}
+	if n := m.len(); n > limit {
+		t.Fatalf("holds %d entries, limit %d", n, limit)
+	}
+}
