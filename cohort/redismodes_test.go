@@ -20,16 +20,26 @@ func TestRedisURLForms(t *testing.T) {
 	cluster := testredis.Start(t, testredis.Cluster())
 	master := testredis.Start(t)
 	sentinel := testredis.StartSentinel(t, master, "models")
+	// A port nothing listens on: the multi-address forms must get past it
+	// to the server named by addr=.
+	gone := testredis.Start(t)
+	gone.Kill()
 	forms := map[string]string{
-		"single":   single.URL(),
-		"cluster":  "redis://" + cluster.Addr() + "?cluster=true",
-		"sentinel": "redis://" + sentinel.Addr() + "/0?master_name=models",
+		"single":                 single.URL(),
+		"cluster":                "redis://" + cluster.Addr() + "?cluster=true",
+		"cluster, second seed":   "redis://" + gone.Addr() + "?cluster=true&addr=" + cluster.Addr(),
+		"sentinel":               "redis://" + sentinel.Addr() + "/0?master_name=models",
+		"sentinel, second addr=": "redis://" + gone.Addr() + "/0?master_name=models&addr=" + sentinel.Addr(),
 	}
 	for name, url := range forms {
 		t.Run(name, func(t *testing.T) {
 			cfg := splitConfig(t, "", 50, 50)
 			cfg.Store.Timeout = config.Duration(time.Second)
-			e1, _ := newEngine(t, redisStore(t, url, metrics.New()), cfg)
+			// A client whose first seed is dead may start down (and recover by
+			// itself): wait for it, as this test is about where data lands.
+			s1 := redisStore(t, url, metrics.New())
+			waitHealthy(t, s1)
+			e1, _ := newEngine(t, s1, cfg)
 			first := decide(t, e1, user("form-user"))
 			flush(t, e1)
 			// Weights changed so the hash alone would answer v1 for everyone:
@@ -37,9 +47,7 @@ func TestRedisURLForms(t *testing.T) {
 			cfg2 := splitConfig(t, "", 1, 1_000_000)
 			cfg2.Store.Timeout = config.Duration(time.Second)
 			s2 := redisStore(t, url, metrics.New())
-			if !s2.Healthy() {
-				t.Fatal("store not healthy against a running server")
-			}
+			waitHealthy(t, s2)
 			e2, _ := newEngine(t, s2, cfg2)
 			if d := decide(t, e2, user("form-user")); d.Variant != first.Variant || d.Source != cohort.SourceStore {
 				t.Fatalf("second store: %s by %s, first %s", d.Variant, d.Source, first.Variant)
