@@ -381,7 +381,14 @@ func (s *redisStore) Close() error {
 		s.closed.Store(true)
 		close(s.stop)
 		s.done.Wait()
-		s.inflight.Store(0) // whatever is still queued will never be written
+		s.inflight.Store(0)
+		// Whatever is still queued or kept for retry (Redis down at
+		// shutdown) will never be written: count it, and say so once.
+		lost := len(s.queue) + s.retryLen()
+		if lost > 0 {
+			s.metrics.StoreWritesLost.Add(float64(lost))
+			s.log.Warn("closing with assignments never written to redis; those users are hashed again on return", zap.Int("assignments", lost))
+		}
 		err = s.client.Close()
 	})
 	return err

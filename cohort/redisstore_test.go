@@ -138,3 +138,28 @@ func TestErrorRepliesDoNotMarkRedisDown(t *testing.T) {
 		t.Errorf("store errors{op=get} = %v, want 10", got)
 	}
 }
+
+// Closing while Redis is down loses the assignments kept for retry; they
+// are counted, not dropped silently.
+func TestCloseWhileDownCountsUnwrittenAssignments(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	e, _ := newEngine(t, store, splitConfig(t, r.URL(), 50, 50))
+	r.Kill()
+	for i := 0; i < 100; i++ {
+		if d := decide(t, e, user(fmt.Sprintf("unwritten-%d", i))); d.Source != cohort.SourceFallback && d.Source != cohort.SourceHash {
+			t.Fatalf("decision %d with redis killed: %s", i, d.Source)
+		}
+	}
+	flush(t, e)
+	if lost := testutil.ToFloat64(m.StoreWritesLost); lost != 0 {
+		t.Fatalf("%v writes counted lost before Close; they should wait for Redis", lost)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if lost := testutil.ToFloat64(m.StoreWritesLost); lost != 100 {
+		t.Errorf("closing with 100 unwritten assignments counted %v lost", lost)
+	}
+}
