@@ -71,6 +71,13 @@ func TestRedisURLErrors(t *testing.T) {
 		{config.Store{Redis: "redis://127.0.0.1:1?cluster=maybe"}, "cluster"},
 		{config.Store{Redis: "redis://127.0.0.1:1?cluster=true&master_name=m"}, "exclude"},
 		{config.Store{Redis: "redis://127.0.0.1:1?no_such_option=1"}, "no_such_option"},
+		// go-redis panics on these; they must come back as errors.
+		{config.Store{Redis: "redis://u:secret@127.0.0.1:1?master_name=m&route_by_latency=true"}, "route_by_latency"},
+		{config.Store{Redis: "redis://u:secret@127.0.0.1:1?master_name=m&route_randomly=true"}, "route_randomly"},
+		{config.Store{Redis: "redis://u:secret@127.0.0.1:1?pool_size=99999999999"}, "pool_size"},
+		{config.Store{Redis: "redis://u:secret@127.0.0.1:1?master_name=m&max_idle_conns=99999999999"}, "max_idle_conns"},
+		{config.Store{Redis: "redis://u:secret@127.0.0.1:1?cluster=true&max_active_conns=99999999999"}, "max_active_conns"},
+		{config.Store{Redis: "redis://127.0.0.1:1?master_name=m&replica_only=true"}, "replica_only"},
 		{config.Store{Redis: "rediss://127.0.0.1:1", CAFile: filepath.Join(dir, "missing.pem")}, "store.ca_file"},
 		{config.Store{Redis: "rediss://127.0.0.1:1", CAFile: notPEM}, "no PEM"},
 	}

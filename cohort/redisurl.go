@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"strconv"
@@ -27,8 +28,10 @@ import (
 //	                                                Sentinel, M the master's name
 //	redis://host:port?cluster=true[&addr=h:p]       Cluster: seed node(s)
 //
-// rediss:// works in every form. Errors never repeat the URL, which may
-// hold a password.
+// rediss:// works in every form. Refused, because they cannot work with a
+// store that writes (or make go-redis panic): Sentinel replica_only,
+// route_by_latency, route_randomly, and pool sizes beyond int32. Errors
+// never repeat the URL, which may hold a password.
 func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 	u, err := url.Parse(cfg.Redis)
 	if err != nil {
@@ -60,6 +63,16 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store.redis (Sentinel form): %w", err)
 		}
+		switch {
+		case o.RouteByLatency || o.RouteRandomly:
+			// go-redis panics on these outside its failover cluster client.
+			return nil, errors.New("store.redis (Sentinel form): route_by_latency and route_randomly are not supported; assignments go to the master")
+		case o.ReplicaOnly:
+			return nil, errors.New("store.redis (Sentinel form): replica_only cannot work: assignments are written, and replicas are read-only")
+		}
+		if err := checkPoolSizes(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns, o.PipelinePoolSize); err != nil {
+			return nil, err
+		}
 		o.TLSConfig = withRoots(o.TLSConfig, roots)
 		o.ContextTimeoutEnabled = true
 		return redis.NewFailoverClient(o), nil
@@ -68,6 +81,9 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store.redis (Cluster form): %w", err)
 		}
+		if err := checkPoolSizes(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns, o.PipelinePoolSize); err != nil {
+			return nil, err
+		}
 		o.TLSConfig = withRoots(o.TLSConfig, roots)
 		o.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(o), nil
@@ -75,6 +91,9 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		o, err := redis.ParseURL(u.String())
 		if err != nil {
 			return nil, fmt.Errorf("store.redis: %w", err)
+		}
+		if err := checkPoolSizes(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns, o.PipelinePoolSize); err != nil {
+			return nil, err
 		}
 		o.TLSConfig = withRoots(o.TLSConfig, roots)
 		// The decision path bounds every read with its own budget; a retry
@@ -85,6 +104,20 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		o.ContextTimeoutEnabled = true
 		return redis.NewClient(o), nil
 	}
+}
+
+// checkPoolSizes refuses pool sizes go-redis cannot hold (it keeps them
+// as int32 and panics when it builds a pool — for Cluster only when it
+// first meets a node, in the middle of serving): pool_size,
+// min_idle_conns, max_idle_conns, max_active_conns, pipeline_pool_size.
+func checkPoolSizes(sizes ...int) error {
+	names := [...]string{"pool_size", "min_idle_conns", "max_idle_conns", "max_active_conns", "pipeline_pool_size"}
+	for i, n := range sizes {
+		if n > math.MaxInt32 || n < math.MinInt32 {
+			return fmt.Errorf("store.redis: %s=%d is too large", names[i], n)
+		}
+	}
+	return nil
 }
 
 // caPool reads store.ca_file; nil without one (system roots).
