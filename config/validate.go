@@ -205,6 +205,7 @@ func (v *validator) admin() {
 
 func (v *validator) store() {
 	s := v.c.Store
+	isTrue := func(s string) bool { b, err := strconv.ParseBool(s); return err == nil && b }
 	if s.Redis != "" {
 		// Messages never repeat the URL: it may hold a password. The forms
 		// (single, Sentinel, Cluster) are described in cohort/redisurl.go.
@@ -231,6 +232,15 @@ func (v *validator) store() {
 			v.add("store.redis", "cluster and master_name (Sentinel) exclude each other")
 		case q.Has("cluster") && clusterErr != nil:
 			v.add("store.redis", "cluster=%q: want cluster=true", q.Get("cluster"))
+		case q.Get("master_name") != "" && (isTrue(q.Get("route_by_latency")) || isTrue(q.Get("route_randomly"))):
+			v.add("store.redis", "route_by_latency and route_randomly are not supported with Sentinel (master_name); assignments go to the master")
+		case q.Get("master_name") != "" && isTrue(q.Get("replica_only")):
+			v.add("store.redis", "replica_only cannot work: assignments are written, and replicas are read-only")
+		}
+		for _, name := range []string{"pool_size", "min_idle_conns", "max_idle_conns", "max_active_conns", "pipeline_pool_size"} {
+			if n, err := strconv.ParseInt(q.Get(name), 10, 64); err == nil && (n > math.MaxInt32 || n < math.MinInt32) {
+				v.add("store.redis", "%s=%d is too large", name, n)
+			}
 		}
 	}
 	if s.CAFile != "" && !strings.HasPrefix(s.Redis, "rediss://") {
