@@ -4,7 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,12 +120,12 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	// 2. Targeting rules, first match. A list that could not be read counts
 	// as "not a member", and the decision is marked as a fallback.
 	degraded := false
+	var pf prefetched // Redis list answers and the assignment, read together
 	for i := range ep.rules {
-		r := &ep.rules[i]
-		match, ok := e.ruleMatches(ctx, c, ep, r, h, key, hasKey, now)
+		match, ok := e.ruleMatches(ctx, c, ep, i, h, key, hasKey, now, &pf)
 		degraded = degraded || !ok
 		if match {
-			return r.variant, SourceRule, ""
+			return ep.rules[i].variant, SourceRule, ""
 		}
 	}
 	// Anonymous: mint an id, or split requests at random by weight.
@@ -141,16 +140,25 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	kh := keyHash(ep.saltHash, key)
 	// 3. Stored assignment: cache, then store.
 	ck := cacheKey{space: ep.space, user: kh}
-	if v, ok := e.cache.get(ck); ok && (v.expires == 0 || now.UnixNano() < v.expires) {
+	if v, ok := e.cachedAssignment(ck, now); ok {
 		e.metrics.CacheHits.Inc()
-		i, src := ep.honour(v.variant, kh)
+		i, src := ep.honour(v, kh)
 		return i, src, cookie
 	}
 	e.metrics.CacheMisses.Inc()
 	hashed := pickRendezvous(kh, ep.seeds, ep.weights)
 	storeKey := ep.storeKey(kh)
 	if cookie == "" { // a freshly minted id cannot have an assignment yet
-		v, found, err := e.storeGet(ctx, c, storeKey, ep.ttl)
+		var (
+			v     string
+			found bool
+			err   error
+		)
+		if pf.l != nil && pf.l.Key != "" { // read along with the user lists
+			v, found, err = pf.l.Variant, pf.l.Found, pf.l.Err
+		} else {
+			v, found, err = e.storeGet(ctx, c, storeKey, ep.ttl)
+		}
 		if err != nil {
 			// The hash decides; record it only if nothing is stored (the
 			// store may hold an assignment we could not read), and do not
@@ -177,6 +185,16 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 		return hashed, SourceFallback, cookie
 	}
 	return hashed, SourceHash, cookie
+}
+
+// cachedAssignment is the in-process copy of a stored assignment, unless
+// it has outlived its time (see cached).
+func (e *Engine) cachedAssignment(ck cacheKey, now time.Time) (string, bool) {
+	v, ok := e.cache.get(ck)
+	if !ok || (v.expires != 0 && now.UnixNano() >= v.expires) {
+		return "", false
+	}
+	return v.variant, true
 }
 
 // storeGet reads within the store budget. The in-memory store answers at
@@ -208,55 +226,6 @@ func (ep *endpoint) honour(stored string, kh uint64) (int, Source) {
 		return i, SourceStore
 	}
 	return pickRendezvous(kh, ep.seeds, ep.weights), SourceHash
-}
-
-// ruleMatches reports whether r matches; ok is false when a Redis user list
-// could not be read (the rule is then treated as not matching).
-func (e *Engine) ruleMatches(ctx context.Context, c *compiled, ep *endpoint, r *rule, h Headers, key string, hasKey bool, now time.Time) (match, ok bool) {
-	if r.list != "" {
-		if !hasKey {
-			return false, true
-		}
-		if r.inConfig != nil {
-			_, in := r.inConfig[key]
-			return in, true
-		}
-		return e.inRedisList(ctx, c, ep, r, key, now)
-	}
-	v, found := h.Get(r.header)
-	if !found {
-		return false, true
-	}
-	switch {
-	case r.oneOf != nil:
-		_, in := r.oneOf[v]
-		return in, true
-	case r.prefix != "":
-		return strings.HasPrefix(v, r.prefix), true
-	default:
-		return v == r.equals, true
-	}
-}
-
-// inRedisList asks the store (SISMEMBER <prefix>list:<name> <raw key>)
-// within the store budget, reusing an answer for listTTL.
-func (e *Engine) inRedisList(ctx context.Context, c *compiled, ep *endpoint, r *rule, key string, now time.Time) (bool, bool) {
-	ck := cacheKey{space: r.listID, user: keyHash(ep.saltHash, key)}
-	if e.listTTL > 0 {
-		if a, ok := e.lists.get(ck); ok && now.UnixNano() < a.expires {
-			return a.in, true
-		}
-	}
-	sctx, cancel := context.WithTimeout(ctx, c.timeout)
-	in, err := e.store.InList(sctx, r.listKey, key)
-	cancel()
-	if err != nil {
-		return false, false
-	}
-	if e.listTTL > 0 {
-		e.lists.put(ck, listAnswer{in: in, expires: now.Add(e.listTTL).UnixNano()})
-	}
-	return in, true
 }
 
 func (ep *endpoint) random() int {

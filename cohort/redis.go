@@ -141,26 +141,80 @@ func (s *redisStore) read(ctx context.Context, key string, ttl time.Duration) (s
 		return s.client.Get(ctx, key).Result()
 	}
 	v, err := s.client.GetEx(ctx, key, ttl).Result()
-	var reply redis.Error
-	if err != nil && errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "ERR unknown command") {
-		if s.noGetEx.CompareAndSwap(false, true) {
-			s.log.Warn("redis does not know GETEX (older than 6.2): sticky.ttl counts from the first assignment, not the last visit")
-		}
+	if isUnknownCommand(err) {
+		s.getExRefused()
 		return s.client.Get(ctx, key).Result()
 	}
 	return v, err
 }
 
-func (s *redisStore) InList(ctx context.Context, list, member string) (bool, error) {
+// getExRefused switches reads to GET for good, saying so once.
+func (s *redisStore) getExRefused() {
+	if s.noGetEx.CompareAndSwap(false, true) {
+		s.log.Warn("redis does not know GETEX (older than 6.2): sticky.ttl counts from the first assignment, not the last visit")
+	}
+}
+
+// Lookup pipelines the list checks (SISMEMBER) and the assignment read,
+// so they cost one round trip together.
+func (s *redisStore) Lookup(ctx context.Context, l *Lookup) {
+	l.In = make([]bool, len(l.Lists))
 	if !s.up.Load() {
-		return false, ErrStoreDown
+		l.Err, l.ListErr = ErrStoreDown, ErrStoreDown
+		return
 	}
-	in, err := s.client.SIsMember(ctx, list, member).Result()
-	if err != nil {
-		s.readFailed(ctx, err, opList)
-		return false, err
+	if len(l.Lists) == 0 {
+		if l.Key != "" {
+			l.Variant, l.Found, l.Err = s.Get(ctx, l.Key, l.TTL)
+		}
+		return
 	}
-	return in, nil
+	pipe := s.client.Pipeline()
+	lists := make([]*redis.BoolCmd, len(l.Lists))
+	for i, name := range l.Lists {
+		lists[i] = pipe.SIsMember(ctx, name, l.Member)
+	}
+	var get *redis.StringCmd
+	switch {
+	case l.Key == "":
+	case l.TTL > 0 && !s.noGetEx.Load():
+		get = pipe.GetEx(ctx, l.Key, l.TTL)
+	default:
+		get = pipe.Get(ctx, l.Key)
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command below
+	for i, c := range lists {
+		if err := c.Err(); err != nil {
+			l.ListErr = err
+			break
+		}
+		l.In[i] = c.Val()
+	}
+	if get != nil {
+		switch err := get.Err(); {
+		case err == nil:
+			l.Variant, l.Found = get.Val(), true
+		case errors.Is(err, redis.Nil):
+		case isUnknownCommand(err):
+			s.getExRefused() // Redis older than 6.2: read again with GET
+			l.Variant, l.Found, l.Err = s.Get(ctx, l.Key, l.TTL)
+		default:
+			l.Err = err
+		}
+	}
+	switch {
+	case l.Err != nil && !errors.Is(l.Err, ErrStoreDown):
+		s.readFailed(ctx, l.Err, opGet)
+	case l.ListErr != nil:
+		s.readFailed(ctx, l.ListErr, opList)
+	default:
+		s.failures.Store(0)
+	}
+}
+
+func isUnknownCommand(err error) bool {
+	var reply redis.Error
+	return err != nil && errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "ERR unknown command")
 }
 
 func (s *redisStore) readFailed(ctx context.Context, err error, op storeOp) {

@@ -131,11 +131,26 @@ func TestErrorRepliesDoNotMarkRedisDown(t *testing.T) {
 			t.Fatal("GET of a set succeeded")
 		}
 	}
+	// In a pipelined Lookup an error reply fails only its own command.
+	if err := redisClient(t, r).Set(ctx, "t:list:not-a-set", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := redisClient(t, r).Set(ctx, "t:a:stored", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	l := &cohort.Lookup{Key: "t:a:stored", TTL: time.Hour, Member: "u", Lists: []string{"t:list:not-a-set"}}
+	store.Lookup(ctx, l)
+	if l.ListErr == nil || l.Err != nil || !l.Found || l.Variant != "v1" {
+		t.Errorf("lookup with a WRONGTYPE list: %+v, want the list failed and the assignment read", l)
+	}
 	if !store.Healthy() {
 		t.Error("error replies marked Redis down")
 	}
 	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got != 10 {
 		t.Errorf("store errors{op=get} = %v, want 10", got)
+	}
+	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("list")); got != 1 {
+		t.Errorf("store errors{op=list} = %v, want 1", got)
 	}
 }
 
@@ -161,5 +176,35 @@ func TestCloseWhileDownCountsUnwrittenAssignments(t *testing.T) {
 	}
 	if lost := testutil.ToFloat64(m.StoreWritesLost); lost != 100 {
 		t.Errorf("closing with 100 unwritten assignments counted %v lost", lost)
+	}
+}
+
+// A Redis that refuses connections fails each read at once (an error), not
+// by running out the read budget in dial retries (a timeout); soon the
+// store is down and reads are skipped.
+func TestRefusedConnectionsFailFast(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	cfg := splitConfig(t, r.URL(), 50, 50)
+	cfg.Store.Timeout = config.Duration(10 * time.Millisecond)
+	cfg.Endpoints[0].Rules = nil
+	e, _ := newEngine(t, store, cfg)
+	r.Kill()
+	for i := 0; i < 10; i++ {
+		if d := decide(t, e, user(fmt.Sprintf("refused-%d", i))); d.Source != cohort.SourceFallback {
+			t.Fatalf("decision %d with redis refusing: %s, want fallback", i, d.Source)
+		}
+	}
+	if store.Healthy() {
+		t.Error("store still up after 10 refused reads")
+	}
+	if got := testutil.ToFloat64(m.StoreTimeouts); got != 0 {
+		t.Errorf("%v reads ran out their budget against a refusing redis; want errors at once", got)
+	}
+	// Three failed reads mark it down, or fewer when a failed write-behind
+	// batch got there first; then reads are skipped.
+	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got < 1 || got > 3 {
+		t.Errorf("store errors{op=get} = %v, want 1 to 3", got)
 	}
 }

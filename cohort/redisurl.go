@@ -75,6 +75,7 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		}
 		o.TLSConfig = withRoots(o.TLSConfig, roots)
 		o.ContextTimeoutEnabled = true
+		o.DialerRetries = dialAttempts(q, o.DialerRetries)
 		return redis.NewFailoverClient(o), nil
 	case cluster:
 		o, err := redis.ParseClusterURL(u.String())
@@ -86,6 +87,7 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		}
 		o.TLSConfig = withRoots(o.TLSConfig, roots)
 		o.ContextTimeoutEnabled = true
+		o.DialerRetries = dialAttempts(q, o.DialerRetries)
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(u.String())
@@ -102,8 +104,20 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		// Without this go-redis ignores context deadlines and waits its own
 		// 3s read timeout: a hung Redis would stall decisions.
 		o.ContextTimeoutEnabled = true
+		o.DialerRetries = dialAttempts(q, o.DialerRetries)
 		return redis.NewClient(o), nil
 	}
+}
+
+// dialAttempts is 1 unless the URL sets dialer_retries: go-redis otherwise
+// dials 5 times 100ms apart, so against a Redis that refuses connections
+// every read would spend its whole budget retrying instead of failing at
+// once. Retrying is the prober's job, off the decision path.
+func dialAttempts(q url.Values, parsed int) int {
+	if q.Has("dialer_retries") {
+		return parsed
+	}
+	return 1
 }
 
 // checkPoolSizes refuses pool sizes go-redis cannot hold (it keeps them

@@ -21,8 +21,11 @@ type Store interface {
 	// decisions taken while the store was unreadable never overwrite an
 	// assignment made elsewhere.
 	PutIfAbsent(a Assignment)
-	// InList reports whether member is in the named user list.
-	InList(ctx context.Context, list, member string) (bool, error)
+	// Lookup answers l in one round trip: the assignment under l.Key (when
+	// set) and l.Member's membership of each of l.Lists. Rules on Redis
+	// user lists use it, so a new user costs one round trip, not one per
+	// list plus one for the assignment.
+	Lookup(ctx context.Context, l *Lookup)
 	// Healthy is false while the store is considered down.
 	Healthy() bool
 	// Flush waits until queued writes have been attempted (tests, shutdown).
@@ -40,6 +43,20 @@ type Assignment struct {
 	// decided first, and the caller's in-process copy must be dropped so
 	// the stored one is read and every replica agrees.
 	OnConflict func()
+}
+
+// Lookup is one round trip of reads for a decision, filled in by the store.
+type Lookup struct {
+	Key    string        // assignment key; "" when the assignment is not needed
+	TTL    time.Duration // renews a found assignment, as in Get
+	Member string        // the raw user key, for the lists
+	Lists  []string      // user-list keys (Redis sets)
+
+	Variant string // the assignment, when Found
+	Found   bool
+	Err     error  // reading the assignment failed
+	In      []bool // In[i]: Member is in Lists[i]; len(Lists) long
+	ListErr error  // reading the lists failed; In says nothing
 }
 
 // ErrStoreDown is returned by stores while they are marked unreachable.
@@ -119,7 +136,15 @@ func (m *memoryStore) PutIfAbsent(a Assignment) {
 	}
 }
 
-func (m *memoryStore) InList(context.Context, string, string) (bool, error) { return false, nil }
-func (m *memoryStore) Healthy() bool                                        { return true }
-func (m *memoryStore) Flush(context.Context) error                          { return nil }
-func (m *memoryStore) Close() error                                         { return nil }
+// Lookup reads the assignment. The memory store holds no user lists:
+// without Redis every list is in the config, and the engine checks those.
+func (m *memoryStore) Lookup(ctx context.Context, l *Lookup) {
+	if l.Key != "" {
+		l.Variant, l.Found, l.Err = m.Get(ctx, l.Key, l.TTL)
+	}
+	l.In = make([]bool, len(l.Lists))
+}
+
+func (m *memoryStore) Healthy() bool               { return true }
+func (m *memoryStore) Flush(context.Context) error { return nil }
+func (m *memoryStore) Close() error                { return nil }
