@@ -315,3 +315,18 @@ func flush(t testing.TB, e *cohort.Engine) {
 		t.Fatal(err)
 	}
 }
+
+// Before any config, and after SetConfig(nil), every endpoint is unknown;
+// nothing panics.
+func TestNoConfigMeansUnknownEndpoint(t *testing.T) {
+	e := cohort.NewEngine(cohort.NewMemoryStore(0), cohort.Options{})
+	if _, err := e.Decide(context.Background(), "m", user("a")); err != cohort.ErrUnknownEndpoint {
+		t.Fatalf("before SetConfig: %v, want ErrUnknownEndpoint", err)
+	}
+	e.SetConfig(splitConfig(t, "", 50, 50))
+	decide(t, e, user("a"))
+	e.SetConfig(nil)
+	if _, err := e.Decide(context.Background(), "m", user("a")); err != cohort.ErrUnknownEndpoint {
+		t.Fatalf("after SetConfig(nil): %v, want ErrUnknownEndpoint", err)
+	}
+}
