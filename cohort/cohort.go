@@ -18,6 +18,7 @@
 //
 //	<prefix>a:<endpoint>:<hex salt hash>:<hex user hash>  string, the variant; TTL sticky.ttl
 //	<prefix>list:<name>                                   set of raw user keys (SISMEMBER)
+//	<prefix>users:<endpoint>:<variant>                    HyperLogLog of user hashes assigned there
 //
 // sticky.ttl slides: reads renew it (GETEX), so it forgets users unseen
 // for that long and never moves an active user. The in-process cache keeps
@@ -65,6 +66,10 @@ type Decision struct {
 	// SetCookie, when not empty, is a Set-Cookie header value carrying a
 	// freshly minted user id; it must be added to this request's response.
 	SetCookie string
+	// Mirror holds the user-sampled mirror shadows this request goes to:
+	// the caller sets each one's header to its cluster, and Envoy's mirror
+	// policy (cluster_header) tees the request there.
+	Mirror ShadowSet
 }
 
 // ErrUnknownEndpoint is returned for an endpoint missing from the config.

@@ -39,6 +39,11 @@ type endpoint struct {
 	cum      []float64 // cumulative weights for weighted random
 	rules    []rule
 	counters [][numSources]prometheus.Counter // [variant][source]
+	userKeys []string                         // <prefix>users:<endpoint>:<variant>, per variant
+
+	shadows    []shadowSpec
+	hasMirror  bool // a user-sampled mirror shadow: decisions mark sampled users
+	hasCompare bool // a compare-mode shadow: the observe filter samples
 }
 
 const numSources = int(SourceFallback) + 1
@@ -129,6 +134,12 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 			cs[s] = e.metrics.Decisions.WithLabelValues(ce.Name, v.Name, Source(s).String())
 		}
 		ep.counters = append(ep.counters, cs)
+		ep.userKeys = append(ep.userKeys, c.keyPrefix+"users:"+ce.Name+":"+v.Name)
+	}
+	ep.shadows = compileShadows(ce)
+	for _, sp := range ep.shadows {
+		ep.hasMirror = ep.hasMirror || (!sp.compare && !sp.perRequest && !sp.paused)
+		ep.hasCompare = ep.hasCompare || (sp.compare && !sp.paused)
 	}
 	for _, r := range ce.Rules {
 		vi, ok := ep.index[r.Variant]

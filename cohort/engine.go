@@ -2,6 +2,7 @@ package cohort
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -103,8 +104,17 @@ func (e *Engine) Decide(ctx context.Context, endpointName string, h Headers) (De
 	}
 	idx, src, cookie := e.decide(ctx, c, ep, h, start)
 	ep.counters[idx][src].Inc()
+	d := Decision{Endpoint: ep.name, Variant: ep.variants[idx], Cluster: ep.clusters[idx], Source: src, SetCookie: cookie}
+	if ep.hasMirror {
+		key, hasKey := ep.userKey(h)
+		var kh uint64
+		if hasKey {
+			kh = keyHash(ep.saltHash, key)
+		}
+		d.Mirror = ep.sample(kh, hasKey, false)
+	}
 	e.metrics.DecisionDuration.Observe(time.Since(start).Seconds())
-	return Decision{Endpoint: ep.name, Variant: ep.variants[idx], Cluster: ep.clusters[idx], Source: src, SetCookie: cookie}, nil
+	return d, nil
 }
 
 func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Headers, now time.Time) (int, Source, string) {
@@ -166,7 +176,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 			if ce := e.log.Check(zap.DebugLevel, "assignment store unavailable; the hash decided"); ce != nil {
 				ce.Write(zap.String("endpoint", ep.name), zap.Error(err))
 			}
-			e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[hashed], TTL: ep.ttl})
+			e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[hashed], TTL: ep.ttl, Users: ep.userKeys[hashed]})
 			return hashed, SourceFallback, cookie
 		}
 		if found {
@@ -179,7 +189,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	// replica have stored a different variant first, the store drops our
 	// cached copy and the next request reads theirs.
 	e.cache.put(ck, cached{variant: ep.variants[hashed], expires: cacheExpiry(now, ep.ttl)})
-	e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[hashed], TTL: ep.ttl,
+	e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[hashed], TTL: ep.ttl, Users: ep.userKeys[hashed],
 		OnConflict: func() { e.cache.remove(ck) }})
 	if degraded {
 		return hashed, SourceFallback, cookie
@@ -237,6 +247,26 @@ func (ep *endpoint) random() int {
 		}
 	}
 	return len(ep.cum) - 1
+}
+
+// Users returns how many users each variant of endpoint has been assigned
+// (in config order), when the store can count them: exact for the memory
+// store, a HyperLogLog estimate (about 1% error) for Redis. Assignments that
+// expire are not subtracted.
+func (e *Engine) Users(ctx context.Context, endpointName string) ([]int64, error) {
+	c := e.cfg.Load()
+	if c == nil {
+		return nil, ErrUnknownEndpoint
+	}
+	ep, ok := c.endpoints[endpointName]
+	if !ok {
+		return nil, ErrUnknownEndpoint
+	}
+	uc, ok := e.store.(UserCounter)
+	if !ok {
+		return nil, errors.New("the store cannot count users")
+	}
+	return uc.CountUsers(ctx, ep.userKeys)
 }
 
 // Close flushes queued store writes (the store itself belongs to the

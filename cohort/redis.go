@@ -116,6 +116,28 @@ func (o storeOp) String() string { return [...]string{"get", "put", "list"}[o] }
 
 func (s *redisStore) Healthy() bool { return s.up.Load() }
 
+// Client is the store's Redis client; live-control state shares it.
+func (s *redisStore) Client() redis.UniversalClient { return s.client }
+
+// CountUsers estimates the users under each counter key (PFCOUNT).
+func (s *redisStore) CountUsers(ctx context.Context, keys []string) ([]int64, error) {
+	cmds := make([]*redis.IntCmd, len(keys))
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.PFCount(ctx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(keys))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
 func (s *redisStore) Get(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
 	if !s.up.Load() {
 		return "", false, ErrStoreDown
@@ -304,6 +326,12 @@ func (s *redisStore) write(batch []Assignment) {
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, w := range batch {
 			cmds[i] = p.SetNX(ctx, w.Key, w.Variant, w.TTL)
+			if w.Users != "" {
+				// Counted whether or not SET NX wins: another replica
+				// counts the same user hash into the same (idempotent)
+				// HyperLogLog only when it picked the same variant.
+				p.PFAdd(ctx, w.Users, w.Key)
+			}
 		}
 		return nil
 	})

@@ -3,6 +3,7 @@ package cohort
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -38,11 +39,20 @@ type Assignment struct {
 	Key     string
 	Variant string
 	TTL     time.Duration // 0: no expiry
+	// Users, when set, is the per-variant user counter the new assignment
+	// is added to (see UserCounter).
+	Users string
 	// OnConflict, when set, is called (possibly from another goroutine) if
 	// the store already held an assignment under Key: another replica
 	// decided first, and the caller's in-process copy must be dropped so
 	// the stored one is read and every replica agrees.
 	OnConflict func()
+}
+
+// UserCounter is implemented by stores that count the users assigned to
+// each variant (keys are the engine's <prefix>users:<endpoint>:<variant>).
+type UserCounter interface {
+	CountUsers(ctx context.Context, keys []string) ([]int64, error)
 }
 
 // Lookup is one round trip of reads for a decision, filled in by the store.
@@ -69,6 +79,9 @@ var ErrStoreDown = errors.New("assignment store unreachable")
 type memoryStore struct {
 	m   *boundedMap[memEntry]
 	now func() time.Time // time.Now; tests move it
+
+	usersMu sync.Mutex
+	users   map[string]int64 // Assignment.Users → assignments made
 }
 
 type memEntry struct {
@@ -93,7 +106,7 @@ func NewMemoryStore(maxEntries int) Store {
 	if maxEntries <= 0 {
 		maxEntries = 1_000_000
 	}
-	return &memoryStore{m: newBoundedMap[memEntry](maxEntries), now: time.Now}
+	return &memoryStore{m: newBoundedMap[memEntry](maxEntries), now: time.Now, users: map[string]int64{}}
 }
 
 // memKey compresses the engine's key: it already holds a 64-bit hash of
@@ -123,17 +136,34 @@ func (m *memoryStore) Get(_ context.Context, key string, ttl time.Duration) (str
 
 func (m *memoryStore) PutIfAbsent(a Assignment) {
 	now := m.now().UnixNano()
-	conflict := false
+	conflict, added := false, false
 	m.m.update(memKey(a.Key), func(e memEntry, ok bool) (memEntry, bool) {
 		if ok && e.live(now) {
 			conflict = e.variant != a.Variant
 			return e, true
 		}
+		added = true
 		return memEntry{variant: a.Variant, expires: expiry(now, a.TTL)}, true
 	})
+	if added && a.Users != "" {
+		m.usersMu.Lock()
+		m.users[a.Users]++
+		m.usersMu.Unlock()
+	}
 	if conflict && a.OnConflict != nil {
 		a.OnConflict()
 	}
+}
+
+// CountUsers returns the assignments made under each counter key.
+func (m *memoryStore) CountUsers(_ context.Context, keys []string) ([]int64, error) {
+	m.usersMu.Lock()
+	defer m.usersMu.Unlock()
+	out := make([]int64, len(keys))
+	for i, k := range keys {
+		out[i] = m.users[k]
+	}
+	return out, nil
 }
 
 // Lookup reads the assignment. The memory store holds no user lists:

@@ -31,9 +31,15 @@ const (
 	// ClientMetadataKey tells the ext_proc server which kind of client opened
 	// the stream ("envoy" or "grpc"): they read different HeaderValue fields.
 	ClientMetadataKey = "x-modelsplit-client"
-	// ShadowHeader names the shadow cluster a request is mirrored to; the
-	// mirror policy reads it through cluster_header.
+	// ServedVariantMetadataKey tells the observe filter's server which
+	// variant a proxyless gRPC call went to (per-route/cluster override).
+	ServedVariantMetadataKey = "x-modelsplit-served-variant"
+	// ShadowHeader prefixes the per-shadow headers (ShadowHeaderFor) that
+	// mark a request as sampled; Envoy strips client-sent copies.
 	ShadowHeader = "x-modelsplit-shadow"
+	// RequestIDHeader identifies a request in disagreement samples
+	// (Envoy sets it).
+	RequestIDHeader = "x-request-id"
 )
 
 // Protocols a backend can speak.
@@ -135,7 +141,12 @@ type Endpoint struct {
 	// RouteLookup gives proxyless gRPC clients sticky cohorts through the
 	// Route Lookup Service. Opt-in: a grpc-go client that does not import
 	// google.golang.org/grpc/balancer/rls rejects such a route config.
-	RouteLookup bool      `yaml:"route_lookup"`
+	RouteLookup bool `yaml:"route_lookup"`
+	// Observe feeds per-variant request counts, status classes and
+	// latency (and compare-mode shadows) from an ext_proc filter in
+	// observability mode, which adds no wait to the request. On unless
+	// set to false.
+	Observe     *bool     `yaml:"observe"`
 	Variants    []Variant `yaml:"variants"`
 	Shadows     []Shadow  `yaml:"shadows"`
 	Rules       []Rule    `yaml:"rules"`
@@ -177,7 +188,64 @@ type Shadow struct {
 	PerRequest bool      `yaml:"per_request"`
 	Backends   []Backend `yaml:"backends"`
 	Protocol   string    `yaml:"protocol"`
+	// Paused stops the shadow's traffic without removing it (the admin
+	// API's pause sets it; it can also be written here).
+	Paused bool `yaml:"paused"`
+	// Compare, when set, replaces Envoy's fire-and-forget mirror: modelsplit
+	// replays sampled requests to the shadow itself, off the request path,
+	// and compares the shadow's answer with the primary's.
+	Compare *Compare `yaml:"compare"`
 }
+
+// Compare configures how a shadow's answers are compared with the
+// primary's, and the budget the replays may use.
+type Compare struct {
+	// Field is the part of the answer compared. JSON bodies: a dotted path
+	// such as "label" or "predictions[0].score". gRPC: protobuf field
+	// numbers such as "1" or "2.1". Empty compares the whole body.
+	Field string `yaml:"field"`
+	// Tolerance is the largest absolute difference of two numeric fields
+	// that still agree; 0 asks for equality. Labels (strings) must be equal.
+	Tolerance float64 `yaml:"tolerance"`
+	// Redact lists fields (same syntax as Field) replaced by "[redacted]"
+	// in the disagreement samples the admin API shows.
+	Redact []string `yaml:"redact"`
+	// Timeout bounds one replay; past it the replay is dropped and counted.
+	Timeout Duration `yaml:"timeout"`
+	// MaxConcurrency bounds replays in flight; more are dropped and counted.
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// MaxBytesInFlight bounds request and response bytes held for replays
+	// (captured or in flight); an exchange that would exceed it is dropped.
+	MaxBytesInFlight int64 `yaml:"max_bytes_in_flight"`
+	// Samples is how many recent disagreements are kept for the admin API.
+	Samples int `yaml:"samples"`
+}
+
+// Compare defaults.
+const (
+	DefaultCompareTimeout     = Duration(5 * time.Second)
+	DefaultCompareConcurrency = 64
+	DefaultCompareBytes       = 32 << 20
+	DefaultCompareSamples     = 100
+)
+
+// Observed reports whether the endpoint's traffic is observed (default on).
+func (e *Endpoint) Observed() bool { return e.Observe == nil || *e.Observe }
+
+// Comparing reports whether the endpoint has a compare-mode shadow.
+func (e *Endpoint) Comparing() bool {
+	for i := range e.Shadows {
+		if e.Shadows[i].Compare != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// ShadowHeaderFor is the request header that marks a request as sampled
+// for one shadow: the decision sets it to the shadow's cluster, and that
+// shadow's mirror policy reads it through cluster_header.
+func ShadowHeaderFor(shadow string) string { return ShadowHeader + "-" + shadow }
 
 // Rule sends matching requests to a variant. The first matching rule wins.
 // Exactly one condition is set: Equals, OneOf, Prefix (on Header) or UserList.
@@ -284,6 +352,15 @@ func (c *Config) Clone() *Config {
 		e.Shadows = append([]Shadow(nil), e.Shadows...)
 		for j := range e.Shadows {
 			e.Shadows[j].Backends = append([]Backend(nil), e.Shadows[j].Backends...)
+			if c := e.Shadows[j].Compare; c != nil {
+				cc := *c
+				cc.Redact = append([]string(nil), c.Redact...)
+				e.Shadows[j].Compare = &cc
+			}
+		}
+		if e.Observe != nil {
+			o := *e.Observe
+			e.Observe = &o
 		}
 		e.Rules = append([]Rule(nil), e.Rules...)
 		for j := range e.Rules {

@@ -70,6 +70,22 @@ func (c *Config) ApplyDefaults() {
 		for j := range e.Rules {
 			e.Rules[j].Header = strings.ToLower(e.Rules[j].Header)
 		}
+		for j := range e.Shadows {
+			if c := e.Shadows[j].Compare; c != nil {
+				if c.Timeout == 0 {
+					c.Timeout = DefaultCompareTimeout
+				}
+				if c.MaxConcurrency == 0 {
+					c.MaxConcurrency = DefaultCompareConcurrency
+				}
+				if c.MaxBytesInFlight == 0 {
+					c.MaxBytesInFlight = DefaultCompareBytes
+				}
+				if c.Samples == 0 {
+					c.Samples = DefaultCompareSamples
+				}
+			}
+		}
 	}
 }
 
@@ -381,9 +397,52 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 		if s.Protocol != "" {
 			v.protocol(sf+".protocol", s.Protocol)
 		}
+		if s.Compare != nil {
+			v.compare(sf+".compare", e, s)
+		}
 	}
 	for j := range e.Rules {
 		v.rule(fmt.Sprintf("%s.rules[%d]", f, j), e, &e.Rules[j])
+	}
+}
+
+func (v *validator) compare(f string, e *Endpoint, s *Shadow) {
+	c := s.Compare
+	if !e.Observed() {
+		v.add(f, "needs the endpoint observed: compare mode reads answers through the observe filter (remove observe: false)")
+	}
+	grpc := e.ShadowProtocol(s) == ProtocolGRPC
+	check := func(field, path string) {
+		var err error
+		if grpc {
+			_, err = ParseProtoPath(path)
+		} else {
+			_, err = ParseJSONPath(path)
+		}
+		if err != nil {
+			v.add(field, "%v", err)
+		}
+	}
+	if c.Field != "" {
+		check(f+".field", c.Field)
+	}
+	for i, r := range c.Redact {
+		check(fmt.Sprintf("%s.redact[%d]", f, i), r)
+	}
+	if c.Tolerance < 0 || math.IsNaN(c.Tolerance) || math.IsInf(c.Tolerance, 0) {
+		v.add(f+".tolerance", "must be a finite number >= 0, got %v", c.Tolerance)
+	}
+	if c.Timeout < 0 {
+		v.add(f+".timeout", "must not be negative, got %v", c.Timeout)
+	}
+	if c.MaxConcurrency < 0 {
+		v.add(f+".max_concurrency", "must not be negative, got %d", c.MaxConcurrency)
+	}
+	if c.MaxBytesInFlight < 0 {
+		v.add(f+".max_bytes_in_flight", "must not be negative, got %d", c.MaxBytesInFlight)
+	}
+	if c.Samples < 0 || c.Samples > 10_000 {
+		v.add(f+".samples", "must be between 0 and 10000, got %d", c.Samples)
 	}
 }
 

@@ -21,6 +21,26 @@ type Metrics struct {
 	ExtProcStreams   *prometheus.CounterVec // client (envoy|grpc), result (ok|error|malformed)
 	RLSLookups       *prometheus.CounterVec // result (ok|bad_request|unknown_endpoint|error)
 
+	// Observation (the observe ext_proc filter, observability mode).
+	VariantRequests  *prometheus.CounterVec   // endpoint, variant: requests seen
+	VariantResponses *prometheus.CounterVec   // endpoint, variant, class (2xx..5xx)
+	VariantLatency   *prometheus.HistogramVec // endpoint, variant: request headers → response headers
+	ObserveStreams   *prometheus.CounterVec   // client, result
+
+	// Shadow comparison.
+	ShadowComparisons *prometheus.CounterVec   // endpoint, shadow, result (agree|disagree)
+	ShadowAgreement   *prometheus.GaugeVec     // endpoint, shadow: agreeing / compared, since start
+	ShadowLatencyDiff *prometheus.HistogramVec // endpoint, shadow: shadow minus primary, seconds
+	ShadowErrors      *prometheus.CounterVec   // endpoint, shadow, kind (transport|status)
+	ShadowDropped     *prometheus.CounterVec   // endpoint, shadow, reason
+	ShadowInFlight    *prometheus.GaugeVec     // endpoint, shadow: replays running
+	ShadowBytes       *prometheus.GaugeVec     // endpoint, shadow: bytes held for replays
+
+	// Live control (admin API).
+	ControlChanges *prometheus.CounterVec // action, result (ok|refused)
+	ControlWeight  *prometheus.GaugeVec   // endpoint, variant: weight in force
+	ControlStateOK prometheus.Gauge       // 1 when the last persist/load of live state succeeded
+
 	// Assignment store.
 	StoreUp         prometheus.Gauge       // 1 reachable, 0 degraded to hashing
 	StoreErrors     *prometheus.CounterVec // op (get|put|list)
@@ -57,6 +77,43 @@ func New() *Metrics {
 	m.RLSLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rls_lookups_total",
 		Help: "RouteLookup calls from proxyless gRPC clients by result; any non-ok result sends the client to its default target."}, []string{"result"})
 
+	m.VariantRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_requests_total",
+		Help: "Requests seen by the observe filter, by endpoint and the variant that served them."}, []string{"endpoint", "variant"})
+	m.VariantResponses = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_responses_total",
+		Help: "Responses by endpoint, variant and status class (2xx, 3xx, 4xx, 5xx; gRPC codes mapped as grpc-gateway does)."},
+		[]string{"endpoint", "variant", "class"})
+	m.VariantLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "variant_latency_seconds",
+		Help:    "Time from request headers to response headers (gRPC: to trailers) as the observe filter saw them, by endpoint and variant.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"endpoint", "variant"})
+	m.ObserveStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "observe_streams_total",
+		Help: "Observe-filter streams by client kind and result (observed, no_variant, incomplete, unknown_endpoint)."}, []string{"client", "result"})
+
+	m.ShadowComparisons = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shadow_comparisons_total",
+		Help: "Shadow answers compared with the primary's, by endpoint, shadow and result (agree, disagree)."}, []string{"endpoint", "shadow", "result"})
+	m.ShadowAgreement = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "shadow_agreement_ratio",
+		Help: "Agreeing comparisons over all comparisons since start, by endpoint and shadow (use shadow_comparisons_total for windows)."}, []string{"endpoint", "shadow"})
+	m.ShadowLatencyDiff = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "shadow_latency_difference_seconds",
+		Help:    "Shadow latency minus primary latency per compared request (negative: the shadow was faster).",
+		Buckets: []float64{-2.5, -1, -.5, -.25, -.1, -.05, -.025, -.01, 0, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"endpoint", "shadow"})
+	m.ShadowErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shadow_errors_total",
+		Help: "Shadow replays that failed, by endpoint, shadow and kind (transport: no answer; status: an error status where the primary succeeded)."},
+		[]string{"endpoint", "shadow", "kind"})
+	m.ShadowDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shadow_dropped_total",
+		Help: "Sampled exchanges not compared, by endpoint, shadow and reason (concurrency, bytes, timeout, incomplete, unsupported, paused)."},
+		[]string{"endpoint", "shadow", "reason"})
+	m.ShadowInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "shadow_replays_in_flight",
+		Help: "Shadow replays running, by endpoint and shadow."}, []string{"endpoint", "shadow"})
+	m.ShadowBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "shadow_bytes_in_flight",
+		Help: "Request and response bytes held for shadow replays, by endpoint and shadow."}, []string{"endpoint", "shadow"})
+
+	m.ControlChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "control_changes_total",
+		Help: "Live changes through the admin API by action (set_weights, promote, rollback, reset, pause, resume) and result (ok, refused)."},
+		[]string{"action", "result"})
+	m.ControlWeight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "variant_weight",
+		Help: "Weight in force (config file or live override), by endpoint and variant."}, []string{"endpoint", "variant"})
+	m.ControlStateOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "control_state_ok",
+		Help: "1 when live state was last loaded or persisted successfully, 0 after a failure (changes then live in memory only)."})
+
 	m.StoreUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "store_up",
 		Help: "1 when the assignment store is reachable, 0 while decisions fall back to hashing."})
 	m.StoreErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "store_errors_total",
@@ -64,7 +121,7 @@ func New() *Metrics {
 	m.StoreTimeouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "store_timeouts_total",
 		Help: "Store reads that exceeded store.timeout; the hash decided instead."})
 	m.StoreWritesLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "store_writes_dropped_total",
-		Help: "Write-behind assignments dropped because the queue was full (the hash still gives the same answer)."})
+		Help: "Write-behind assignments dropped: the queue was full, or the process stopped while the store was down (the hash still gives the same answer for unchanged weights)."})
 	m.CacheHits = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "assignment_cache_hits_total",
 		Help: "Assignments found in the in-process cache."})
 	m.CacheMisses = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "assignment_cache_misses_total",
@@ -83,6 +140,9 @@ func New() *Metrics {
 
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
+		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams,
+		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
+		m.ControlChanges, m.ControlWeight, m.ControlStateOK,
 		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,
 		m.XDSClients, m.XDSNacks, m.XDSSnapshotRefused, m.XDSSnapshotVersion, m.ConfigReloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

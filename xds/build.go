@@ -21,7 +21,10 @@ const (
 	// DecideFilterName is the ext_proc filter that decides the variant; the
 	// per-route ExtProcPerRoute configs are keyed by it.
 	DecideFilterName = "envoy.filters.http.ext_proc"
-	routerFilterName = "envoy.filters.http.router"
+	// ObserveFilterName is the ext_proc filter in observability mode that
+	// feeds per-variant telemetry and compare-mode shadows.
+	ObserveFilterName = "modelsplit.observe"
+	routerFilterName  = "envoy.filters.http.router"
 )
 
 // Build translates the config into the complete resource set for one node

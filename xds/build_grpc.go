@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -26,7 +27,7 @@ func buildGRPC(cfg *config.Config) (Resources, error) {
 	for i := range cfg.Endpoints {
 		e := &cfg.Endpoints[i]
 		res.add(resource.ListenerType, grpcListener(e, cfg.ExtProcTarget()))
-		rc := grpcRouteConfig(e)
+		rc := grpcRouteConfig(e, cfg.ExtProcTarget())
 		// Sticky cohorts for proxyless clients go through RLS (opt-in per
 		// endpoint); the lookup service shares the ext_proc listener.
 		if e.RouteLookup {
@@ -102,6 +103,58 @@ func grpcDecideFilter(e *config.Endpoint, target string) *extprocv3.ExternalProc
 }
 
 // grpcTarget turns our address forms into a gRPC dial target.
+// grpcObserveService is the observe filter's side channel; variant, when
+// set, tells the server which variant the route or weighted cluster
+// carrying this override sent the call to (grpc-go picks clusters itself,
+// so no header says it).
+func grpcObserveService(e *config.Endpoint, target, variant string) *corev3.GrpcService {
+	md := []*corev3.HeaderValue{
+		{Key: config.ClientMetadataKey, Value: "grpc"},
+		{Key: config.EndpointMetadataKey, Value: e.Name},
+	}
+	if variant != "" {
+		md = append(md, &corev3.HeaderValue{Key: config.ServedVariantMetadataKey, Value: variant})
+	}
+	return &corev3.GrpcService{
+		TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{GoogleGrpc: &corev3.GrpcService_GoogleGrpc{
+			TargetUri:                grpcTarget(target),
+			StatPrefix:               "modelsplit_observe",
+			ChannelCredentialsPlugin: []*anypb.Any{mustAny(&insecurev3.InsecureCredentials{})},
+		}},
+		InitialMetadata: md,
+	}
+}
+
+// grpcObserveFilter is the observe filter for proxyless clients:
+// observability mode, response trailers for the gRPC status, and the
+// messages themselves (body mode GRPC) where a compare shadow needs them.
+func grpcObserveFilter(e *config.Endpoint, target string) *extprocv3.ExternalProcessor {
+	bodies := extprocv3.ProcessingMode_NONE
+	if e.Comparing() {
+		bodies = extprocv3.ProcessingMode_GRPC
+	}
+	return &extprocv3.ExternalProcessor{
+		GrpcService:       grpcObserveService(e, target, ""),
+		ObservabilityMode: true,
+		FailureModeAllow:  true,
+		ProcessingMode:    observeProcessingMode(bodies, extprocv3.ProcessingMode_SEND),
+	}
+}
+
+// grpcObservePerVariant is the per-route (or per weighted cluster)
+// override naming the variant behind it.
+func grpcObservePerVariant(e *config.Endpoint, target, variant string) map[string]*anypb.Any {
+	if !e.Observed() {
+		return nil
+	}
+	perRoute := &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
+		Overrides: &extprocv3.ExtProcOverrides{GrpcService: grpcObserveService(e, target, variant)},
+	}}
+	// Optional: a client without the ext_proc filter (its flag unset)
+	// would otherwise reject the whole route config for an unknown type.
+	return map[string]*anypb.Any{ObserveFilterName: mustAny(&routev3.FilterConfig{Config: mustAny(perRoute), IsOptional: true})}
+}
+
 func grpcTarget(addr string) string {
 	if len(addr) > len("unix://") && addr[:len("unix://")] == "unix://" {
 		return "unix:" + addr[len("unix://"):]
@@ -114,8 +167,8 @@ func grpcTarget(addr string) string {
 // cluster another way (the RLS plugin) belongs between the two, so that
 // explicit targets still win and clients without the plugin fall through
 // to the weighted route.
-func grpcRouteConfig(e *config.Endpoint) *routev3.RouteConfiguration {
-	routes := append(grpcVariantRoutes(e), grpcWeightedRoute(e))
+func grpcRouteConfig(e *config.Endpoint, target string) *routev3.RouteConfiguration {
+	routes := append(grpcVariantRoutes(e, target), grpcWeightedRoute(e, target))
 	return &routev3.RouteConfiguration{
 		Name:         e.Name,
 		VirtualHosts: []*routev3.VirtualHost{{Name: e.Name, Domains: []string{e.Name}, Routes: routes}},
@@ -139,7 +192,7 @@ func withRLS(rc *routev3.RouteConfiguration, r *grpcRLS) {
 // one that never matches (runtime fraction 0%), or, where the endpoint
 // allows explicit targets, one on x-modelsplit-target. Clients can never
 // pick a variant with x-modelsplit-variant.
-func grpcVariantRoutes(e *config.Endpoint) []*routev3.Route {
+func grpcVariantRoutes(e *config.Endpoint, target string) []*routev3.Route {
 	routes := make([]*routev3.Route, 0, len(e.Variants)+2)
 	for _, v := range e.Variants {
 		cluster := config.ClusterName(e.Name, v.Name)
@@ -152,9 +205,10 @@ func grpcVariantRoutes(e *config.Endpoint) []*routev3.Route {
 			}
 		}
 		routes = append(routes, &routev3.Route{
-			Name:   cluster,
-			Match:  match,
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+			Name:                 cluster,
+			Match:                match,
+			Action:               &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+			TypedPerFilterConfig: grpcObservePerVariant(e, target, v.Name),
 		})
 	}
 	return routes
@@ -162,12 +216,17 @@ func grpcVariantRoutes(e *config.Endpoint) []*routev3.Route {
 
 // grpcWeightedRoute splits the rest by weight, per request: proxyless
 // clients get stickiness from RLS, not from this route.
-func grpcWeightedRoute(e *config.Endpoint) *routev3.Route {
+func grpcWeightedRoute(e *config.Endpoint, target string) *routev3.Route {
+	wc := weightedClusters(e, false)
+	for _, cw := range wc.Clusters {
+		_, variant, _ := strings.Cut(cw.Name, "/")
+		cw.TypedPerFilterConfig = grpcObservePerVariant(e, target, variant)
+	}
 	return &routev3.Route{
 		Name:  e.Name + "/weighted",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-			ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(e, false)},
+			ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc},
 		}},
 	}
 }

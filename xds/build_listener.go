@@ -29,13 +29,18 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 		// decision may set them (clients must not pick their own variant).
 		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{{
 			Name:        "modelsplit.strip_client_headers",
-			TypedConfig: mustAny(stripClientHeaders()),
+			TypedConfig: mustAny(stripClientHeaders(cfg)),
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
 			{Name: DecideFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(decideFilter(cfg))}},
-			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 		},
 	}
+	if anyObserved(cfg) {
+		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: ObserveFilterName,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(observeFilter(cfg))}})
+	}
+	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: routerFilterName,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
 	return &listenerv3.Listener{
 		Name:    GatewayListenerName,
 		Address: socketAddress(cfg.Gateway.Address, cfg.Gateway.Port),
@@ -48,11 +53,61 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	}, nil
 }
 
-func stripClientHeaders() *earlyv3.HeaderMutation {
-	return &earlyv3.HeaderMutation{Mutations: []*mutationv3.HeaderMutation{
-		{Action: &mutationv3.HeaderMutation_Remove{Remove: config.VariantHeader}},
-		{Action: &mutationv3.HeaderMutation_Remove{Remove: config.ShadowHeader}},
-	}}
+func stripClientHeaders(cfg *config.Config) *earlyv3.HeaderMutation {
+	names := map[string]bool{config.VariantHeader: true, config.ShadowHeader: true}
+	for _, e := range cfg.Endpoints {
+		for _, s := range e.Shadows {
+			names[config.ShadowHeaderFor(s.Name)] = true
+		}
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	m := &earlyv3.HeaderMutation{}
+	for _, n := range sorted {
+		m.Mutations = append(m.Mutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Remove{Remove: n}})
+	}
+	return m
+}
+
+func anyObserved(cfg *config.Config) bool {
+	for i := range cfg.Endpoints {
+		if cfg.Endpoints[i].Observed() {
+			return true
+		}
+	}
+	return false
+}
+
+// observeProcessingMode: headers both ways, no bodies. Endpoints with a
+// compare-mode shadow override it per route to stream bodies as well.
+func observeProcessingMode(bodies extprocv3.ProcessingMode_BodySendMode, trailers extprocv3.ProcessingMode_HeaderSendMode) *extprocv3.ProcessingMode {
+	return &extprocv3.ProcessingMode{
+		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+		RequestBodyMode:     bodies,
+		ResponseBodyMode:    bodies,
+		RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: trailers,
+	}
+}
+
+// observeFilter is the second ext_proc filter: observability mode ("send
+// and go"), so Envoy never waits for it and ignores anything it answers.
+// It runs after the decision, so it sees the routing header, and on the
+// response path it sees the variant header the route added.
+func observeFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
+	return &extprocv3.ExternalProcessor{
+		GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}},
+			InitialMetadata: []*corev3.HeaderValue{{Key: config.ClientMetadataKey, Value: "envoy"}},
+		},
+		ObservabilityMode: true,
+		FailureModeAllow:  true,
+		ProcessingMode:    observeProcessingMode(extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SKIP),
+	}
 }
 
 // decideProcessingMode sends request headers only: one round trip per
@@ -111,7 +166,7 @@ func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 		// in rejected_header_mutations), not turned into errors.
 		MutationRules: &mutationv3.HeaderMutationRules{
 			DisallowAll:     boolValue(true),
-			AllowExpression: &matcherv3.RegexMatcher{Regex: `^(x-modelsplit-(variant|shadow)|set-cookie)$`},
+			AllowExpression: &matcherv3.RegexMatcher{Regex: `^(x-modelsplit-(variant|shadow-[a-z0-9._-]+)|set-cookie)$`},
 		},
 		ForwardRules: &extprocv3.HeaderForwardingRules{AllowedHeaders: forwardedHeaders(cfg)},
 	}

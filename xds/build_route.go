@@ -43,6 +43,7 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 // that splits by weight when no decision was made (ext_proc down or slow).
 func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 	perRoute := map[string]*anypb.Any{DecideFilterName: mustAny(endpointExtProcPerRoute(e.Name))}
+	perRoute[ObserveFilterName] = mustAny(observePerRoute(e))
 	mirrors := mirrorPolicies(e)
 	var routes []*routev3.Route
 	for _, v := range e.Variants {
@@ -115,26 +116,43 @@ func stickyHashPolicy(e *config.Endpoint) []*routev3.RouteAction_HashPolicy {
 // runtime fraction; user-sampled shadows mirror only when the decision set
 // x-modelsplit-shadow (cluster_header is read after ext_proc ran), so a
 // sampled user's whole session is mirrored.
+//
+// Compare-mode shadows get no mirror: modelsplit replays their requests
+// itself (it needs the answers), and paused shadows get nothing.
 func mirrorPolicies(e *config.Endpoint) []*routev3.RouteAction_RequestMirrorPolicy {
 	var out []*routev3.RouteAction_RequestMirrorPolicy
-	userSampled := false
 	for _, s := range e.Shadows {
-		if !s.PerRequest {
-			userSampled = true
-			continue
+		switch {
+		case s.Paused || s.Compare != nil:
+		case s.PerRequest:
+			out = append(out, &routev3.RouteAction_RequestMirrorPolicy{
+				Cluster: config.ClusterName(e.Name, s.Name),
+				RuntimeFraction: &corev3.RuntimeFractionalPercent{
+					DefaultValue: percent(s.Percent),
+					RuntimeKey:   "modelsplit.shadow." + e.Name + "." + s.Name,
+				},
+			})
+		default:
+			out = append(out, &routev3.RouteAction_RequestMirrorPolicy{ClusterHeader: config.ShadowHeaderFor(s.Name)})
 		}
-		out = append(out, &routev3.RouteAction_RequestMirrorPolicy{
-			Cluster: config.ClusterName(e.Name, s.Name),
-			RuntimeFraction: &corev3.RuntimeFractionalPercent{
-				DefaultValue: percent(s.Percent),
-				RuntimeKey:   "modelsplit.shadow." + e.Name + "." + s.Name,
-			},
-		})
-	}
-	if userSampled {
-		out = append(out, &routev3.RouteAction_RequestMirrorPolicy{ClusterHeader: config.ShadowHeader})
 	}
 	return out
+}
+
+// observePerRoute turns the observe filter off for endpoints that opted
+// out, names the endpoint otherwise, and streams bodies where a
+// compare-mode shadow needs them (observability mode allows STREAMED).
+func observePerRoute(e *config.Endpoint) *extprocv3.ExtProcPerRoute {
+	if !e.Observed() {
+		return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}}
+	}
+	o := &extprocv3.ExtProcOverrides{
+		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: config.EndpointMetadataKey, Value: e.Name}},
+	}
+	if e.Comparing() {
+		o.ProcessingMode = observeProcessingMode(extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_SKIP)
+	}
+	return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: o}}
 }
 
 // percent is p% as Envoy's fraction: whole percents over HUNDRED (what an

@@ -54,7 +54,7 @@ func TestEnvoyShadowMirrors(t *testing.T) {
 				if f.GetNumerator() != 5_000 || f.GetDenominator() != typev3.FractionalPercent_MILLION {
 					t.Errorf("route %s: sampler mirrors %d/%v, want 5000/MILLION (0.5%%)", r.GetName(), f.GetNumerator(), f.GetDenominator())
 				}
-			case m.GetClusterHeader() == config.ShadowHeader:
+			case m.GetClusterHeader() == config.ShadowHeaderFor("candidate"):
 				byHeader++
 				if m.GetRuntimeFraction() != nil {
 					t.Errorf("route %s: the user-sampled mirror must not sample again per request", r.GetName())
