@@ -4,7 +4,6 @@ package api
 
 import "time"
 
-
 // EndpointList is GET /v1/endpoints.
 type EndpointList struct {
 	Endpoints []EndpointStatus `json:"endpoints"`

@@ -146,10 +146,10 @@ type Endpoint struct {
 	// latency (and compare-mode shadows) from an ext_proc filter in
 	// observability mode, which adds no wait to the request. On unless
 	// set to false.
-	Observe     *bool     `yaml:"observe"`
-	Variants    []Variant `yaml:"variants"`
-	Shadows     []Shadow  `yaml:"shadows"`
-	Rules       []Rule    `yaml:"rules"`
+	Observe  *bool     `yaml:"observe"`
+	Variants []Variant `yaml:"variants"`
+	Shadows  []Shadow  `yaml:"shadows"`
+	Rules    []Rule    `yaml:"rules"`
 }
 
 // Match selects the requests that belong to an endpoint.
