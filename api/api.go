@@ -17,9 +17,12 @@ type EndpointStatus struct {
 	Override      bool       `json:"override"`
 	OverrideSince *time.Time `json:"override_since,omitempty"`
 	// RollbackDepth is how many earlier weight sets rollback can restore.
-	RollbackDepth int             `json:"rollback_depth"`
-	Variants      []VariantStatus `json:"variants"`
-	Shadows       []ShadowStatus  `json:"shadows,omitempty"`
+	RollbackDepth int `json:"rollback_depth"`
+	// LiveSource says what live shares count: "requests" (the observe
+	// filter saw them) or "decisions" (no observed traffic in the window).
+	LiveSource string          `json:"live_source"`
+	Variants   []VariantStatus `json:"variants"`
+	Shadows    []ShadowStatus  `json:"shadows,omitempty"`
 }
 
 // VariantStatus is one variant's configured and live traffic.
@@ -76,6 +79,11 @@ type ChangeResult struct {
 	Previous map[string]int `json:"previous"` // in force before it
 	Paused   []string       `json:"paused_shadows,omitempty"`
 	Audit    AuditEntry     `json:"audit"`
+	// Persisted is false when the change is in force but could not be
+	// stored (Redis or the state file unavailable); it is retried, and
+	// Warning says why.
+	Persisted bool   `json:"persisted"`
+	Warning   string `json:"warning,omitempty"`
 }
 
 // AuditEntry records one change: what, when and from where.

@@ -84,12 +84,25 @@ func TestRedisKeysAreHashedWithTTL(t *testing.T) {
 	c := redisClient(t, r)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	keys, err := c.Keys(ctx, "*").Result()
+	keys, err := c.Keys(ctx, "t:a:*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(keys) != 1 {
 		t.Fatalf("redis keys = %q, want one assignment", keys)
+	}
+	// The per-variant user counter holds only hashes too: the member
+	// added is the hashed assignment key.
+	counters, err := c.Keys(ctx, "t:users:*").Result()
+	if err != nil || len(counters) != 1 {
+		t.Fatalf("user counters = %q (%v), want one", counters, err)
+	}
+	if n, err := c.PFCount(ctx, counters[0]).Result(); err != nil || n != 1 {
+		t.Errorf("PFCOUNT %s = %d (%v), want 1", counters[0], n, err)
+	}
+	dump, _ := c.Dump(ctx, counters[0]).Result()
+	if strings.Contains(dump, "alice") {
+		t.Errorf("raw user id inside the user counter")
 	}
 	for _, k := range keys {
 		if strings.Contains(k, "alice") {
