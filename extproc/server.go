@@ -27,6 +27,7 @@ import (
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/shadow"
 )
 
 // Decider picks a variant for a request. *cohort.Engine implements it.
@@ -38,6 +39,12 @@ type Decider interface {
 type Options struct {
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
+	// Shadows receives compare-mode exchanges from the observe filter;
+	// nil disables comparison (observation still counts).
+	Shadows *shadow.Manager
+	// Sampler picks compare-mode shadows; defaults to the Decider when it
+	// implements ShadowSampler.
+	Sampler ShadowSampler
 }
 
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
@@ -48,6 +55,11 @@ type Server struct {
 	health  *health.Server
 	streams streamCounters
 	unknown func()
+
+	metrics *metrics.Metrics
+	series  seriesCache
+	sampler ShadowSampler
+	shadows *shadow.Manager
 }
 
 // NewServer returns a server deciding with d.
@@ -58,7 +70,11 @@ func NewServer(d Decider, opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
 	}
-	s := &Server{decider: d, log: opts.Logger, health: health.NewServer()}
+	s := &Server{decider: d, log: opts.Logger, health: health.NewServer(), metrics: opts.Metrics,
+		series: seriesCache{m: opts.Metrics}, sampler: opts.Sampler, shadows: opts.Shadows}
+	if s.sampler == nil {
+		s.sampler, _ = d.(ShadowSampler)
+	}
 	s.streams = newStreamCounters(opts.Metrics)
 	s.unknown = opts.Metrics.UnknownEndpoint.Inc
 	return s
@@ -114,6 +130,10 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	for {
 		req, err := stream.Recv()
 		if err != nil {
+			if st.observing {
+				s.metrics.ObserveStreams.WithLabelValues(st.client.String(), st.observeEnd()).Inc()
+				return nil
+			}
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
 				s.streams.done(st.client, resultOf(st))
 				return nil
@@ -123,6 +143,11 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		}
 		resp, err := st.handle(req)
 		if err != nil {
+			if st.observing {
+				st.observeEnd()
+				s.metrics.ObserveStreams.WithLabelValues(st.client.String(), "malformed").Inc()
+				return status.Error(codes.InvalidArgument, err.Error())
+			}
 			s.streams.done(st.client, "malformed")
 			s.log.Debug("ending malformed ext_proc stream", zap.Error(err))
 			return status.Error(codes.InvalidArgument, err.Error())
@@ -154,6 +179,12 @@ type streamState struct {
 	sawRequestHeaders bool
 	passthrough       bool
 	setCookie         string // minted id cookie, added on the response phase
+
+	// Observe-filter streams (observability mode).
+	observing     bool
+	servedVariant string // from stream metadata (proxyless gRPC overrides)
+	obs           *observation
+	observeResult string
 }
 
 func (st *streamState) readMetadata(ctx context.Context) {
@@ -164,12 +195,18 @@ func (st *streamState) readMetadata(ctx context.Context) {
 	if v := md.Get(config.ClientMetadataKey); len(v) > 0 && v[0] == "grpc" {
 		st.client = clientGRPC
 	}
+	if v := md.Get(config.ServedVariantMetadataKey); len(v) > 0 {
+		st.servedVariant = v[0]
+	}
 }
 
 // handle answers one message. It returns (nil, nil) when no reply is due
 // and an error wrapping errMalformed for protocol violations.
 func (st *streamState) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 	observe := req.GetObservabilityMode()
+	if observe {
+		st.observing = true
+	}
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		if st.sawRequestHeaders {
@@ -177,6 +214,7 @@ func (st *streamState) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Proc
 		}
 		st.sawRequestHeaders = true
 		if observe {
+			st.observeRequestHeaders(r.RequestHeaders)
 			return nil, nil
 		}
 		return st.requestHeaders(r.RequestHeaders), nil
@@ -185,16 +223,19 @@ func (st *streamState) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Proc
 			return nil, fmt.Errorf("%w: response_headers before request_headers", errMalformed)
 		}
 		if observe {
+			st.observeResponseHeaders(r.ResponseHeaders)
 			return nil, nil
 		}
 		return st.responseHeaders(), nil
 	case *extprocv3.ProcessingRequest_RequestBody:
 		if observe {
+			st.observeRequestBody(r.RequestBody)
 			return nil, nil
 		}
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}, nil
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		if observe {
+			st.observeResponseBody(r.ResponseBody)
 			return nil, nil
 		}
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}, nil
@@ -205,6 +246,7 @@ func (st *streamState) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Proc
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}, nil
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		if observe {
+			st.observeResponseTrailers(r.ResponseTrailers)
 			return nil, nil
 		}
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
@@ -238,11 +280,20 @@ func (st *streamState) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Proce
 		}
 		return emptyRequestHeaders()
 	}
+	set := []*corev3.HeaderValueOption{
+		st.header(config.VariantHeader, d.Variant, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+	}
+	if !d.Mirror.Empty() && st.client == clientEnvoy { // grpc-go has no mirrors
+		// Each sampled shadow's mirror policy reads its own header
+		// (cluster_header), so a user sampled into a shadow is mirrored on
+		// every request of the session.
+		d.Mirror.Each(func(_, header, cluster string) {
+			set = append(set, st.header(header, cluster, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+		})
+	}
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
 		Response: &extprocv3.CommonResponse{
-			HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
-				st.header(config.VariantHeader, d.Variant, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
-			}},
+			HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: set},
 			// The route was chosen before we ran; clearing the cache makes
 			// Envoy re-match with the header we just set (ENVOY.md §0.1).
 			ClearRouteCache: true,

@@ -87,15 +87,12 @@ func (s *Service) Reload() error {
 	return nil
 }
 
-// apply pushes a validated config to the control plane first (it is the
-// step that can refuse), then to the decision engine. Callers hold reloadMu.
+// apply installs a validated config file; live changes from the admin
+// API stay on top of it unless the file changed the same setting.
+// Callers hold reloadMu.
 func (s *Service) apply(cfg *config.Config) error {
-	if err := s.xds.Apply(cfg); err != nil {
-		return err
-	}
-	s.engine.SetConfig(cfg)
-	s.current = cfg
-	return nil
+	_, err := s.control.SetFileConfig(cfg)
+	return err
 }
 
 // checkListenUnchanged refuses reloads that move listeners: they need a

@@ -12,20 +12,27 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/modelsplit/modelsplit/admin"
+	"github.com/modelsplit/modelsplit/api"
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/control"
 	"github.com/modelsplit/modelsplit/extproc"
 	"github.com/modelsplit/modelsplit/metrics"
 	"github.com/modelsplit/modelsplit/rls"
+	"github.com/modelsplit/modelsplit/shadow"
 	"github.com/modelsplit/modelsplit/xds"
 )
 
@@ -63,6 +70,8 @@ type Service struct {
 	store   cohort.Store
 	engine  *cohort.Engine
 	extproc *extproc.Server
+	shadows *shadow.Manager
+	control *control.Controller
 
 	xdsGRPC     *grpc.Server
 	extprocGRPC *grpc.Server
@@ -70,7 +79,7 @@ type Service struct {
 	addrs       Addrs
 
 	reloadMu sync.Mutex
-	current  *config.Config
+	current  atomic.Pointer[config.Config] // effective: file plus live changes
 	fileSig  fileSignature
 
 	cancel context.CancelFunc
@@ -92,8 +101,9 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	}
 	cfg := opts.Config
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Service{opts: opts, log: opts.Logger, metrics: metrics.New(), current: cfg,
+	s := &Service{opts: opts, log: opts.Logger, metrics: metrics.New(),
 		cancel: cancel, done: make(chan struct{}), errc: make(chan error, 3)}
+	s.current.Store(cfg)
 	ok := false
 	defer func() {
 		if !ok {
@@ -122,12 +132,18 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		s.metrics.StoreUp.Set(1)
 	}
 	s.engine = cohort.NewEngine(s.store, cohort.Options{Logger: s.log.Named("cohort"), Metrics: s.metrics, CacheSize: cfg.Store.CacheSize})
-	s.engine.SetConfig(cfg)
-	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics})
+	s.shadows = shadow.NewManager(shadow.Options{Logger: s.log.Named("shadow"), Metrics: s.metrics})
+	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics, Shadows: s.shadows})
 
-	// Control plane.
+	// Control plane, then live state on top of the file's config.
 	s.xds = xds.NewServer(ctx, xds.ServerOptions{Logger: s.log.Named("xds"), Metrics: s.metrics})
-	if err := s.xds.Apply(cfg); err != nil {
+	persister, err := s.persister(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.control = control.New(ctx, control.Options{Logger: s.log.Named("control"), Metrics: s.metrics,
+		Persister: persister, Apply: s.serveConfig, Users: s.engine, Shadows: shadowReader{s.shadows}})
+	if _, err := s.control.SetFileConfig(cfg); err != nil {
 		return nil, fmt.Errorf("initial config: %w", err)
 	}
 
@@ -166,7 +182,9 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		}},
 		{Name: "store", Fn: s.storeCheck},
 	}})
+	s.control.Register(adminHandler)
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
+	go s.control.Run(ctx)
 
 	go func() { s.errc <- serveErr("xds", s.xdsGRPC.Serve(xdsLis)) }()
 	go func() { s.errc <- serveErr("extproc", s.extprocGRPC.Serve(extLis)) }()
@@ -209,11 +227,58 @@ func (s *Service) XDS() *xds.Server { return s.xds }
 // Engine returns the decision engine.
 func (s *Service) Engine() *cohort.Engine { return s.engine }
 
-// Config returns the config in force.
-func (s *Service) Config() *config.Config {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	return s.current
+// Config returns the config in force: the file's, with live changes
+// from the admin API applied.
+func (s *Service) Config() *config.Config { return s.current.Load() }
+
+// Control returns the live-control state.
+func (s *Service) Control() *control.Controller { return s.control }
+
+// serveConfig pushes an effective config to the control plane first (it
+// is the step that can refuse), then to decisions and shadows.
+func (s *Service) serveConfig(cfg *config.Config) error {
+	if err := s.xds.Apply(cfg); err != nil {
+		return err
+	}
+	s.engine.SetConfig(cfg)
+	s.shadows.SetConfig(cfg)
+	s.current.Store(cfg)
+	return nil
+}
+
+// persister picks where live changes are kept: admin.state_file when
+// set, else Redis when the assignment store is Redis, else a state file
+// beside the config file (none for a config built in code).
+func (s *Service) persister(cfg *config.Config) (control.Persister, error) {
+	switch {
+	case cfg.Admin.StateFile != "":
+		return control.FilePersister{Path: cfg.Admin.StateFile}, nil
+	case cfg.Store.Redis != "":
+		if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
+			return control.RedisPersister{Client: rc.Client(), Key: cfg.Store.KeyPrefix + "control"}, nil
+		}
+		return nil, errors.New("store: the Redis store exposes no client for live state")
+	case s.opts.ConfigPath != "":
+		return control.FilePersister{Path: DefaultStateFile(s.opts.ConfigPath)}, nil
+	}
+	return nil, nil
+}
+
+// DefaultStateFile is where live changes go without Redis or
+// admin.state_file: beside the config, named after it.
+func DefaultStateFile(configPath string) string {
+	ext := filepath.Ext(configPath)
+	return strings.TrimSuffix(configPath, ext) + ".state.json"
+}
+
+// shadowReader adapts the shadow manager to the admin API.
+type shadowReader struct{ m *shadow.Manager }
+
+func (r shadowReader) Samples(endpoint, sh string) ([]api.Sample, bool) { return r.m.Samples(endpoint, sh) }
+
+func (r shadowReader) Stats(endpoint, sh string) (compared, agreed, errs, dropped uint64, ok bool) {
+	st, ok := r.m.Stats(endpoint, sh)
+	return st.Compared, st.Agreed, st.Errors, st.Dropped, ok
 }
 
 // Wait blocks until the service has stopped, returning the first serving
@@ -263,6 +328,9 @@ func (s *Service) stop() {
 		_ = s.adminHTTP.Shutdown(grace)
 	}
 	wg.Wait()
+	if s.shadows != nil {
+		s.shadows.Close()
+	}
 	if s.engine != nil {
 		_ = s.engine.Close()
 	}

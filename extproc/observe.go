@@ -1,0 +1,359 @@
+package extproc
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+
+	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/shadow"
+)
+
+// The observe filter runs in observability mode: Envoy (and grpc-go) send
+// request headers, response headers, trailers and, for compare-mode
+// shadows, the bodies, and never wait for an answer. From them the
+// server counts requests, status classes and latency per variant, and
+// hands sampled exchanges to the shadow comparer.
+
+// ShadowSampler picks the compare-mode shadows that sample a request
+// (*cohort.Engine implements it).
+type ShadowSampler interface {
+	CompareShadows(endpoint string, h cohort.Headers) cohort.ShadowSet
+}
+
+// observation is one observed request.
+type observation struct {
+	start     time.Time
+	variant   string // served variant, once known
+	method    string
+	path      string
+	authority string
+	requestID string
+	header    http.Header // replayable request headers (captures only)
+	captures  []namedCapture
+
+	status    int // HTTP status, or gRPC code when grpc
+	hasStatus bool
+	recorded  bool // metrics written
+	finished  bool // captures handed over
+}
+
+type namedCapture struct {
+	shadow string
+	c      *shadow.Capture
+}
+
+// variantSeries are one (endpoint, variant)'s observe series, resolved
+// once so the per-request path does no label lookups.
+type variantSeries struct {
+	requests prometheus.Counter
+	classes  [4]prometheus.Counter // 2xx, 3xx, 4xx, 5xx
+	latency  prometheus.Observer
+}
+
+// seriesCache resolves variant series without allocating on a hit.
+type seriesCache struct {
+	m  *metrics.Metrics
+	mu sync.RWMutex
+	by map[string]map[string]*variantSeries // endpoint → variant → series
+}
+
+// maxObservedSeries bounds the label sets created from names that come
+// off the wire (response headers): a misbehaving backend that invents
+// variant names cannot grow the registry without bound.
+const maxObservedSeries = 4096
+
+func (c *seriesCache) get(endpoint, variant string) *variantSeries {
+	c.mu.RLock()
+	s := c.by[endpoint][variant]
+	c.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.by == nil {
+		c.by = map[string]map[string]*variantSeries{}
+	}
+	if s = c.by[endpoint][variant]; s != nil {
+		return s
+	}
+	n := 0
+	for _, vs := range c.by {
+		n += len(vs)
+	}
+	if n >= maxObservedSeries {
+		return nil
+	}
+	s = &variantSeries{
+		requests: c.m.VariantRequests.WithLabelValues(endpoint, variant),
+		latency:  c.m.VariantLatency.WithLabelValues(endpoint, variant),
+	}
+	for i, class := range []string{"2xx", "3xx", "4xx", "5xx"} {
+		s.classes[i] = c.m.VariantResponses.WithLabelValues(endpoint, variant, class)
+	}
+	if c.by[endpoint] == nil {
+		c.by[endpoint] = map[string]*variantSeries{}
+	}
+	c.by[endpoint][variant] = s
+	return s
+}
+
+// statusClass maps an HTTP status to 0..3 (2xx..5xx); 1xx and other
+// oddities count as 5xx only when >= 500, else 2xx.
+func statusClass(code int) int {
+	switch {
+	case code >= 500:
+		return 3
+	case code >= 400:
+		return 2
+	case code >= 300:
+		return 1
+	default:
+		return 0
+	}
+}
+
+// grpcClass maps a gRPC status code to an HTTP class the way
+// grpc-gateway maps codes to statuses: caller mistakes are 4xx, server
+// trouble 5xx.
+func grpcClass(code int) int {
+	switch codes.Code(code) {
+	case codes.OK:
+		return 0
+	case codes.Canceled, codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
+		codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange, codes.Unauthenticated:
+		return 2
+	default:
+		return 3
+	}
+}
+
+// observeRequestHeaders starts an observation.
+func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders) {
+	o := &observation{start: time.Now()}
+	st.obs = o
+	hv := headerView{h.GetHeaders().GetHeaders()}
+	if st.servedVariant != "" {
+		o.variant = st.servedVariant
+	} else if v, ok := hv.Get(config.VariantHeader); ok {
+		o.variant = v
+	}
+	if st.endpoint == "" || st.server.sampler == nil || st.server.shadows == nil {
+		return
+	}
+	set := st.server.sampler.CompareShadows(st.endpoint, hv)
+	if set.Empty() {
+		return
+	}
+	set.Each(func(name, _, _ string) {
+		if c := st.server.shadows.Begin(st.endpoint, name); c != nil {
+			o.captures = append(o.captures, namedCapture{shadow: name, c: c})
+		}
+	})
+	if len(o.captures) == 0 {
+		return
+	}
+	o.header = http.Header{}
+	for _, kv := range h.GetHeaders().GetHeaders() {
+		k, val := kv.GetKey(), headerValue(kv)
+		switch {
+		case k == ":method":
+			o.method = val
+		case k == ":path":
+			o.path = val
+		case k == ":authority":
+			o.authority = val
+		case k == config.RequestIDHeader:
+			o.requestID = val
+			o.header.Add(k, val)
+		case strings.HasPrefix(k, ":"), hopByHop(k), strings.HasPrefix(k, "x-modelsplit-"), strings.HasPrefix(k, "x-envoy-"):
+		default:
+			o.header.Add(k, val)
+		}
+	}
+	if o.method == "" {
+		o.method = http.MethodPost // gRPC clients send no :method
+	}
+}
+
+func hopByHop(k string) bool {
+	switch k {
+	case "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "content-length", "host":
+		return true
+	}
+	return false
+}
+
+func (st *streamState) observeRequestBody(b *extprocv3.HttpBody) {
+	o := st.obs
+	if o == nil || len(o.captures) == 0 {
+		return
+	}
+	if len(b.GetBody()) == 0 {
+		return // end of stream without a message, or an empty chunk
+	}
+	o.captures = keepCaptures(o.captures, func(c *shadow.Capture) bool { return c.Request(b.GetBody()) })
+}
+
+func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
+	o := st.obs
+	if o == nil {
+		return
+	}
+	hv := headerView{h.GetHeaders().GetHeaders()}
+	if v, ok := hv.Get(config.VariantHeader); ok && st.servedVariant == "" {
+		o.variant = v // what the route that served the request added
+	}
+	if st.client == clientGRPC {
+		// gRPC status comes in trailers, unless the answer is trailers-only.
+		if s, ok := hv.Get("grpc-status"); ok {
+			o.setStatus(s)
+		}
+		if h.GetEndOfStream() {
+			st.observeDone()
+		}
+		return
+	}
+	if s, ok := hv.Get(":status"); ok {
+		o.setStatus(s)
+	}
+	st.record() // time to the response headers, as the latency histogram says
+	if h.GetEndOfStream() {
+		st.observeDone()
+	}
+}
+
+func (o *observation) setStatus(s string) {
+	if n, err := strconv.Atoi(s); err == nil {
+		o.status, o.hasStatus = n, true
+	}
+}
+
+func (st *streamState) observeResponseBody(b *extprocv3.HttpBody) {
+	o := st.obs
+	if o == nil {
+		return
+	}
+	if len(o.captures) > 0 && len(b.GetBody()) > 0 {
+		o.captures = keepCaptures(o.captures, func(c *shadow.Capture) bool { return c.Response(b.GetBody()) })
+	}
+	if b.GetEndOfStream() && st.client != clientGRPC {
+		st.observeDone()
+	}
+}
+
+func (st *streamState) observeResponseTrailers(t *extprocv3.HttpTrailers) {
+	o := st.obs
+	if o == nil {
+		return
+	}
+	if s, ok := (headerView{t.GetTrailers().GetHeaders()}).Get("grpc-status"); ok {
+		o.setStatus(s)
+	}
+	st.observeDone()
+}
+
+// observeDone: the response is complete.
+func (st *streamState) observeDone() {
+	st.record()
+	o := st.obs
+	if o.finished {
+		return
+	}
+	o.finished = true
+	if len(o.captures) == 0 {
+		return
+	}
+	if !o.hasStatus {
+		for _, c := range o.captures {
+			c.c.Abort("incomplete")
+		}
+		o.captures = nil
+		return
+	}
+	x := shadow.Exchange{
+		RequestID: o.requestID, Method: o.method, Path: o.path, Authority: o.authority,
+		Header: o.header, PrimaryStatus: o.status, PrimaryLatency: time.Since(o.start),
+	}
+	for _, c := range o.captures {
+		c.c.Finish(x)
+	}
+	o.captures = nil
+}
+
+// record writes the request's metrics once.
+func (st *streamState) record() {
+	o := st.obs
+	if o.recorded || !o.hasStatus {
+		return
+	}
+	o.recorded = true
+	if o.variant == "" || st.endpoint == "" {
+		st.observeResult = "no_variant"
+		return
+	}
+	s := st.server.series.get(st.endpoint, o.variant)
+	if s == nil {
+		st.observeResult = "too_many_series"
+		return
+	}
+	s.requests.Inc()
+	class := statusClass(o.status)
+	if st.client == clientGRPC {
+		class = grpcClass(o.status)
+	}
+	s.classes[class].Inc()
+	s.latency.Observe(time.Since(o.start).Seconds())
+	st.observeResult = "observed"
+}
+
+// observeEnd runs when the stream ends: a response never seen means the
+// client went away (or Envoy closed the stream after its deferred-close
+// timeout); captures are dropped, counted as incomplete.
+func (st *streamState) observeEnd() string {
+	o := st.obs
+	if o == nil {
+		return "incomplete"
+	}
+	if !o.finished {
+		for _, c := range o.captures {
+			c.c.Abort("incomplete")
+		}
+		o.captures = nil
+	}
+	if st.observeResult == "" {
+		if st.endpoint == "" {
+			return "unknown_endpoint"
+		}
+		return "incomplete"
+	}
+	return st.observeResult
+}
+
+func keepCaptures(cs []namedCapture, ok func(*shadow.Capture) bool) []namedCapture {
+	out := cs[:0]
+	for _, c := range cs {
+		if ok(c.c) {
+			out = append(out, c) // a capture over budget dropped itself
+		}
+	}
+	return out
+}
+
+// headerValue reads a HeaderValue the way Envoy fills it.
+func headerValue(h *corev3.HeaderValue) string {
+	if raw := h.GetRawValue(); len(raw) > 0 {
+		return string(raw)
+	}
+	return h.GetValue()
+}

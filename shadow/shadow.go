@@ -1,0 +1,619 @@
+// Package shadow compares a shadow variant's answers with the primary's.
+// The observe filter (package extproc) captures a sampled request and the
+// primary's answer; the Manager replays the request to the shadow's
+// backends off the request path, compares the two answers and records the
+// result in metrics and a bounded ring of disagreement samples. Budgets
+// (replays in flight, bytes held, a timeout) bound what it may use: past
+// them an exchange is dropped and counted, and nothing ever waits.
+package shadow
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/modelsplit/modelsplit/api"
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/metrics"
+)
+
+// Options configures a Manager.
+type Options struct {
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+}
+
+// Exchange is what the observe filter knows of a sampled request, besides
+// the bodies the Capture holds.
+type Exchange struct {
+	RequestID string      // x-request-id, or "" (one is generated)
+	Method    string      // HTTP method; gRPC: POST
+	Path      string      // :path (gRPC: /pkg.Service/Method)
+	Authority string      // :authority
+	Header    http.Header // request headers to replay (no pseudo, hop-by-hop or x-modelsplit-* headers)
+	// PrimaryStatus is the HTTP status, or the gRPC status code (0 = OK).
+	PrimaryStatus  int
+	PrimaryLatency time.Duration
+}
+
+// Stats are one shadow's results since it was configured.
+type Stats struct {
+	Compared, Agreed, Errors, Dropped uint64
+}
+
+// Manager runs comparisons for every compare-mode shadow.
+type Manager struct {
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu      sync.RWMutex
+	shadows map[string]*target // endpoint + "\x00" + shadow
+	closed  bool
+}
+
+// NewManager returns a Manager with no shadows; SetConfig adds them.
+func NewManager(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{log: opts.Logger, metrics: opts.Metrics, ctx: ctx, cancel: cancel, shadows: map[string]*target{}}
+}
+
+func key(endpoint, shadow string) string { return endpoint + "\x00" + shadow }
+
+// target is one compare-mode shadow.
+type target struct {
+	endpoint, name string
+	fingerprint    string // config it was built from; unchanged → kept
+	cfg            config.Compare
+	grpc           bool
+	cmp            *comparer
+	paused         atomic.Bool
+	backends       []string
+	next           atomic.Uint32
+	httpClient     *http.Client
+	connsMu        sync.Mutex
+	conns          map[string]*grpc.ClientConn
+
+	ctx    context.Context // cancelled when the shadow is removed
+	cancel context.CancelFunc
+
+	bytes    atomic.Int64
+	inFlight atomic.Int64
+	compared atomic.Uint64
+	agreed   atomic.Uint64
+	errs     atomic.Uint64
+	dropped  atomic.Uint64
+
+	samplesMu sync.Mutex
+	samples   []api.Sample // ring
+	sampleAt  int          // next slot
+	sampleN   int
+
+	agree, disagree           prometheus.Counter
+	agreement                 prometheus.Gauge
+	latencyDiff               prometheus.Observer
+	errTransport, errStatus   prometheus.Counter
+	drops                     map[string]prometheus.Counter
+	inFlightGauge, bytesGauge prometheus.Gauge
+}
+
+// Drop reasons (the shadow_dropped_total reason label).
+const (
+	DropConcurrency = "concurrency"
+	DropBytes       = "bytes"
+	DropTimeout     = "timeout"
+	DropIncomplete  = "incomplete"
+	DropUnsupported = "unsupported"
+	DropPaused      = "paused"
+)
+
+var dropReasons = []string{DropConcurrency, DropBytes, DropTimeout, DropIncomplete, DropUnsupported, DropPaused}
+
+// SetConfig builds the compare-mode shadows of cfg. Shadows whose config
+// did not change keep their results, samples and connections; removed
+// ones are closed and their replays cancelled.
+func (m *Manager) SetConfig(cfg *config.Config) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	next := map[string]*target{}
+	for i := range cfg.Endpoints {
+		e := &cfg.Endpoints[i]
+		for j := range e.Shadows {
+			s := &e.Shadows[j]
+			if s.Compare == nil {
+				continue
+			}
+			k := key(e.Name, s.Name)
+			fp := fingerprint(e, s)
+			if old, ok := m.shadows[k]; ok && old.fingerprint == fp {
+				old.paused.Store(s.Paused)
+				next[k] = old
+				continue
+			}
+			t, err := m.newTarget(e, s, fp)
+			if err != nil {
+				m.log.Error("compare shadow not started", zap.String("endpoint", e.Name), zap.String("shadow", s.Name), zap.Error(err))
+				continue
+			}
+			if old, ok := m.shadows[k]; ok {
+				t.inherit(old) // a budget change keeps the history
+			}
+			next[k] = t
+		}
+	}
+	for k, old := range m.shadows {
+		if next[k] != old {
+			old.close()
+		}
+	}
+	m.shadows = next
+}
+
+func fingerprint(e *config.Endpoint, s *config.Shadow) string {
+	return fmt.Sprintf("%s|%v|%+v|%v|%s", e.ShadowProtocol(s), s.Backends, *s.Compare, s.Compare.Redact, s.Compare.Field)
+}
+
+func (m *Manager) newTarget(e *config.Endpoint, s *config.Shadow, fp string) (*target, error) {
+	grpcShadow := e.ShadowProtocol(s) == config.ProtocolGRPC
+	cmp, err := newComparer(s.Compare, grpcShadow)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	t := &target{endpoint: e.Name, name: s.Name, fingerprint: fp, cfg: *s.Compare, grpc: grpcShadow, cmp: cmp,
+		ctx: ctx, cancel: cancel, conns: map[string]*grpc.ClientConn{},
+		samples: make([]api.Sample, max(s.Compare.Samples, 1))}
+	t.paused.Store(s.Paused)
+	for _, b := range s.Backends {
+		t.backends = append(t.backends, b.String())
+	}
+	if !grpcShadow {
+		tr := &http.Transport{MaxIdleConnsPerHost: max(s.Compare.MaxConcurrency, 2), IdleConnTimeout: time.Minute}
+		if e.ShadowProtocol(s) == config.ProtocolHTTP2 {
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			tr.Protocols = &p
+		}
+		t.httpClient = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	mt := m.metrics
+	t.agree = mt.ShadowComparisons.WithLabelValues(e.Name, s.Name, "agree")
+	t.disagree = mt.ShadowComparisons.WithLabelValues(e.Name, s.Name, "disagree")
+	t.agreement = mt.ShadowAgreement.WithLabelValues(e.Name, s.Name)
+	t.latencyDiff = mt.ShadowLatencyDiff.WithLabelValues(e.Name, s.Name)
+	t.errTransport = mt.ShadowErrors.WithLabelValues(e.Name, s.Name, "transport")
+	t.errStatus = mt.ShadowErrors.WithLabelValues(e.Name, s.Name, "status")
+	t.inFlightGauge = mt.ShadowInFlight.WithLabelValues(e.Name, s.Name)
+	t.bytesGauge = mt.ShadowBytes.WithLabelValues(e.Name, s.Name)
+	t.drops = map[string]prometheus.Counter{}
+	for _, r := range dropReasons {
+		t.drops[r] = mt.ShadowDropped.WithLabelValues(e.Name, s.Name, r)
+	}
+	return t, nil
+}
+
+// inherit carries results over from the target this one replaces.
+func (t *target) inherit(old *target) {
+	t.compared.Store(old.compared.Load())
+	t.agreed.Store(old.agreed.Load())
+	t.errs.Store(old.errs.Load())
+	t.dropped.Store(old.dropped.Load())
+	old.samplesMu.Lock()
+	for _, s := range old.recent() {
+		t.addSampleLocked(s)
+	}
+	old.samplesMu.Unlock()
+}
+
+func (t *target) close() {
+	t.cancel()
+	t.connsMu.Lock()
+	for _, c := range t.conns {
+		_ = c.Close()
+	}
+	t.conns = map[string]*grpc.ClientConn{}
+	t.connsMu.Unlock()
+	if t.httpClient != nil {
+		t.httpClient.CloseIdleConnections()
+	}
+}
+
+func (m *Manager) target(endpoint, shadow string) *target {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.shadows[key(endpoint, shadow)]
+}
+
+func (t *target) drop(reason string) {
+	t.dropped.Add(1)
+	t.drops[reason].Inc()
+}
+
+// Begin starts capturing one sampled exchange; nil when the shadow is not
+// in compare mode, or is paused (counted).
+func (m *Manager) Begin(endpoint, shadow string) *Capture {
+	t := m.target(endpoint, shadow)
+	if t == nil {
+		return nil
+	}
+	if t.paused.Load() {
+		t.drop(DropPaused)
+		return nil
+	}
+	return &Capture{m: m, t: t}
+}
+
+// Capture holds one exchange's bodies against its shadow's byte budget.
+type Capture struct {
+	m          *Manager
+	t          *target
+	req, resp  []byte
+	held       int64
+	reqN, resN int // messages seen (gRPC)
+	done       bool
+}
+
+func (c *Capture) reserve(n int) bool {
+	if c.done {
+		return false
+	}
+	if c.t.bytes.Add(int64(n)) > c.t.cfg.MaxBytesInFlight {
+		c.t.bytes.Add(-int64(n))
+		c.Abort(DropBytes)
+		return false
+	}
+	c.held += int64(n)
+	c.t.bytesGauge.Add(float64(n))
+	return true
+}
+
+// Request appends a request body chunk (gRPC: one message). False means
+// the capture was dropped (over the byte budget, or a streaming call).
+func (c *Capture) Request(chunk []byte) bool {
+	if c.done {
+		return false
+	}
+	if c.t.grpc {
+		if c.reqN++; c.reqN > 1 {
+			c.Abort(DropUnsupported) // client streaming: one call, many messages
+			return false
+		}
+	}
+	if !c.reserve(len(chunk)) {
+		return false
+	}
+	c.req = append(c.req, chunk...)
+	return true
+}
+
+// Response appends a response body chunk (gRPC: one message).
+func (c *Capture) Response(chunk []byte) bool {
+	if c.done {
+		return false
+	}
+	if c.t.grpc {
+		if c.resN++; c.resN > 1 {
+			c.Abort(DropUnsupported)
+			return false
+		}
+	}
+	if !c.reserve(len(chunk)) {
+		return false
+	}
+	c.resp = append(c.resp, chunk...)
+	return true
+}
+
+func (c *Capture) release() {
+	if c.held > 0 {
+		c.t.bytes.Add(-c.held)
+		c.t.bytesGauge.Sub(float64(c.held))
+		c.held = 0
+	}
+	c.req, c.resp = nil, nil
+}
+
+// Abort drops the capture, counted under reason.
+func (c *Capture) Abort(reason string) {
+	if c.done {
+		return
+	}
+	c.done = true
+	c.release()
+	c.t.drop(reason)
+}
+
+// Finish hands the exchange over for replay and comparison. It never
+// blocks: past the shadow's concurrency budget the exchange is dropped.
+func (c *Capture) Finish(x Exchange) {
+	if c.done {
+		return
+	}
+	t := c.t
+	if t.inFlight.Add(1) > int64(t.cfg.MaxConcurrency) {
+		t.inFlight.Add(-1)
+		c.Abort(DropConcurrency)
+		return
+	}
+	c.done = true
+	t.inFlightGauge.Inc()
+	if !c.m.track() {
+		t.inFlight.Add(-1)
+		t.inFlightGauge.Dec()
+		c.done = false
+		c.Abort(DropIncomplete) // the manager is closing
+		return
+	}
+	go func() {
+		defer c.m.wg.Done()
+		defer func() {
+			c.release()
+			t.inFlight.Add(-1)
+			t.inFlightGauge.Dec()
+		}()
+		t.replay(x, c.req, c.resp)
+	}()
+}
+
+// track registers a replay goroutine unless the manager is closed.
+func (m *Manager) track() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return false
+	}
+	m.wg.Add(1)
+	return true
+}
+
+// replay sends the request to the shadow and compares the answers.
+func (t *target) replay(x Exchange, reqBody, primary []byte) {
+	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.Timeout.D())
+	defer cancel()
+	start := time.Now()
+	var (
+		st   int
+		body []byte
+		err  error
+	)
+	if t.grpc {
+		st, body, err = t.replayGRPC(ctx, x, reqBody)
+	} else {
+		st, body, err = t.replayHTTP(ctx, x, reqBody)
+	}
+	latency := time.Since(start)
+	if err != nil {
+		if ctx.Err() != nil {
+			t.drop(DropTimeout) // also a removed shadow: its replays are moot
+			return
+		}
+		t.errs.Add(1)
+		t.errTransport.Inc()
+		return
+	}
+	reason := t.cmp.compare(x.PrimaryStatus, primary, st, body)
+	if reason == reasonStatus && shadowFailed(t.grpc, x.PrimaryStatus, st) {
+		t.errs.Add(1)
+		t.errStatus.Inc()
+	}
+	n := t.compared.Add(1)
+	a := t.agreed.Load()
+	if reason == "" {
+		a = t.agreed.Add(1)
+		t.agree.Inc()
+	} else {
+		t.disagree.Inc()
+		t.addSample(x, reason, st, latency, reqBody, primary, body)
+	}
+	t.agreement.Set(float64(a) / float64(n))
+	t.latencyDiff.Observe((latency - x.PrimaryLatency).Seconds())
+}
+
+// shadowFailed: the shadow answered an error status where the primary
+// succeeded.
+func shadowFailed(grpcShadow bool, primary, shadow int) bool {
+	if grpcShadow {
+		return primary == 0 && shadow != 0
+	}
+	return primary < 500 && shadow >= 500
+}
+
+func (t *target) pick() string {
+	return t.backends[int(t.next.Add(1)-1)%len(t.backends)]
+}
+
+func (t *target) replayHTTP(ctx context.Context, x Exchange, body []byte) (int, []byte, error) {
+	method := x.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+t.pick()+x.Path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	if x.Header != nil {
+		req.Header = x.Header.Clone()
+	}
+	if x.Authority != "" {
+		req.Host = x.Authority
+	}
+	resp, err := t.httpClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	// The shadow's answer is bounded like the captured bodies.
+	b, err := io.ReadAll(io.LimitReader(resp.Body, t.cfg.MaxBytesInFlight))
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, b, nil
+}
+
+func (t *target) conn(backend string) (*grpc.ClientConn, error) {
+	t.connsMu.Lock()
+	defer t.connsMu.Unlock()
+	if c, ok := t.conns[backend]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient("passthrough:///"+backend, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	t.conns[backend] = c
+	return c, nil
+}
+
+func (t *target) replayGRPC(ctx context.Context, x Exchange, body []byte) (int, []byte, error) {
+	conn, err := t.conn(t.pick())
+	if err != nil {
+		return 0, nil, err
+	}
+	md := metadata.MD{}
+	for k, vs := range x.Header {
+		k = strings.ToLower(k)
+		switch {
+		case k == "content-type", k == "te", k == "user-agent", strings.HasPrefix(k, "grpc-"), strings.HasPrefix(k, ":"):
+			continue
+		}
+		md[k] = append(md[k], vs...)
+	}
+	ctx = metadata.NewOutgoingContext(ctx, md)
+	var out []byte
+	err = conn.Invoke(ctx, x.Path, body, &out, grpc.ForceCodecV2(rawCodec{}), grpc.WaitForReady(false))
+	code := status.Code(err)
+	switch {
+	case err == nil:
+		return 0, out, nil
+	case ctx.Err() != nil:
+		return 0, nil, ctx.Err()
+	case code == codes.Unavailable:
+		return 0, nil, err // no answer: a transport error, not a comparison
+	default:
+		return int(code), nil, nil
+	}
+}
+
+// rawCodec passes serialized messages through: replays need no protobuf
+// types. Its name is "proto" so servers see application/grpc+proto.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, ok := v.([]byte)
+	if !ok {
+		return nil, fmt.Errorf("raw codec: cannot marshal %T", v)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	p, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("raw codec: cannot unmarshal into %T", v)
+	}
+	*p = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (t *target) addSample(x Exchange, reason string, st int, latency time.Duration, req, primary, shadow []byte) {
+	id := x.RequestID
+	if id == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		id = "modelsplit-" + hex.EncodeToString(b[:])
+	}
+	s := api.Sample{
+		Time: time.Now().UTC(), RequestID: id, Method: x.Method, Path: x.Path, Reason: reason,
+		PrimaryStatus: x.PrimaryStatus, ShadowStatus: st,
+		PrimaryLatency: x.PrimaryLatency.Seconds(), ShadowLatency: latency.Seconds(),
+		Request: t.cmp.render(req), Primary: t.cmp.render(primary), Shadow: t.cmp.render(shadow),
+	}
+	t.samplesMu.Lock()
+	t.addSampleLocked(s)
+	t.samplesMu.Unlock()
+}
+
+func (t *target) addSampleLocked(s api.Sample) {
+	t.samples[t.sampleAt] = s
+	t.sampleAt = (t.sampleAt + 1) % len(t.samples)
+	t.sampleN = min(t.sampleN+1, len(t.samples))
+}
+
+// recent returns the samples newest first; callers hold samplesMu.
+func (t *target) recent() []api.Sample {
+	out := make([]api.Sample, 0, t.sampleN)
+	for i := 1; i <= t.sampleN; i++ {
+		out = append(out, t.samples[(t.sampleAt-i+len(t.samples))%len(t.samples)])
+	}
+	return out
+}
+
+// Samples returns the recent disagreements, newest first, configured
+// fields redacted. ok is false for a shadow not in compare mode.
+func (m *Manager) Samples(endpoint, shadow string) ([]api.Sample, bool) {
+	t := m.target(endpoint, shadow)
+	if t == nil {
+		return nil, false
+	}
+	t.samplesMu.Lock()
+	defer t.samplesMu.Unlock()
+	// recent lists oldest-inherited samples in insertion order too.
+	return t.recent(), true
+}
+
+// Stats returns a shadow's results; ok is false when it is not in
+// compare mode.
+func (m *Manager) Stats(endpoint, shadow string) (Stats, bool) {
+	t := m.target(endpoint, shadow)
+	if t == nil {
+		return Stats{}, false
+	}
+	return Stats{Compared: t.compared.Load(), Agreed: t.agreed.Load(), Errors: t.errs.Load(), Dropped: t.dropped.Load()}, true
+}
+
+// Close cancels replays in flight and waits for them.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	for _, t := range m.shadows {
+		t.close()
+	}
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+}
+
