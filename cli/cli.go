@@ -40,6 +40,13 @@ func commands() []command {
 		{"validate", "check a config file and print every problem with its line", runValidate},
 		{"render", "print the Envoy resources a config produces for a node kind", runRender},
 		{"bootstrap", "print an Envoy bootstrap that points at this server", runBootstrap},
+		{"status", "show endpoints, weights, live shares and shadows of a running server", runStatus},
+		{"set-weights", "change an endpoint's weights live", runSetWeights},
+		{"promote", "send all of an endpoint's traffic to one variant", runPromote},
+		{"rollback", "restore an endpoint's previous weights", runRollback},
+		{"reset", "drop live overrides: the config file is in force again", runReset},
+		{"shadow", "pause or resume a shadow, or list its disagreements", runShadow},
+		{"audit", "list recent live changes", runAudit},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -99,7 +106,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "modelsplit rolls out ML model variants behind Envoy: sticky A/B splits, canaries, shadows.")
 	fmt.Fprintln(w, "\nUsage: modelsplit <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'modelsplit <command> -h' for a command's flags.")
 }

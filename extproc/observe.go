@@ -215,12 +215,25 @@ func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
 		o.variant = v // what the route that served the request added
 	}
 	if st.client == clientGRPC {
-		// gRPC status comes in trailers, unless the answer is trailers-only.
-		if s, ok := hv.Get("grpc-status"); ok {
-			o.setStatus(s)
-		}
+		// grpc-go's filter sends response headers when the answer starts,
+		// and trailers only when the caller reads past the last message,
+		// which a unary call never does; and its trailers never carry
+		// grpc-status (grpc-go strips it). So: headers that end the
+		// stream are a trailers-only answer, an error (its code when
+		// present, else Unknown); other headers mean the call succeeded,
+		// timed at the headers.
 		if h.GetEndOfStream() {
+			o.status, o.hasStatus = int(codes.Unknown), true
+			if s, ok := hv.Get("grpc-status"); ok {
+				o.setStatus(s)
+			}
 			st.observeDone()
+			return
+		}
+		o.status, o.hasStatus = int(codes.OK), true
+		st.record()
+		if len(o.captures) == 0 {
+			o.finished = true
 		}
 		return
 	}
@@ -247,7 +260,9 @@ func (st *streamState) observeResponseBody(b *extprocv3.HttpBody) {
 	if len(o.captures) > 0 && len(b.GetBody()) > 0 {
 		o.captures = keepCaptures(o.captures, func(c *shadow.Capture) bool { return c.Response(b.GetBody()) })
 	}
-	if b.GetEndOfStream() && st.client != clientGRPC {
+	// HTTP: the last chunk ends the answer. gRPC: compare mode handles
+	// unary calls, whose one response message is the whole answer.
+	if b.GetEndOfStream() || st.client == clientGRPC {
 		st.observeDone()
 	}
 }

@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -15,6 +16,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/modelsplit/modelsplit/config"
 )
@@ -70,9 +72,16 @@ func grpcListener(e *config.Endpoint, extProcTarget string) *listenerv3.Listener
 			// it would NACK the whole listener for an unknown filter. The
 			// filter only informs the backend; routing does not need it.
 			{Name: DecideFilterName, IsOptional: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(grpcDecideFilter(e, extProcTarget))}},
-			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 		},
 	}
+	if e.Observed() {
+		// Optional, like the decision: a client built without the ext_proc
+		// filter keeps working, unobserved.
+		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: ObserveFilterName, IsOptional: true,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(grpcObserveFilter(e, extProcTarget))}})
+	}
+	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: routerFilterName,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
 	return &listenerv3.Listener{
 		Name:        e.Name,
 		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)},
@@ -134,10 +143,11 @@ func grpcObserveFilter(e *config.Endpoint, target string) *extprocv3.ExternalPro
 		bodies = extprocv3.ProcessingMode_GRPC
 	}
 	return &extprocv3.ExternalProcessor{
-		GrpcService:       grpcObserveService(e, target, ""),
-		ObservabilityMode: true,
-		FailureModeAllow:  true,
-		ProcessingMode:    observeProcessingMode(bodies, extprocv3.ProcessingMode_SEND),
+		GrpcService:          grpcObserveService(e, target, ""),
+		ObservabilityMode:    true,
+		DeferredCloseTimeout: durationpb.New(time.Second),
+		FailureModeAllow:     true,
+		ProcessingMode:       observeProcessingMode(bodies, extprocv3.ProcessingMode_SEND),
 	}
 }
 

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"sort"
+	"time"
 
 	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -105,8 +106,11 @@ func observeFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 			InitialMetadata: []*corev3.HeaderValue{{Key: config.ClientMetadataKey, Value: "envoy"}},
 		},
 		ObservabilityMode: true,
-		FailureModeAllow:  true,
-		ProcessingMode:    observeProcessingMode(extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SKIP),
+		// Close the side stream soon after the request ends (default 5s):
+		// everything the observer needs has been sent by then.
+		DeferredCloseTimeout: durationpb.New(time.Second),
+		FailureModeAllow:     true,
+		ProcessingMode:       observeProcessingMode(extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SKIP),
 	}
 }
 
