@@ -274,7 +274,9 @@ func DefaultStateFile(configPath string) string {
 // shadowReader adapts the shadow manager to the admin API.
 type shadowReader struct{ m *shadow.Manager }
 
-func (r shadowReader) Samples(endpoint, sh string) ([]api.Sample, bool) { return r.m.Samples(endpoint, sh) }
+func (r shadowReader) Samples(endpoint, sh string) ([]api.Sample, bool) {
+	return r.m.Samples(endpoint, sh)
+}
 
 func (r shadowReader) Stats(endpoint, sh string) (compared, agreed, errs, dropped uint64, ok bool) {
 	st, ok := r.m.Stats(endpoint, sh)
