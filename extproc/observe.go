@@ -11,6 +11,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
@@ -29,6 +30,9 @@ import (
 type ShadowSampler interface {
 	CompareShadows(endpoint string, h cohort.Headers) cohort.ShadowSet
 }
+
+// attributesKey is where Envoy and grpc-go put request attributes.
+const attributesKey = "envoy.filters.http.ext_proc"
 
 // observation is one observed request.
 type observation struct {
@@ -139,7 +143,7 @@ func grpcClass(code int) int {
 }
 
 // observeRequestHeaders starts an observation.
-func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders) {
+func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) {
 	o := &observation{start: time.Now()}
 	st.obs = o
 	hv := headerView{h.GetHeaders().GetHeaders()}
@@ -183,6 +187,16 @@ func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders) {
 	}
 	if o.method == "" {
 		o.method = http.MethodPost // gRPC clients send no :method
+	}
+	// grpc-go sends no pseudo-headers; the filter asks it for the method
+	// path and authority as request attributes instead.
+	if a := attrs[attributesKey].GetFields(); a != nil {
+		if o.path == "" {
+			o.path = a["request.path"].GetStringValue()
+		}
+		if o.authority == "" {
+			o.authority = a["request.host"].GetStringValue()
+		}
 	}
 }
 

@@ -214,7 +214,7 @@ func (st *streamState) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Proc
 		}
 		st.sawRequestHeaders = true
 		if observe {
-			st.observeRequestHeaders(r.RequestHeaders)
+			st.observeRequestHeaders(r.RequestHeaders, req.GetAttributes())
 			return nil, nil
 		}
 		return st.requestHeaders(r.RequestHeaders), nil

@@ -616,4 +616,3 @@ func (m *Manager) Close() {
 	m.cancel()
 	m.wg.Wait()
 }
-

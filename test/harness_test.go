@@ -30,7 +30,7 @@ import (
 
 // serveProc is a running `modelsplit serve` subprocess.
 type serveProc struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	cfgPath string
 	admin   string
@@ -42,7 +42,7 @@ type serveProc struct {
 // ports is a fixed set of listen ports for one test, reused across restarts.
 type ports struct{ xds, extproc, admin int }
 
-func newPorts(t *testing.T) ports {
+func newPorts(t testing.TB) ports {
 	t.Helper()
 	xds, err := strconv.Atoi(os.Getenv(envXDSPort))
 	if err != nil {
@@ -62,7 +62,7 @@ func (p ports) listenYAML() string {
 }
 
 // startServe runs the binary on cfgPath and waits until /readyz answers 200.
-func startServe(t *testing.T, cfgPath string, p ports, extraArgs ...string) *serveProc {
+func startServe(t testing.TB, cfgPath string, p ports, extraArgs ...string) *serveProc {
 	t.Helper()
 	bin := os.Getenv(envBinary)
 	if bin == "" {
@@ -181,7 +181,7 @@ func httpGet(url string) (int, string) {
 
 // writeFile writes a config atomically (rename), as editors and ConfigMap
 // updates do, so the watcher never reads half a file.
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
@@ -203,7 +203,7 @@ type backend struct {
 	seen map[string]int // x-modelsplit-variant value → count ("" when absent)
 }
 
-func startBackend(t *testing.T, name string) *backend {
+func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -238,7 +238,7 @@ func (b *backend) variantHeaders() map[string]int {
 
 // xdsClient dials xds:///<endpoint> through the process's default xDS
 // client (bootstrap from GRPC_XDS_BOOTSTRAP_CONFIG, set by TestMain).
-func xdsClient(t *testing.T, endpoint string) testgrpc.TestServiceClient {
+func xdsClient(t testing.TB, endpoint string) testgrpc.TestServiceClient {
 	t.Helper()
 	cc, err := grpc.NewClient("xds:///"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -314,7 +314,7 @@ func callN(ctx context.Context, c testgrpc.TestServiceClient, n, parallel int, m
 // ackedRoute waits until the client's own xDS state (CSDS) shows the route
 // configuration `name` ACKed, with a version different from `notVersion`,
 // and returns that version.
-func ackedRoute(t *testing.T, name, notVersion string, timeout time.Duration) string {
+func ackedRoute(t testing.TB, name, notVersion string, timeout time.Duration) string {
 	t.Helper()
 	srv, err := csds.NewClientStatusDiscoveryServer()
 	if err != nil {
@@ -344,7 +344,7 @@ func ackedRoute(t *testing.T, name, notVersion string, timeout time.Duration) st
 	return ""
 }
 
-func tempConfig(t *testing.T, content string) string {
+func tempConfig(t testing.TB, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "modelsplit.yaml")
 	writeFile(t, path, content)

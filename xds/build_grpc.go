@@ -139,10 +139,14 @@ func grpcObserveService(e *config.Endpoint, target, variant string) *corev3.Grpc
 // messages themselves (body mode GRPC) where a compare shadow needs them.
 func grpcObserveFilter(e *config.Endpoint, target string) *extprocv3.ExternalProcessor {
 	bodies := extprocv3.ProcessingMode_NONE
+	var attrs []string
 	if e.Comparing() {
 		bodies = extprocv3.ProcessingMode_GRPC
+		// grpc-go sends no :path; replays need the method.
+		attrs = []string{"request.path", "request.host"}
 	}
 	return &extprocv3.ExternalProcessor{
+		RequestAttributes:    attrs,
 		GrpcService:          grpcObserveService(e, target, ""),
 		ObservabilityMode:    true,
 		DeferredCloseTimeout: durationpb.New(time.Second),
