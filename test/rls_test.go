@@ -93,6 +93,12 @@ func TestProxylessStickyThroughRLS(t *testing.T) {
 	// Weight change: existing users stay put, new users follow 20/80.
 	writeFile(t, cfgPath, rlsConfig(p, a, b, 20, 80))
 	ackedRoute(t, "echo", v1, 15*time.Second)
+	// The ACK comes before grpc-go has swapped in the updated route: a call
+	// racing that swap can take the weighted default target (seen once for
+	// 1 of 2,000 users in four runs under full-suite load). Stickiness is
+	// what this checks, so it starts once the update has settled; the
+	// transient is documented in README (Proxyless gRPC clients).
+	time.Sleep(time.Second)
 	again := usersOn(ctx, t, client, "user", 2000)
 	moved := 0
 	for u, be := range again {
