@@ -2,6 +2,7 @@ package dashboards
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -18,6 +19,11 @@ import (
 
 // dashboard is the part of Grafana's dashboard model the tests read.
 type dashboard struct {
+	Inputs []struct {
+		Name     string `json:"name"`
+		Type     string `json:"type"`
+		PluginID string `json:"pluginId"`
+	} `json:"__inputs"`
 	Title         string `json:"title"`
 	UID           string `json:"uid"`
 	SchemaVersion int    `json:"schemaVersion"`
@@ -37,6 +43,9 @@ type variable struct {
 	Type       string          `json:"type"`
 	Datasource *datasource     `json:"datasource"`
 	RawQuery   json.RawMessage `json:"query"`
+	Current    struct {
+		Value any `json:"value"`
+	} `json:"current"`
 }
 
 // query returns the variable's query, which Grafana stores either as a
@@ -93,9 +102,22 @@ type family struct {
 }
 
 // registered returns every metric family the fields of *metrics.Metrics
-// describe, with its type and label names. It reflects over the struct so a
-// field added to Metrics is covered without editing this test, and it uses
-// Describe, so a vector with no children yet is still seen.
+// describe, with its type and label names.
+//
+// Why this way: Registry.Gather() only reports a vector once one of its
+// children exists, and touching children would need each vector's label
+// names, which is what we want to learn. Describe reports every family with
+// its variable labels whether or not a child exists, and reflecting over the
+// struct covers a field added to Metrics without editing this test. Two
+// cross-checks tie the fields to what /metrics really serves:
+//   - each field's collector is registered in m.Registry (registering it again
+//     must fail with AlreadyRegisteredError), so a field that New() forgets
+//     to register cannot be put on a panel;
+//   - every modelsplit_ family m.Registry gathers comes from a field. Plain
+//     counters, gauges and histograms are gathered even at zero, so a series
+//     registered without a field is caught (a vector without a field and
+//     without children is invisible to any registry API; Metrics keeps all
+//     series in fields by design).
 func registered(t *testing.T) map[string]family {
 	t.Helper()
 	m := metrics.New()
@@ -103,12 +125,27 @@ func registered(t *testing.T) map[string]family {
 	v := reflect.ValueOf(m).Elem()
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Type().Field(i)
-		if !f.IsExported() || v.Field(i).IsNil() {
+		fv := v.Field(i)
+		if !f.IsExported() {
 			continue
 		}
-		c, ok := v.Field(i).Interface().(prometheus.Collector)
+		switch fv.Kind() {
+		case reflect.Pointer, reflect.Interface:
+			if fv.IsNil() {
+				t.Fatalf("Metrics.%s is nil after metrics.New()", f.Name)
+			}
+		default:
+			continue // not a collector
+		}
+		c, ok := fv.Interface().(prometheus.Collector)
 		if _, isRegistry := c.(*prometheus.Registry); !ok || isRegistry {
-			continue // the registry itself (it also describes Go and process metrics)
+			// The registry is a Collector too (of everything, Go and
+			// process metrics included); registering it in itself deadlocks.
+			continue
+		}
+		var already prometheus.AlreadyRegisteredError
+		if err := m.Registry.Register(c); !errors.As(err, &already) {
+			t.Fatalf("Metrics.%s is not registered in metrics.New().Registry (Register: %v); /metrics would not serve it", f.Name, err)
 		}
 		var k kind
 		// Order matters: a Gauge also has Inc and Add, so it satisfies
@@ -138,6 +175,17 @@ func registered(t *testing.T) map[string]family {
 	}
 	if len(out) < 25 {
 		t.Fatalf("only %d metric families described: %v", len(out), out)
+	}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if n := mf.GetName(); strings.HasPrefix(n, "modelsplit_") {
+			if _, ok := out[n]; !ok {
+				t.Fatalf("%s is registered but no field of metrics.Metrics holds it; this test cannot see its labels", n)
+			}
+		}
 	}
 	return out
 }
@@ -238,10 +286,12 @@ func TestDashboardShape(t *testing.T) {
 		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.Y < 0 || g.X+g.W > 24 {
 			t.Errorf("panel %q: gridPos %+v outside the 24-column grid", p.Title, g)
 		}
+		overlaps := map[string]bool{} // report each pair once
 		for x := g.X; x < g.X+g.W; x++ {
 			for y := g.Y; y < g.Y+g.H; y++ {
-				if prev, ok := used[cell{x, y}]; ok {
-					t.Errorf("panels %q and %q overlap at x=%d y=%d", prev, p.Title, x, y)
+				if prev, ok := used[cell{x, y}]; ok && !overlaps[prev] {
+					overlaps[prev] = true
+					t.Errorf("panels %q and %q overlap (first at x=%d y=%d)", prev, p.Title, x, y)
 				}
 				used[cell{x, y}] = p.Title
 			}
@@ -351,6 +401,63 @@ func TestDashboardVariables(t *testing.T) {
 	for _, v := range d.Templating.List {
 		if v.Type == "query" && !usedByPanel[v.Name] {
 			t.Errorf("variable %s filters no panel", v.Name)
+		}
+	}
+}
+
+// TestDashboardImportable checks what Grafana's Import does with the file:
+// it asks for a value for each __inputs entry (the data source picker) and
+// replaces ${NAME} of those inputs in every string, leaving other ${...}
+// alone. The picked data source seeds the datasource variable, which every
+// panel uses, so the source stays switchable after import.
+func TestDashboardImportable(t *testing.T) {
+	d := load(t)
+	if len(d.Inputs) != 1 || d.Inputs[0].Name != "DS_PROMETHEUS" || d.Inputs[0].Type != "datasource" || d.Inputs[0].PluginID != "prometheus" {
+		t.Errorf("__inputs %+v, want one prometheus datasource input DS_PROMETHEUS", d.Inputs)
+	}
+	names := map[string]bool{}
+	for _, in := range d.Inputs {
+		names[in.Name] = true
+	}
+	for _, v := range d.Templating.List {
+		names[v.Name] = true
+		if v.Name == "datasource" && v.Current.Value != "${DS_PROMETHEUS}" {
+			t.Errorf("variable datasource: current value %v, want ${DS_PROMETHEUS} so Import seeds it", v.Current.Value)
+		}
+	}
+	// Every ${name} or ${name:format} anywhere in the file resolves: an
+	// input, a variable or a Grafana built-in ($__rate_interval, ...).
+	b, err := os.ReadFile("modelsplit.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var strs []string
+	var walk func(any)
+	walk = func(x any) {
+		switch x := x.(type) {
+		case string:
+			strs = append(strs, x)
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	var raw any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	walk(raw)
+	placeholderRE := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}`)
+	for _, s := range strs {
+		for _, m := range placeholderRE.FindAllStringSubmatch(s, -1) {
+			if !names[m[1]] && !strings.HasPrefix(m[1], "__") {
+				t.Errorf("%s is neither an import input nor a variable: %q", m[0], s)
+			}
 		}
 	}
 }
@@ -628,7 +735,11 @@ func TestDashboardMatchesMetrics(t *testing.T) {
 		if v.Type != "query" {
 			continue
 		}
-		for _, n := range metricRE.FindAllString(v.query(), -1) {
+		names := metricRE.FindAllString(v.query(), -1)
+		if len(names) == 0 {
+			t.Errorf("variable %s queries no modelsplit_ metric: %s", v.Name, v.query())
+		}
+		for _, n := range names {
 			if _, _, ok := series(n, known); !ok {
 				t.Errorf("variable %s queries %s, which modelsplit does not export", v.Name, n)
 			}

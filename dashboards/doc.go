@@ -4,6 +4,6 @@
 // metrics.New(), with the labels the panel selects and groups by, counters
 // are rated and gauges are not, and every registered series has a panel.
 // Import it in Grafana (Dashboards → New → Import → upload the JSON, pick a
-// Prometheus data source); README.md describes the rows and the scrape
-// config.
+// Prometheus data source for the DS_PROMETHEUS input); README.md describes
+// the rows and the scrape config.
 package dashboards
