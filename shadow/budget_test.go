@@ -2,6 +2,7 @@ package shadow_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -75,17 +76,19 @@ func TestBudgetsDropInsteadOfWaiting(t *testing.T) {
 		Field: "label", MaxConcurrency: 2, MaxBytesInFlight: 1 << 20, Timeout: config.Duration(300 * time.Millisecond)}))
 
 	start := time.Now()
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 100; i++ {
 		exchange(m, i, `{"label": "x"}`)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("50 Finish calls took %v: the caller waited on the shadow", d)
+	// A sanity ceiling only: 100 Finish calls that waited on the hung
+	// shadow would take 300 ms timeouts each.
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("100 Finish calls took %v: the caller waited on the shadow", d)
 	}
 	conc := testutil.ToFloat64(mt.ShadowDropped.WithLabelValues("m", "s", "concurrency"))
-	if conc != 48 {
-		t.Errorf("concurrency drops = %v, want 48 (2 replays allowed)", conc)
+	if conc != 98 {
+		t.Errorf("concurrency drops = %v, want 98 (2 replays allowed)", conc)
 	}
-	st := waitStats(t, m, func(s shadow.Stats) bool { return s.Dropped == 50 })
+	st := waitStats(t, m, func(s shadow.Stats) bool { return s.Dropped == 100 })
 	if timeouts := testutil.ToFloat64(mt.ShadowDropped.WithLabelValues("m", "s", "timeout")); timeouts != 2 || st.Compared != 0 {
 		t.Errorf("timeouts %v, compared %d; want the 2 hung replays dropped by the timeout", timeouts, st.Compared)
 	}
@@ -126,7 +129,11 @@ func TestCloseCancelsReplays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hang := &http.Server{Handler: http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })}
+	// Reading the body lets the server notice the client going away.
+	hang := &http.Server{Handler: http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	})}
 	go hang.Serve(lis)
 	defer hang.Close()
 	before := runtime.NumGoroutine()
@@ -147,6 +154,42 @@ func TestCloseCancelsReplays(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if n := runtime.NumGoroutine(); n > before+2 {
-		t.Errorf("goroutines: %d before, %d after Close", before, n)
+		buf := make([]byte, 1<<20)
+		t.Errorf("goroutines: %d before, %d after Close\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// The shadow's answer is held against the same budget: one that does not
+// fit is dropped, not compared truncated.
+func TestBytesBudgetShadowAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("chunked") != "" {
+			w.(http.Flusher).Flush() // no Content-Length: the budget is checked while reading
+		}
+		fmt.Fprintf(w, `{"label":"x","pad":%q}`, strings.Repeat("p", 1000))
+	}))
+	defer srv.Close()
+	mt := metrics.New()
+	m := shadow.NewManager(shadow.Options{Metrics: mt})
+	defer m.Close()
+	m.SetConfig(httpShadowConfig(t, strings.TrimPrefix(srv.URL, "http://"), config.Compare{
+		Field: "label", MaxConcurrency: 8, MaxBytesInFlight: 512, Timeout: config.Duration(5 * time.Second)}))
+	for _, path := range []string{"/m", "/m?chunked=1"} {
+		c := m.Begin("m", "s")
+		if !c.Request([]byte(`{"input": 1}`)) || !c.Response([]byte(`{"label":"x"}`)) {
+			t.Fatal("small capture refused")
+		}
+		c.Finish(shadow.Exchange{Method: "POST", Path: path, PrimaryStatus: 200})
+	}
+	st := waitStats(t, m, func(s shadow.Stats) bool { return s.Dropped == 2 })
+	if got := testutil.ToFloat64(mt.ShadowDropped.WithLabelValues("m", "s", "bytes")); got != 2 || st.Compared != 0 {
+		t.Errorf("bytes drops %v, compared %d; want both oversized answers dropped", got, st.Compared)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(mt.ShadowInFlight.WithLabelValues("m", "s")) != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if b := testutil.ToFloat64(mt.ShadowBytes.WithLabelValues("m", "s")); b != 0 {
+		t.Errorf("bytes held after the drops: %v", b)
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
-	"reflect"
+	"math/big"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -71,15 +74,31 @@ func (c *comparer) compare(primaryStatus int, primary []byte, shadowStatus int, 
 	}
 	switch {
 	case c.jsonField != nil:
-		a, okA := jsonField(primary, c.jsonField)
-		b, okB := jsonField(shadow, c.jsonField)
-		if !okA || !okB || !c.valuesAgree(a, b) {
+		a, okA, errA := jsonField(primary, c.jsonField)
+		b, okB, errB := jsonField(shadow, c.jsonField)
+		switch {
+		case errA != nil || errB != nil, okA != okB:
+			return reasonField // unparsable, or the field in one answer only
+		case okA && !c.valuesAgree(a, b):
 			return reasonField
 		}
+		// Missing in both answers: they agree there is no such field.
 	case c.protoField != nil:
-		a, okA := protoField(primary, c.protoField)
-		b, okB := protoField(shadow, c.protoField)
-		if !okA || !okB || !c.valuesAgree(a, b) {
+		a, okA, errA := protoField(primary, c.protoField)
+		b, okB, errB := protoField(shadow, c.protoField)
+		if errA != nil || errB != nil {
+			return reasonField
+		}
+		// proto3 does not serialize default values: an absent field is
+		// the zero value of the other answer's kind.
+		switch {
+		case !okA && !okB:
+		case !okA:
+			a = zeroLike(b)
+		case !okB:
+			b = zeroLike(a)
+		}
+		if !c.valuesAgree(a, b) {
 			return reasonField
 		}
 	default:
@@ -92,15 +111,145 @@ func (c *comparer) compare(primaryStatus int, primary []byte, shadowStatus int, 
 
 // valuesAgree: numbers within the tolerance, everything else equal.
 func (c *comparer) valuesAgree(a, b any) bool {
-	fa, aNum := a.(float64)
-	fb, bNum := b.(float64)
-	if aNum && bNum {
-		if math.IsNaN(fa) || math.IsNaN(fb) {
-			return math.IsNaN(fa) && math.IsNaN(fb)
+	na, aJSON := a.(json.Number)
+	nb, bJSON := b.(json.Number)
+	if aJSON && bJSON {
+		// Decimal JSON numbers are compared exactly, so that 1.1 and 1.0
+		// differ by exactly 0.1 and large integers stay distinct.
+		x, okX := bigNumber(na)
+		y, okY := bigNumber(nb)
+		if okX && okY {
+			if x.Cmp(y) == 0 {
+				return true
+			}
+			d, _ := new(big.Float).Sub(x, y).Float64()
+			return math.Abs(d) <= c.tolerance
 		}
-		return fa == fb || math.Abs(fa-fb) <= c.tolerance
+		return na == nb
 	}
-	return reflect.DeepEqual(a, b)
+	fa, aNum := number(a)
+	fb, bNum := number(b)
+	if aNum && bNum {
+		return withinTolerance(fa, fb, c.tolerance)
+	}
+	return jsonEqual(a, b)
+}
+
+// bigNumber parses a JSON number exactly enough for comparisons.
+func bigNumber(n json.Number) (*big.Float, bool) {
+	f, _, err := big.ParseFloat(string(n), 10, 256, big.ToNearestEven)
+	return f, err == nil
+}
+
+// withinTolerance: |a-b| <= tol, with a few units in the last place of
+// slack so that a difference written exactly as the tolerance (a float32
+// 0.75 vs 0.5 with 0.25, 1.1 vs 1.0 with 0.1) agrees although binary
+// floating point cannot always represent it.
+func withinTolerance(a, b, tol float64) bool {
+	if math.IsNaN(a) || math.IsNaN(b) {
+		return math.IsNaN(a) && math.IsNaN(b)
+	}
+	if a == b {
+		return true // equal infinities too
+	}
+	d := math.Abs(a - b)
+	if math.IsNaN(d) || math.IsInf(d, 0) {
+		return false
+	}
+	const ulps = 4 * 2.220446049250313e-16
+	return d <= tol+ulps*max(math.Abs(a), math.Abs(b), tol)
+}
+
+// number reads a decoded JSON number (json.Number) or a protobuf scalar
+// (float64).
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case json.Number:
+		f, err := strconv.ParseFloat(string(n), 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return 0, false
+		}
+		return f, true
+	}
+	return 0, false
+}
+
+// equalNumbers compares exactly: integers beyond 2^53 that float64 would
+// merge stay distinct; 1, 1.0 and 1e0 are equal.
+func equalNumbers(a, b any) bool {
+	na, okA := a.(json.Number)
+	nb, okB := b.(json.Number)
+	if okA && okB {
+		if na == nb {
+			return true
+		}
+		x, okX := bigNumber(na)
+		y, okY := bigNumber(nb)
+		return okX && okY && x.Cmp(y) == 0
+	}
+	fa, _ := number(a)
+	fb, _ := number(b)
+	return fa == fb
+}
+
+// jsonEqual compares decoded JSON values: objects by keys, arrays in
+// order, numbers by value (1 and 1.0 are equal).
+func jsonEqual(a, b any) bool {
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !jsonEqual(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !jsonEqual(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case json.Number, float64:
+		if _, ok := number(b); !ok {
+			return false
+		}
+		return equalNumbers(a, b)
+	default: // string, bool, nil
+		return a == b
+	}
+}
+
+func zeroLike(v any) any {
+	if _, ok := v.(string); ok {
+		return ""
+	}
+	return float64(0)
+}
+
+// decodeJSON parses one JSON value, numbers kept as json.Number.
+func decodeJSON(body []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errors.New("trailing data after the JSON value")
+	}
+	return v, nil
 }
 
 // bodiesEqual compares whole answers: JSON by value (key order and
@@ -112,44 +261,50 @@ func bodiesEqual(a, b []byte, grpc bool) bool {
 	if grpc {
 		return false
 	}
-	var va, vb any
-	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
+	va, errA := decodeJSON(a)
+	vb, errB := decodeJSON(b)
+	if errA != nil || errB != nil {
 		return false
 	}
-	return reflect.DeepEqual(va, vb)
+	return jsonEqual(va, vb)
 }
 
-// jsonField extracts a value by path; numbers are float64.
-func jsonField(body []byte, path []config.PathStep) (any, bool) {
-	var v any
-	if json.Unmarshal(body, &v) != nil {
-		return nil, false
+// jsonField extracts a value by path. ok is false when the path is not
+// in the body; err when the body is not JSON.
+func jsonField(body []byte, path []config.PathStep) (v any, ok bool, err error) {
+	if v, err = decodeJSON(body); err != nil {
+		return nil, false, err
 	}
 	for _, st := range path {
 		if st.Key != "" {
-			m, ok := v.(map[string]any)
-			if !ok {
-				return nil, false
+			m, isObj := v.(map[string]any)
+			if !isObj {
+				return nil, false, nil
 			}
 			if v, ok = m[st.Key]; !ok {
-				return nil, false
+				return nil, false, nil
 			}
 			continue
 		}
-		a, ok := v.([]any)
-		if !ok || st.Index >= len(a) {
-			return nil, false
+		a, isArr := v.([]any)
+		if !isArr || st.Index >= len(a) {
+			return nil, false, nil
 		}
 		v = a[st.Index]
 	}
-	return v, true
+	return v, true, nil
 }
+
+// errProto: the answer is not a protobuf message, or the path meets a
+// scalar where it expects a nested message.
+var errProto = errors.New("not a protobuf message along the field path")
 
 // protoField walks a serialized message by field numbers. The last
 // field's value: varint → integer, fixed64 → double, fixed32 → float
 // (numbers as float64), bytes → string. The last occurrence wins, as
-// protobuf's own merge rule says for scalars.
-func protoField(msg []byte, path []int) (any, bool) {
+// protobuf's own merge rule says for scalars. ok is false when the
+// field (or a message on its path) is absent.
+func protoField(msg []byte, path []int) (any, bool, error) {
 	for depth, num := range path {
 		var (
 			found bool
@@ -160,61 +315,65 @@ func protoField(msg []byte, path []int) (any, bool) {
 		for len(b) > 0 {
 			n, typ, l := protowire.ConsumeTag(b)
 			if l < 0 {
-				return nil, false
+				return nil, false, errProto
 			}
 			b = b[l:]
+			match := int(n) == num
 			var m int
 			switch typ {
 			case protowire.VarintType:
-				x, k := protowire.ConsumeVarint(b)
-				m = k
-				if int(n) == num && k >= 0 {
-					found, val = true, float64(int64(x))
+				var x uint64
+				x, m = protowire.ConsumeVarint(b)
+				if match && m >= 0 {
+					found, val, sub = true, float64(int64(x)), nil
 				}
 			case protowire.Fixed64Type:
-				x, k := protowire.ConsumeFixed64(b)
-				m = k
-				if int(n) == num && k >= 0 {
-					found, val = true, math.Float64frombits(x)
+				var x uint64
+				x, m = protowire.ConsumeFixed64(b)
+				if match && m >= 0 {
+					found, val, sub = true, math.Float64frombits(x), nil
 				}
 			case protowire.Fixed32Type:
-				x, k := protowire.ConsumeFixed32(b)
-				m = k
-				if int(n) == num && k >= 0 {
-					found, val = true, float64(math.Float32frombits(x))
+				var x uint32
+				x, m = protowire.ConsumeFixed32(b)
+				if match && m >= 0 {
+					found, val, sub = true, float64(math.Float32frombits(x)), nil
 				}
 			case protowire.BytesType:
-				x, k := protowire.ConsumeBytes(b)
-				m = k
-				if int(n) == num && k >= 0 {
-					found, sub, val = true, x, string(x)
+				var x []byte
+				x, m = protowire.ConsumeBytes(b)
+				if match && m >= 0 {
+					found, val, sub = true, string(x), x
 				}
 			default:
 				m = protowire.ConsumeFieldValue(n, typ, b)
 			}
 			if m < 0 {
-				return nil, false
+				return nil, false, errProto
 			}
 			b = b[m:]
 		}
 		if !found {
-			return nil, false
+			return nil, false, nil
 		}
 		if depth == len(path)-1 {
-			return val, true
+			return val, true, nil
 		}
-		if sub == nil && val != nil {
-			return nil, false // a scalar where a message was expected
+		if sub == nil {
+			return nil, false, errProto // a scalar where a message was expected
 		}
 		msg = sub
 	}
-	return nil, false
+	return nil, false, nil
 }
 
 // maxRendered bounds each body in a sample.
 const maxRendered = 4 << 10
 
-const redacted = "[redacted]"
+const (
+	redacted        = "[redacted]"
+	unparsableProto = "[unparsable protobuf]"
+)
 
 // render turns a body into sample text with the configured fields
 // redacted. A body that cannot be parsed to redact is withheld whole
@@ -226,18 +385,36 @@ func (c *comparer) render(body []byte) string {
 	var s string
 	if c.grpc {
 		s = renderProto(body, nil, c.redactProto, 0)
+		if s == unparsableProto && len(c.redactProto) == 0 {
+			s = "base64:" + base64.StdEncoding.EncodeToString(body)
+		}
 	} else {
 		s = c.renderJSON(body)
 	}
-	if len(s) > maxRendered {
-		s = s[:maxRendered] + "…[truncated]"
+	return truncate(s, maxRendered)
+}
+
+// redacts reports whether any field is redacted.
+func (c *comparer) redacts() bool { return len(c.redactJSON)+len(c.redactProto) > 0 }
+
+const truncated = "…[truncated]"
+
+// truncate bounds s to n bytes (marker included) without splitting a
+// UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	cut := n - len(truncated)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + truncated
 }
 
 func (c *comparer) renderJSON(body []byte) string {
-	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
+	v, err := decodeJSON(body)
+	if err != nil {
 		if len(c.redactJSON) > 0 {
 			return "[redacted: not JSON]"
 		}
@@ -249,8 +426,13 @@ func (c *comparer) renderJSON(body []byte) string {
 	for _, p := range c.redactJSON {
 		v = redactJSON(v, p)
 	}
-	out, _ := json.Marshal(v)
-	return string(out)
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(v) != nil {
+		return "[unrenderable JSON]"
+	}
+	return strings.TrimSuffix(out.String(), "\n")
 }
 
 func redactJSON(v any, path []config.PathStep) any {
@@ -284,7 +466,7 @@ func renderProto(msg []byte, prefix []int, redact [][]int, depth int) string {
 	for len(b) > 0 {
 		n, typ, l := protowire.ConsumeTag(b)
 		if l < 0 {
-			return "[unparsable protobuf]"
+			return unparsableProto
 		}
 		b = b[l:]
 		path := append(append([]int(nil), prefix...), int(n))
@@ -321,6 +503,8 @@ func renderProto(msg []byte, prefix []int, redact [][]int, depth int) string {
 				sb.WriteString(redacted) // cannot look inside: withhold
 			case utf8.Valid(x) && isPrintable(x):
 				fmt.Fprintf(&sb, "%q", x)
+			case depth < 16 && len(x) > 0 && isMessage(x):
+				sb.WriteString(renderProto(x, path, redact, depth+1))
 			default:
 				sb.WriteString("base64:" + base64.StdEncoding.EncodeToString(x))
 			}
@@ -329,7 +513,7 @@ func renderProto(msg []byte, prefix []int, redact [][]int, depth int) string {
 			sb.WriteString("?")
 		}
 		if m < 0 {
-			return "[unparsable protobuf]"
+			return unparsableProto
 		}
 		b = b[m:]
 	}

@@ -11,9 +11,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -87,6 +90,7 @@ func key(endpoint, shadow string) string { return endpoint + "\x00" + shadow }
 
 // target is one compare-mode shadow.
 type target struct {
+	log            *zap.Logger
 	endpoint, name string
 	fingerprint    string // config it was built from; unchanged → kept
 	cfg            config.Compare
@@ -104,6 +108,7 @@ type target struct {
 
 	bytes    atomic.Int64
 	inFlight atomic.Int64
+	resultMu sync.Mutex // compared, agreed and the agreement gauge
 	compared atomic.Uint64
 	agreed   atomic.Uint64
 	errs     atomic.Uint64
@@ -119,6 +124,7 @@ type target struct {
 	latencyDiff               prometheus.Observer
 	errTransport, errStatus   prometheus.Counter
 	drops                     map[string]prometheus.Counter
+	droppedVec                *prometheus.CounterVec // reasons outside dropReasons
 	inFlightGauge, bytesGauge prometheus.Gauge
 }
 
@@ -135,8 +141,11 @@ const (
 var dropReasons = []string{DropConcurrency, DropBytes, DropTimeout, DropIncomplete, DropUnsupported, DropPaused}
 
 // SetConfig builds the compare-mode shadows of cfg. Shadows whose config
-// did not change keep their results, samples and connections; removed
-// ones are closed and their replays cancelled.
+// did not change (pausing is not a change) keep their results, samples
+// and connections; a changed one keeps its results and samples but gets
+// new connections, and its replays in flight are cancelled (counted as
+// "incomplete"); removed ones are closed and their replays cancelled.
+// Safe to call concurrently with everything else.
 func (m *Manager) SetConfig(cfg *config.Config) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -181,22 +190,45 @@ func fingerprint(e *config.Endpoint, s *config.Shadow) string {
 	return fmt.Sprintf("%s|%v|%+v|%v|%s", e.ShadowProtocol(s), s.Backends, *s.Compare, s.Compare.Redact, s.Compare.Field)
 }
 
+// withDefaults fills budgets a config that skipped ApplyDefaults left at
+// zero: a zero budget would drop every exchange.
+func withDefaults(c config.Compare) config.Compare {
+	if c.Timeout <= 0 {
+		c.Timeout = config.DefaultCompareTimeout
+	}
+	if c.MaxConcurrency <= 0 {
+		c.MaxConcurrency = config.DefaultCompareConcurrency
+	}
+	if c.MaxBytesInFlight <= 0 {
+		c.MaxBytesInFlight = config.DefaultCompareBytes
+	}
+	if c.Samples <= 0 {
+		c.Samples = config.DefaultCompareSamples
+	}
+	return c
+}
+
 func (m *Manager) newTarget(e *config.Endpoint, s *config.Shadow, fp string) (*target, error) {
 	grpcShadow := e.ShadowProtocol(s) == config.ProtocolGRPC
 	cmp, err := newComparer(s.Compare, grpcShadow)
 	if err != nil {
 		return nil, err
 	}
+	if len(s.Backends) == 0 {
+		return nil, errors.New("the shadow has no backends")
+	}
+	cc := withDefaults(*s.Compare)
 	ctx, cancel := context.WithCancel(m.ctx)
-	t := &target{endpoint: e.Name, name: s.Name, fingerprint: fp, cfg: *s.Compare, grpc: grpcShadow, cmp: cmp,
+	t := &target{log: m.log.With(zap.String("endpoint", e.Name), zap.String("shadow", s.Name)),
+		endpoint: e.Name, name: s.Name, fingerprint: fp, cfg: cc, grpc: grpcShadow, cmp: cmp,
 		ctx: ctx, cancel: cancel, conns: map[string]*grpc.ClientConn{},
-		samples: make([]api.Sample, max(s.Compare.Samples, 1))}
+		samples: make([]api.Sample, cc.Samples)}
 	t.paused.Store(s.Paused)
 	for _, b := range s.Backends {
 		t.backends = append(t.backends, b.String())
 	}
 	if !grpcShadow {
-		tr := &http.Transport{MaxIdleConnsPerHost: max(s.Compare.MaxConcurrency, 2), IdleConnTimeout: time.Minute}
+		tr := &http.Transport{MaxIdleConnsPerHost: max(cc.MaxConcurrency, 2), IdleConnTimeout: time.Minute}
 		if e.ShadowProtocol(s) == config.ProtocolHTTP2 {
 			var p http.Protocols
 			p.SetUnencryptedHTTP2(true)
@@ -214,6 +246,7 @@ func (m *Manager) newTarget(e *config.Endpoint, s *config.Shadow, fp string) (*t
 	t.inFlightGauge = mt.ShadowInFlight.WithLabelValues(e.Name, s.Name)
 	t.bytesGauge = mt.ShadowBytes.WithLabelValues(e.Name, s.Name)
 	t.drops = map[string]prometheus.Counter{}
+	t.droppedVec = mt.ShadowDropped
 	for _, r := range dropReasons {
 		t.drops[r] = mt.ShadowDropped.WithLabelValues(e.Name, s.Name, r)
 	}
@@ -227,10 +260,11 @@ func (t *target) inherit(old *target) {
 	t.errs.Store(old.errs.Load())
 	t.dropped.Store(old.dropped.Load())
 	old.samplesMu.Lock()
-	for _, s := range old.recent() {
-		t.addSampleLocked(s)
-	}
+	recent := old.recent() // newest first: add oldest first
 	old.samplesMu.Unlock()
+	for i := len(recent) - 1; i >= 0; i-- {
+		t.addSampleLocked(recent[i])
+	}
 }
 
 func (t *target) close() {
@@ -254,7 +288,32 @@ func (m *Manager) target(endpoint, shadow string) *target {
 
 func (t *target) drop(reason string) {
 	t.dropped.Add(1)
-	t.drops[reason].Inc()
+	if c, ok := t.drops[reason]; ok {
+		c.Inc()
+		return
+	}
+	t.droppedVec.WithLabelValues(t.endpoint, t.name, reason).Inc() // a caller's own reason
+}
+
+// reserve takes n bytes from the shadow's budget; false (and nothing
+// taken) when they do not fit.
+func (t *target) reserve(n int64) bool {
+	if n == 0 {
+		return true
+	}
+	if t.bytes.Add(n) > t.cfg.MaxBytesInFlight {
+		t.bytes.Add(-n)
+		return false
+	}
+	t.bytesGauge.Add(float64(n))
+	return true
+}
+
+func (t *target) unreserve(n int64) {
+	if n > 0 {
+		t.bytes.Add(-n)
+		t.bytesGauge.Sub(float64(n))
+	}
 }
 
 // Begin starts capturing one sampled exchange; nil when the shadow is not
@@ -272,6 +331,7 @@ func (m *Manager) Begin(endpoint, shadow string) *Capture {
 }
 
 // Capture holds one exchange's bodies against its shadow's byte budget.
+// One request's observe stream uses it: it is not safe for concurrent use.
 type Capture struct {
 	m          *Manager
 	t          *target
@@ -285,20 +345,18 @@ func (c *Capture) reserve(n int) bool {
 	if c.done {
 		return false
 	}
-	if c.t.bytes.Add(int64(n)) > c.t.cfg.MaxBytesInFlight {
-		c.t.bytes.Add(-int64(n))
+	if !c.t.reserve(int64(n)) {
 		c.Abort(DropBytes)
 		return false
 	}
 	c.held += int64(n)
-	c.t.bytesGauge.Add(float64(n))
 	return true
 }
 
 // Request appends a request body chunk (gRPC: one message). False means
 // the capture was dropped (over the byte budget, or a streaming call).
 func (c *Capture) Request(chunk []byte) bool {
-	if c.done {
+	if c == nil || c.done {
 		return false
 	}
 	if c.t.grpc {
@@ -316,7 +374,7 @@ func (c *Capture) Request(chunk []byte) bool {
 
 // Response appends a response body chunk (gRPC: one message).
 func (c *Capture) Response(chunk []byte) bool {
-	if c.done {
+	if c == nil || c.done {
 		return false
 	}
 	if c.t.grpc {
@@ -333,17 +391,15 @@ func (c *Capture) Response(chunk []byte) bool {
 }
 
 func (c *Capture) release() {
-	if c.held > 0 {
-		c.t.bytes.Add(-c.held)
-		c.t.bytesGauge.Sub(float64(c.held))
-		c.held = 0
-	}
+	c.t.unreserve(c.held)
+	c.held = 0
 	c.req, c.resp = nil, nil
 }
 
-// Abort drops the capture, counted under reason.
+// Abort drops the capture, counted under reason (DropIncomplete,
+// DropUnsupported, ...), and releases its bytes. Later calls are no-ops.
 func (c *Capture) Abort(reason string) {
-	if c.done {
+	if c == nil || c.done {
 		return
 	}
 	c.done = true
@@ -354,7 +410,7 @@ func (c *Capture) Abort(reason string) {
 // Finish hands the exchange over for replay and comparison. It never
 // blocks: past the shadow's concurrency budget the exchange is dropped.
 func (c *Capture) Finish(x Exchange) {
-	if c.done {
+	if c == nil || c.done {
 		return
 	}
 	t := c.t
@@ -394,51 +450,87 @@ func (m *Manager) track() bool {
 	return true
 }
 
+// errOverBudget: the shadow's answer did not fit the byte budget.
+var errOverBudget = errors.New("shadow answer over max_bytes_in_flight")
+
+// answer is what the shadow replied.
+type answer struct {
+	status int    // HTTP status, or gRPC code
+	body   []byte // held against the byte budget until released
+	errMsg string // gRPC status message of a non-OK answer
+}
+
 // replay sends the request to the shadow and compares the answers.
 func (t *target) replay(x Exchange, reqBody, primary []byte) {
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.Timeout.D())
 	defer cancel()
+	if x.RequestID == "" {
+		x.RequestID = newRequestID()
+	}
 	start := time.Now()
 	var (
-		st   int
-		body []byte
-		err  error
+		a   answer
+		err error
 	)
 	if t.grpc {
-		st, body, err = t.replayGRPC(ctx, x, reqBody)
+		a, err = t.replayGRPC(ctx, x, reqBody)
 	} else {
-		st, body, err = t.replayHTTP(ctx, x, reqBody)
+		a, err = t.replayHTTP(ctx, x, reqBody)
 	}
+	defer t.unreserve(int64(len(a.body)))
 	latency := time.Since(start)
 	if err != nil {
-		if ctx.Err() != nil {
-			t.drop(DropTimeout) // also a removed shadow: its replays are moot
+		switch {
+		case errors.Is(err, errOverBudget):
+			t.drop(DropBytes)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded) && t.ctx.Err() == nil:
+			t.drop(DropTimeout)
+		case ctx.Err() != nil:
+			t.drop(DropIncomplete) // the shadow was removed, or the manager closed
+		default:
+			t.errs.Add(1)
+			t.errTransport.Inc()
+			t.log.Debug("shadow replay failed", zap.String("request_id", x.RequestID), zap.Error(err))
 			return
 		}
-		t.errs.Add(1)
-		t.errTransport.Inc()
+		t.log.Debug("shadow replay dropped", zap.String("request_id", x.RequestID), zap.Error(err))
 		return
 	}
-	reason := t.cmp.compare(x.PrimaryStatus, primary, st, body)
-	if reason == reasonStatus && shadowFailed(t.grpc, x.PrimaryStatus, st) {
+	reason := t.cmp.compare(x.PrimaryStatus, primary, a.status, a.body)
+	if reason == reasonStatus && shadowFailed(t.grpc, x.PrimaryStatus, a.status) {
 		t.errs.Add(1)
 		t.errStatus.Inc()
 	}
+	if reason != "" {
+		t.addSample(x, reason, a, latency, reqBody, primary)
+	}
+	// Counters and the ratio change together, so the gauge always ends
+	// at agreed/compared whatever order replays finish in.
+	t.resultMu.Lock()
 	n := t.compared.Add(1)
-	a := t.agreed.Load()
+	agreed := t.agreed.Load()
 	if reason == "" {
-		a = t.agreed.Add(1)
+		agreed = t.agreed.Add(1)
 		t.agree.Inc()
 	} else {
 		t.disagree.Inc()
-		t.addSample(x, reason, st, latency, reqBody, primary, body)
 	}
-	t.agreement.Set(float64(a) / float64(n))
+	t.agreement.Set(float64(agreed) / float64(n))
+	t.resultMu.Unlock()
 	t.latencyDiff.Observe((latency - x.PrimaryLatency).Seconds())
+	t.log.Debug("shadow compared", zap.String("request_id", x.RequestID), zap.Bool("agree", reason == ""),
+		zap.String("reason", reason), zap.Int("primary_status", x.PrimaryStatus), zap.Int("shadow_status", a.status),
+		zap.Duration("shadow_latency", latency))
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "modelsplit-" + hex.EncodeToString(b[:])
 }
 
 // shadowFailed: the shadow answered an error status where the primary
-// succeeded.
+// succeeded (gRPC: OK; HTTP: not a 5xx).
 func shadowFailed(grpcShadow bool, primary, shadow int) bool {
 	if grpcShadow {
 		return primary == 0 && shadow != 0
@@ -450,32 +542,55 @@ func (t *target) pick() string {
 	return t.backends[int(t.next.Add(1)-1)%len(t.backends)]
 }
 
-func (t *target) replayHTTP(ctx context.Context, x Exchange, body []byte) (int, []byte, error) {
+func (t *target) replayHTTP(ctx context.Context, x Exchange, body []byte) (answer, error) {
 	method := x.Method
 	if method == "" {
-		method = http.MethodGet
+		method = http.MethodPost
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+t.pick()+x.Path, bytes.NewReader(body))
 	if err != nil {
-		return 0, nil, err
+		return answer{}, err
 	}
 	if x.Header != nil {
-		req.Header = x.Header.Clone()
+		req.Header = x.Header.Clone() // the Exchange is shared by every shadow of the request
+	}
+	if req.Header.Get(config.RequestIDHeader) == "" {
+		req.Header.Set(config.RequestIDHeader, x.RequestID)
 	}
 	if x.Authority != "" {
 		req.Host = x.Authority
 	}
 	resp, err := t.httpClient.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return answer{}, err
 	}
 	defer resp.Body.Close()
-	// The shadow's answer is bounded like the captured bodies.
-	b, err := io.ReadAll(io.LimitReader(resp.Body, t.cfg.MaxBytesInFlight))
-	if err != nil {
-		return 0, nil, err
+	// The answer is held against the shadow's byte budget as it is read.
+	a := answer{status: resp.StatusCode}
+	if resp.ContentLength > t.cfg.MaxBytesInFlight {
+		return answer{}, errOverBudget
 	}
-	return resp.StatusCode, b, nil
+	var buf bytes.Buffer
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(chunk)
+		if n > 0 {
+			if !t.reserve(int64(n)) {
+				t.unreserve(int64(buf.Len()))
+				return answer{}, errOverBudget
+			}
+			buf.Write(chunk[:n])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.unreserve(int64(buf.Len()))
+			return answer{}, err
+		}
+	}
+	a.body = buf.Bytes()
+	return a, nil
 }
 
 func (t *target) conn(backend string) (*grpc.ClientConn, error) {
@@ -483,6 +598,9 @@ func (t *target) conn(backend string) (*grpc.ClientConn, error) {
 	defer t.connsMu.Unlock()
 	if c, ok := t.conns[backend]; ok {
 		return c, nil
+	}
+	if t.ctx.Err() != nil {
+		return nil, t.ctx.Err() // closed: do not leave a connection behind
 	}
 	c, err := grpc.NewClient("passthrough:///"+backend, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -492,33 +610,66 @@ func (t *target) conn(backend string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-func (t *target) replayGRPC(ctx context.Context, x Exchange, body []byte) (int, []byte, error) {
-	conn, err := t.conn(t.pick())
-	if err != nil {
-		return 0, nil, err
-	}
+// outgoingMD turns the replayed request's headers into gRPC metadata.
+func outgoingMD(h http.Header, requestID string) metadata.MD {
 	md := metadata.MD{}
-	for k, vs := range x.Header {
+	for k, vs := range h {
 		k = strings.ToLower(k)
 		switch {
-		case k == "content-type", k == "te", k == "user-agent", strings.HasPrefix(k, "grpc-"), strings.HasPrefix(k, ":"):
+		case k == "content-type", k == "te", k == "user-agent", k == "host", k == "content-length", k == "connection",
+			strings.HasPrefix(k, "grpc-"), strings.HasPrefix(k, ":"):
+			continue
+		}
+		if strings.HasSuffix(k, "-bin") {
+			// Binary headers travel base64 encoded; grpc-go encodes them
+			// again, so hand it the raw bytes.
+			for _, v := range vs {
+				b, err := base64.StdEncoding.DecodeString(v)
+				if err != nil {
+					b, err = base64.RawStdEncoding.DecodeString(v)
+				}
+				if err == nil {
+					md[k] = append(md[k], string(b))
+				}
+			}
 			continue
 		}
 		md[k] = append(md[k], vs...)
 	}
-	ctx = metadata.NewOutgoingContext(ctx, md)
+	if len(md[config.RequestIDHeader]) == 0 {
+		md[config.RequestIDHeader] = []string{requestID}
+	}
+	return md
+}
+
+func (t *target) replayGRPC(ctx context.Context, x Exchange, body []byte) (answer, error) {
+	conn, err := t.conn(t.pick())
+	if err != nil {
+		return answer{}, err
+	}
+	ctx = metadata.NewOutgoingContext(ctx, outgoingMD(x.Header, x.RequestID))
 	var out []byte
-	err = conn.Invoke(ctx, x.Path, body, &out, grpc.ForceCodecV2(rawCodec{}), grpc.WaitForReady(false))
-	code := status.Code(err)
+	limit := int(min(t.cfg.MaxBytesInFlight, math.MaxInt32))
+	err = conn.Invoke(ctx, x.Path, body, &out, grpc.ForceCodecV2(rawCodec{}), grpc.WaitForReady(false), grpc.MaxCallRecvMsgSize(limit))
+	st := status.Convert(err)
 	switch {
 	case err == nil:
-		return 0, out, nil
+		if !t.reserve(int64(len(out))) {
+			return answer{}, errOverBudget
+		}
+		return answer{status: 0, body: out}, nil
 	case ctx.Err() != nil:
-		return 0, nil, ctx.Err()
-	case code == codes.Unavailable:
-		return 0, nil, err // no answer: a transport error, not a comparison
+		return answer{}, ctx.Err()
+	case st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max"):
+		return answer{}, errOverBudget // grpc-go refused the answer locally
+	case st.Code() == codes.DeadlineExceeded:
+		// The deadline travels in grpc-timeout: the shadow's side can
+		// report it a moment before ours fires.
+		return answer{}, context.DeadlineExceeded
+	case st.Code() == codes.Unavailable:
+		return answer{}, err // no answer: a transport error, not a comparison
 	default:
-		return int(code), nil, nil
+		return answer{status: int(st.Code()), errMsg: st.Message()}, nil
 	}
 }
 
@@ -545,18 +696,20 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 func (rawCodec) Name() string { return "proto" }
 
-func (t *target) addSample(x Exchange, reason string, st int, latency time.Duration, req, primary, shadow []byte) {
-	id := x.RequestID
-	if id == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		id = "modelsplit-" + hex.EncodeToString(b[:])
-	}
+func (t *target) addSample(x Exchange, reason string, a answer, latency time.Duration, req, primary []byte) {
 	s := api.Sample{
-		Time: time.Now().UTC(), RequestID: id, Method: x.Method, Path: x.Path, Reason: reason,
-		PrimaryStatus: x.PrimaryStatus, ShadowStatus: st,
+		Time: time.Now().UTC(), RequestID: x.RequestID, Method: x.Method, Path: x.Path, Reason: reason,
+		PrimaryStatus: x.PrimaryStatus, ShadowStatus: a.status,
 		PrimaryLatency: x.PrimaryLatency.Seconds(), ShadowLatency: latency.Seconds(),
-		Request: t.cmp.render(req), Primary: t.cmp.render(primary), Shadow: t.cmp.render(shadow),
+		Request: t.cmp.render(req), Primary: t.cmp.render(primary), Shadow: t.cmp.render(a.body),
+	}
+	if t.grpc && a.status != 0 {
+		// A status message may echo the request: with redaction
+		// configured only the code is shown.
+		s.Error = codes.Code(a.status).String()
+		if !t.cmp.redacts() && a.errMsg != "" {
+			s.Error += ": " + truncate(a.errMsg, 512)
+		}
 	}
 	t.samplesMu.Lock()
 	t.addSampleLocked(s)
@@ -587,7 +740,6 @@ func (m *Manager) Samples(endpoint, shadow string) ([]api.Sample, bool) {
 	}
 	t.samplesMu.Lock()
 	defer t.samplesMu.Unlock()
-	// recent lists oldest-inherited samples in insertion order too.
 	return t.recent(), true
 }
 
