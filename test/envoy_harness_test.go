@@ -457,12 +457,12 @@ type gateway struct {
 // modelsplitHandle lets a test stop and restart `modelsplit serve` on the
 // same ports and config.
 type modelsplitHandle struct {
-	t     testing.TB
-	p     ports
-	cfg   string
-	args  []string
-	mu    sync.Mutex
-	proc  *serveProc
+	t    testing.TB
+	p    ports
+	cfg  string
+	args []string
+	mu   sync.Mutex
+	proc *serveProc
 }
 
 func (h *modelsplitHandle) current() *serveProc {
