@@ -3,6 +3,7 @@ package xds
 import (
 	"math"
 	"sort"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -79,15 +80,20 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 // For Envoy, each pick also tells the client which variant answered, and
 // the pick is hashed on the user key so a user stays put even when ext_proc
 // cannot be reached.
+//
+// Weights are scaled to config.WeightScale, the same intervals the
+// decision engine picks new users from, so Envoy's hashed pick and the
+// decision agree user by user (cohort/hash.go).
 func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 	wc := &routev3.WeightedCluster{}
-	for _, v := range e.Variants {
+	scaled := config.ScaledWeights(e.Variants)
+	for i, v := range e.Variants {
 		if v.Weight <= 0 {
 			continue
 		}
 		cw := &routev3.WeightedCluster_ClusterWeight{
 			Name:   config.ClusterName(e.Name, v.Name),
-			Weight: wrapperspb.UInt32(uint32(v.Weight)),
+			Weight: wrapperspb.UInt32(scaled[i]),
 		}
 		if envoy {
 			cw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{variantResponseHeader(v.Name)}
@@ -100,11 +106,23 @@ func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 	return wc
 }
 
+// stickyHashPolicy hashes the user key as the decision engine's new-user
+// pick does: xxHash64 of salt + key. Envoy hashes the header value after
+// an optional rewrite, so a salt is prepended by rewriting the empty match
+// at the start; a cookie hash has no rewrite, so a salted cookie endpoint's
+// fail-open pick agrees with the decision only by chance (documented).
 func stickyHashPolicy(e *config.Endpoint) []*routev3.RouteAction_HashPolicy {
 	switch {
 	case e.Sticky.Header != "":
-		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
-			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: e.Sticky.Header}}}}
+		h := &routev3.RouteAction_HashPolicy_Header{HeaderName: e.Sticky.Header}
+		if e.Sticky.Salt != "" {
+			h.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+				Pattern: &matcherv3.RegexMatcher{Regex: "^"},
+				// In a substitution \ is a backslash and \N a group.
+				Substitution: strings.ReplaceAll(e.Sticky.Salt, `\`, `\\`),
+			}
+		}
+		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: h}}}
 	case e.Sticky.Cookie != "":
 		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{
 			Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: e.Sticky.Cookie}}}}
