@@ -507,3 +507,16 @@ func startGateway(t testing.TB, configBody, gatewayExtra, routePath string, rout
 }
 
 func (g *gateway) admin() string { return g.serve.current().admin }
+
+// signal sends sig to the modelsplit process (SIGSTOP pauses it: a peer
+// that stops answering without closing its connections).
+func (s *serveProc) signal(sig syscall.Signal) {
+	_ = s.cmd.Process.Signal(sig)
+}
+
+// kill ends modelsplit at once, as a crash would.
+func (s *serveProc) kill() {
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+}
