@@ -169,7 +169,7 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 	}
 
 	// A weight change: existing users stay, new users follow the new weights.
-	before := g.envoy.xdsVersions()["route/" + gatewayRouteName]
+	before := g.envoy.xdsVersions()["route/"+gatewayRouteName]
 	mustCLI(t, g.admin(), "set-weights", "model", "a=20", "b=30", "c=50")
 	waitEnvoyRouteVersion(t, g.envoy, before)
 	again := g.route(t, "/model/predict", users)
