@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,6 +185,19 @@ func (e *envoyProc) stats() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// statText is one of Envoy's text readouts (e.g.
+// cluster_manager.cds.version_text), "" when absent.
+func (e *envoyProc) statText(name string) string {
+	e.t.Helper()
+	_, body := httpGet(e.adminURL("/stats?filter=" + regexp.QuoteMeta(name)))
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+": "); ok {
+			return strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	return ""
 }
 
 // stat is one counter or gauge (0 when Envoy has not used it).

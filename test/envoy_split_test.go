@@ -193,7 +193,7 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 	g.serve.current().signal(syscall.SIGSTOP)
 	fallback := g.routeN(t, 150, "/model/predict", sample)
 	g.serve.current().signal(syscall.SIGCONT)
-	g.waitDecisions(t, "/model/predict")
+	g.waitDecisions(t, "/model/predict", "a", "c")
 	differ := 0
 	for _, u := range sample {
 		if fallback[u] != first[u] {
@@ -231,8 +231,9 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 }
 
 // waitDecisions waits until modelsplit decides again after an outage:
-// 20 requests in a row honour an explicit target (only a decision can).
-func (g *gateway) waitDecisions(t testing.TB, path string) {
+// 20 requests in a row honour an explicit target (only a decision can),
+// alternating between the targets given (the endpoint must allow_target).
+func (g *gateway) waitDecisions(t testing.TB, path string, targets ...string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	streak := 0
@@ -240,7 +241,7 @@ func (g *gateway) waitDecisions(t testing.TB, path string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("decisions did not resume within 20s")
 		}
-		want := []string{"a", "c"}[i%2]
+		want := targets[i%len(targets)]
 		if r, err := g.client.get(path, "x-user-id", "probe", "x-modelsplit-target", want); err == nil && r.body == want {
 			streak++
 		} else {
