@@ -9,7 +9,7 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run test test-deps envoy-install vet fuzz bench golden clean
+.PHONY: help build run test test-deps envoy-install vet fuzz bench bench-envoy golden clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -58,11 +58,25 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./extproc -run '^$$' -fuzz FuzzRequestHeaders -fuzztime $${FUZZTIME:-30s}
 
-bench: test-deps ## Benchmarks (-benchmem, 5 runs each); not part of `make test`
-	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-5} -timeout 60m ./... | tee bench.out
+bench: test-deps ## Benchmarks (-benchmem, 5 runs each), then bench-envoy; not part of `make test`
+	set -o pipefail; $(GO) test -run '^$$' -bench . -skip '^BenchmarkEnvoyDecide$$' -benchmem -count $${COUNT:-5} -timeout 60m ./... | tee bench.out
+	$(MAKE) bench-envoy
+
+# Envoy alone vs Envoy + the decide filter, side by side in one Envoy:
+# BENCH_PAIRS interleaved pairs (envoy, envoy+decide) of BENCH_DURATION at
+# each of BENCH_RATES req/s, after BENCH_WARMUP per arm; BENCH_USERS users.
+BENCH_RATES ?= 1000,3000
+BENCH_PAIRS ?= 5
+BENCH_DURATION ?= 10s
+BENCH_WARMUP ?= 2s
+BENCH_USERS ?= 1000
+bench-envoy: envoy-install ## Envoy alone vs Envoy + decide filter at fixed rates (BENCH_RATES, BENCH_PAIRS, BENCH_DURATION) into bench-envoy.out
+	set -o pipefail; BENCH_RATES=$(BENCH_RATES) BENCH_PAIRS=$(BENCH_PAIRS) BENCH_DURATION=$(BENCH_DURATION) \
+	  BENCH_WARMUP=$(BENCH_WARMUP) BENCH_USERS=$(BENCH_USERS) \
+	  $(GO) test -run '^$$' -bench '^BenchmarkEnvoyDecide$$' -benchtime 1x -count 1 -timeout 60m ./test | tee bench-envoy.out
 
 golden: ## Rewrite the xds golden files after an intended change
 	$(GO) test ./xds -run Golden -update
 
 clean: ## Remove build outputs
-	rm -rf bin bench.out
+	rm -rf bin bench.out bench-envoy.out

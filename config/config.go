@@ -150,6 +150,13 @@ type Endpoint struct {
 	Variants []Variant `yaml:"variants"`
 	Shadows  []Shadow  `yaml:"shadows"`
 	Rules    []Rule    `yaml:"rules"`
+	// Decide, when false, turns the decision off for this endpoint: Envoy
+	// routes it by weight alone (hashed on the sticky header or cookie)
+	// without asking modelsplit, and proxyless gRPC clients get no decide
+	// filter. It is the baseline for measuring what the decision costs
+	// (make bench-envoy); rules, targets, cookies and user-sampled shadows
+	// need the decision and are refused with it. On unless set to false.
+	Decide *bool `yaml:"decide"`
 }
 
 // Match selects the requests that belong to an endpoint.
@@ -231,6 +238,9 @@ const (
 
 // Observed reports whether the endpoint's traffic is observed (default on).
 func (e *Endpoint) Observed() bool { return e.Observe == nil || *e.Observe }
+
+// Decided reports whether the decision runs for the endpoint (default on).
+func (e *Endpoint) Decided() bool { return e.Decide == nil || *e.Decide }
 
 // Comparing reports whether the endpoint has a compare-mode shadow.
 func (e *Endpoint) Comparing() bool {
@@ -361,6 +371,10 @@ func (c *Config) Clone() *Config {
 		if e.Observe != nil {
 			o := *e.Observe
 			e.Observe = &o
+		}
+		if e.Decide != nil {
+			d := *e.Decide
+			e.Decide = &d
 		}
 		e.Rules = append([]Rule(nil), e.Rules...)
 		for j := range e.Rules {

@@ -158,6 +158,13 @@ func (e *envoyProc) restart() {
 	e.start()
 }
 
+// pid is the running Envoy's process id.
+func (e *envoyProc) pid() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cmd.Process.Pid
+}
+
 func (e *envoyProc) adminURL(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", e.admin, path)
 }

@@ -43,7 +43,7 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 // header selects after the route cache is cleared), then the fallback route
 // that splits by weight when no decision was made (ext_proc down or slow).
 func endpointRoutes(e *config.Endpoint) []*routev3.Route {
-	perRoute := map[string]*anypb.Any{DecideFilterName: mustAny(endpointExtProcPerRoute(e.Name))}
+	perRoute := map[string]*anypb.Any{DecideFilterName: mustAny(decidePerRoute(e))}
 	perRoute[ObserveFilterName] = mustAny(observePerRoute(e))
 	mirrors := mirrorPolicies(e)
 	var routes []*routev3.Route
@@ -194,6 +194,16 @@ func variantResponseHeader(variant string) *corev3.HeaderValueOption {
 		Header:       &corev3.HeaderValue{Key: config.VariantHeader, Value: variant},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
+}
+
+// decidePerRoute turns the decision off for an endpoint with decide:
+// false (its requests take the weighted fallback route without a round
+// trip), and names the endpoint otherwise.
+func decidePerRoute(e *config.Endpoint) *extprocv3.ExtProcPerRoute {
+	if !e.Decided() {
+		return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}}
+	}
+	return endpointExtProcPerRoute(e.Name)
 }
 
 // endpointExtProcPerRoute names the endpoint in the ext_proc stream's
