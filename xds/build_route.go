@@ -168,7 +168,7 @@ func observePerRoute(e *config.Endpoint) *extprocv3.ExtProcPerRoute {
 		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: config.EndpointMetadataKey, Value: e.Name}},
 	}
 	if e.Comparing() {
-		o.ProcessingMode = observeProcessingMode(extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_SKIP)
+		o.ProcessingMode = observeProcessingMode(extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_SEND)
 	}
 	return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: o}}
 }
