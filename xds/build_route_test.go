@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -125,25 +126,47 @@ func TestEnvoyVariantRoutesThenStickyFallback(t *testing.T) {
 
 // Clients must not choose their variant or shadow: both headers are
 // removed before any filter or route sees the request.
+// Every config in testdata: Envoy strips the client's routing header, the
+// shadow header and the header of every shadow the config names (per-shadow
+// mirror headers are read by cluster_header, so a client copy would pick a
+// mirror), before any filter or route sees them.
 func TestEnvoyStripsClientRoutingHeaders(t *testing.T) {
-	res := buildChecked(t, loadCase(t, "testdata/in/ab.yaml"), KindEnvoy)
-	hcm := listenerHCMs(res[resource.ListenerType][0].(*listenerv3.Listener))[0]
-	removed := map[string]bool{}
-	for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
-		hm := &earlyv3.HeaderMutation{}
-		if err := ext.GetTypedConfig().UnmarshalTo(hm); err != nil {
-			t.Fatalf("early header mutation %s: %v", ext.GetName(), err)
+	cases, err := filepath.Glob("testdata/in/*.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	shadowsSeen := 0
+	for _, path := range cases {
+		cfg := loadCase(t, path)
+		res := buildChecked(t, cfg, KindEnvoy)
+		hcm := listenerHCMs(res[resource.ListenerType][0].(*listenerv3.Listener))[0]
+		removed := map[string]bool{}
+		for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
+			hm := &earlyv3.HeaderMutation{}
+			if err := ext.GetTypedConfig().UnmarshalTo(hm); err != nil {
+				t.Fatalf("%s: early header mutation %s: %v", path, ext.GetName(), err)
+			}
+			for _, m := range hm.GetMutations() {
+				removed[m.GetRemove()] = true
+			}
 		}
-		for _, m := range hm.GetMutations() {
-			removed[m.GetRemove()] = true
+		want := []string{config.VariantHeader, config.ShadowHeader}
+		for _, e := range cfg.Endpoints {
+			for _, s := range e.Shadows {
+				want = append(want, config.ShadowHeaderFor(s.Name))
+				shadowsSeen++
+			}
+		}
+		for _, h := range want {
+			if !removed[h] {
+				t.Errorf("%s: client-sent %s is not stripped by an early header mutation", path, h)
+			}
+		}
+		if hcm.GetRds().GetRouteConfigName() != GatewayRouteName || hcm.GetRds().GetConfigSource().GetAds() == nil {
+			t.Errorf("%s: HCM routes come from %v, want RDS %s over ADS", path, hcm.GetRds(), GatewayRouteName)
 		}
 	}
-	for _, h := range []string{config.VariantHeader, config.ShadowHeader} {
-		if !removed[h] {
-			t.Errorf("client-sent %s is not stripped by an early header mutation", h)
-		}
-	}
-	if hcm.GetRds().GetRouteConfigName() != GatewayRouteName || hcm.GetRds().GetConfigSource().GetAds() == nil {
-		t.Errorf("HCM routes come from %v, want RDS %s over ADS", hcm.GetRds(), GatewayRouteName)
+	if shadowsSeen == 0 {
+		t.Fatal("no testdata config has a shadow: the per-shadow check proved nothing")
 	}
 }
