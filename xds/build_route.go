@@ -4,6 +4,7 @@ import (
 	"math"
 	"sort"
 
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -119,22 +120,39 @@ func stickyHashPolicy(e *config.Endpoint) []*routev3.RouteAction_HashPolicy {
 //
 // Compare-mode shadows get no mirror: modelsplit replays their requests
 // itself (it needs the answers), and paused shadows get nothing.
+//
+// The copy keeps the Host the primary gets: a shadow is deployed like the
+// variants it may replace, and a backend behind virtual hosting (an
+// ingress, Knative, a cloud load balancer) does not know Envoy's default
+// "<host>-shadow" (Envoy 1.40 sent "127.0.0.1-shadow:8080" to a backend
+// at 127.0.0.1:8080). Instead of the suffix, x-modelsplit-shadow names
+// the shadow on every copy, so a backend can still tell mirrored traffic.
 func mirrorPolicies(e *config.Endpoint) []*routev3.RouteAction_RequestMirrorPolicy {
 	var out []*routev3.RouteAction_RequestMirrorPolicy
 	for _, s := range e.Shadows {
+		var p *routev3.RouteAction_RequestMirrorPolicy
 		switch {
 		case s.Paused || s.Compare != nil:
+			continue
 		case s.PerRequest:
-			out = append(out, &routev3.RouteAction_RequestMirrorPolicy{
+			p = &routev3.RouteAction_RequestMirrorPolicy{
 				Cluster: config.ClusterName(e.Name, s.Name),
 				RuntimeFraction: &corev3.RuntimeFractionalPercent{
 					DefaultValue: percent(s.Percent),
 					RuntimeKey:   "modelsplit.shadow." + e.Name + "." + s.Name,
 				},
-			})
+			}
 		default:
-			out = append(out, &routev3.RouteAction_RequestMirrorPolicy{ClusterHeader: config.ShadowHeaderFor(s.Name)})
+			p = &routev3.RouteAction_RequestMirrorPolicy{ClusterHeader: config.ShadowHeaderFor(s.Name)}
 		}
+		p.DisableShadowHostSuffixAppend = true
+		p.RequestHeadersMutations = []*mutationv3.HeaderMutation{{Action: &mutationv3.HeaderMutation_Append{
+			Append: &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: config.ShadowHeader, Value: s.Name},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			},
+		}}}
+		out = append(out, p)
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	earlyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
@@ -61,6 +62,17 @@ func TestEnvoyShadowMirrors(t *testing.T) {
 				}
 			default:
 				t.Errorf("route %s: unexpected mirror policy %v", r.GetName(), m)
+			}
+			// The copy keeps the primary's Host (no "-shadow" suffix)
+			// and names its shadow in x-modelsplit-shadow instead.
+			if !m.GetDisableShadowHostSuffixAppend() {
+				t.Errorf("route %s: mirror %v appends -shadow to the Host", r.GetName(), m)
+			}
+			shadow := strings.TrimPrefix(m.GetCluster()+strings.TrimPrefix(m.GetClusterHeader(), config.ShadowHeader+"-"), "ranker/")
+			if mut := m.GetRequestHeadersMutations(); len(mut) != 1 || mut[0].GetAppend().GetHeader().GetKey() != config.ShadowHeader ||
+				mut[0].GetAppend().GetHeader().GetValue() != shadow ||
+				mut[0].GetAppend().GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				t.Errorf("route %s: mirror header mutations %v, want %s: %s", r.GetName(), mut, config.ShadowHeader, shadow)
 			}
 		}
 		if perRequest != 1 || byHeader != 1 {
