@@ -47,8 +47,13 @@ type observation struct {
 
 	status    int // HTTP status, or gRPC code when grpc
 	hasStatus bool
-	recorded  bool // metrics written
-	finished  bool // captures handed over
+	// A gRPC call through Envoy: its status is grpc-status, in the
+	// trailers (or in the headers of a trailers-only answer).
+	grpc          bool
+	grpcStatus    int
+	hasGRPCStatus bool
+	recorded      bool // metrics written
+	finished      bool // captures handed over
 }
 
 type namedCapture struct {
@@ -152,18 +157,36 @@ func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders, attrs map
 	} else if v, ok := hv.Get(config.VariantHeader); ok {
 		o.variant = v
 	}
-	if st.endpoint == "" || st.server.sampler == nil || st.server.shadows == nil {
+	if st.endpoint == "" || st.server.shadows == nil {
 		return
 	}
-	set := st.server.sampler.CompareShadows(st.endpoint, hv)
-	if set.Empty() {
-		return
-	}
-	set.Each(func(name, _, _ string) {
+	begin := func(name, _, _ string) {
 		if c := st.server.shadows.Begin(st.endpoint, name); c != nil {
 			o.captures = append(o.captures, namedCapture{shadow: name, c: c})
 		}
-	})
+	}
+	if st.client == clientEnvoy {
+		// The decision marked the request with x-modelsplit-shadow-<s>
+		// for each compare shadow that samples it (clients' copies are
+		// stripped), and the mark selected the route that streams bodies.
+		// (Envoy 1.40 sends no protocol_config in observability mode, so
+		// a marked request on a route without bodies, while Envoy does not
+		// yet hold the routes of a config that just added the shadow, is
+		// only noticed by its missing response body: dropped incomplete.)
+		for _, kv := range h.GetHeaders().GetHeaders() {
+			if name, ok := strings.CutPrefix(kv.GetKey(), config.ShadowHeader+"-"); ok {
+				begin(name, "", "") // nil for mirror shadows: not compared
+			}
+		}
+		if ct, _ := hv.Get("content-type"); strings.HasPrefix(ct, "application/grpc") {
+			o.grpc = true
+			for _, c := range o.captures {
+				c.c.Framed() // Envoy streams the raw HTTP/2 bytes
+			}
+		}
+	} else if st.server.sampler != nil {
+		st.server.sampler.CompareShadows(st.endpoint, hv).Each(begin)
+	}
 	if len(o.captures) == 0 {
 		return
 	}
@@ -254,6 +277,9 @@ func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
 	if s, ok := hv.Get(":status"); ok {
 		o.setStatus(s)
 	}
+	if s, ok := hv.Get("grpc-status"); ok && o.grpc { // a trailers-only answer
+		o.setGRPCStatus(s)
+	}
 	st.record() // time to the response headers, as the latency histogram says
 	if h.GetEndOfStream() {
 		st.observeDone()
@@ -266,6 +292,12 @@ func (o *observation) setStatus(s string) {
 	}
 }
 
+func (o *observation) setGRPCStatus(s string) {
+	if n, err := strconv.Atoi(s); err == nil {
+		o.grpcStatus, o.hasGRPCStatus = n, true
+	}
+}
+
 func (st *streamState) observeResponseBody(b *extprocv3.HttpBody) {
 	o := st.obs
 	if o == nil {
@@ -274,8 +306,9 @@ func (st *streamState) observeResponseBody(b *extprocv3.HttpBody) {
 	if len(o.captures) > 0 && len(b.GetBody()) > 0 {
 		o.captures = keepCaptures(o.captures, func(c *shadow.Capture) bool { return c.Response(b.GetBody()) })
 	}
-	// HTTP: the last chunk ends the answer. gRPC: compare mode handles
-	// unary calls, whose one response message is the whole answer.
+	// HTTP: the last chunk ends the answer. gRPC through Envoy: the
+	// trailers end it. Proxyless gRPC: compare mode handles unary calls,
+	// whose one response message is the whole answer.
 	if b.GetEndOfStream() || st.client == clientGRPC {
 		st.observeDone()
 	}
@@ -287,7 +320,11 @@ func (st *streamState) observeResponseTrailers(t *extprocv3.HttpTrailers) {
 		return
 	}
 	if s, ok := (headerView{t.GetTrailers().GetHeaders()}).Get("grpc-status"); ok {
-		o.setStatus(s)
+		if o.grpc {
+			o.setGRPCStatus(s)
+		} else {
+			o.setStatus(s)
+		}
 	}
 	st.observeDone()
 }
@@ -303,16 +340,20 @@ func (st *streamState) observeDone() {
 	if len(o.captures) == 0 {
 		return
 	}
-	if !o.hasStatus {
+	status, ok := o.status, o.hasStatus
+	if o.grpc {
+		status, ok = o.grpcStatus, o.hasGRPCStatus
+	}
+	if !ok {
 		for _, c := range o.captures {
-			c.c.Abort("incomplete")
+			c.c.Abort(shadow.DropIncomplete)
 		}
 		o.captures = nil
 		return
 	}
 	x := shadow.Exchange{
 		RequestID: o.requestID, Method: o.method, Path: o.path, Authority: o.authority,
-		Header: o.header, PrimaryStatus: o.status, PrimaryLatency: time.Since(o.start),
+		Header: o.header, PrimaryStatus: status, PrimaryLatency: time.Since(o.start),
 	}
 	for _, c := range o.captures {
 		c.c.Finish(x)

@@ -1,13 +1,24 @@
 package test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/modelsplit/modelsplit/api"
 )
 
 // parallelGets sends n GETs through the gateway with `workers` concurrent
@@ -343,4 +354,347 @@ func medianFloat(v []float64) float64 {
 		return (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
 	return s[len(s)/2]
+}
+
+// markLog records, per request, the input and whether the decision marked
+// it for compare shadow c: the truth comparisons are checked against.
+type markLog struct {
+	mu     sync.Mutex
+	marked map[int]bool // input → marked
+	users  map[string]bool
+}
+
+func newMarkLog() *markLog { return &markLog{marked: map[int]bool{}, users: map[string]bool{}} }
+
+func (l *markLog) add(input int, user string, marked bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.marked[input] = marked
+	if marked {
+		l.users[user] = true
+	} else if _, ok := l.users[user]; !ok {
+		l.users[user] = false
+	}
+}
+
+// truth: how many inputs were marked, and the share of those on which the
+// shadow agrees.
+func (l *markLog) truth(agrees func(int) bool) (int, float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, agree := 0, 0
+	for in, m := range l.marked {
+		if m {
+			n++
+			if agrees(in) {
+				agree++
+			}
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return n, float64(agree) / float64(n)
+}
+
+// usersMarked returns users that were (or were never) marked.
+func (l *markLog) usersMarked(marked bool, max int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for u, m := range l.users {
+		if m == marked && len(out) < max {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitCompared waits until the shadow has a result (compared, dropped or
+// error) for at least n exchanges, and returns its status.
+func waitCompared(t testing.TB, g *gateway, endpoint string, n int) api.ShadowStatus {
+	t.Helper()
+	var st api.EndpointStatus
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		getJSON(t.(*testing.T), "http://"+g.admin()+"/v1/endpoints/"+endpoint, "", &st)
+		s := st.Shadows[0]
+		if int(s.Compared+s.Dropped+s.Errors) >= n || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// observeMessages is how many ext_proc messages Envoy sent (both filters:
+// they share the HTTP connection manager's ext_proc stats).
+func observeMessages(g *gateway) uint64 {
+	return g.envoy.stat("http.modelsplit.ext_proc.stream_msgs_sent")
+}
+
+// assertBodiesOnlyWhenSampled sends requests from users the decision never
+// marked, then from users it did, and checks Envoy's ext_proc message
+// counts: 3 messages per unmarked request (decision: request headers;
+// observe: request and response headers: no body chunk), more for marked
+// ones (their bodies). send makes one request for a user.
+func assertBodiesOnlyWhenSampled(t *testing.T, g *gateway, l *markLog, send func(user string, i int)) {
+	t.Helper()
+	const n = 200
+	unmarked, marked := l.usersMarked(false, 50), l.usersMarked(true, 50)
+	if len(unmarked) == 0 || len(marked) == 0 {
+		t.Fatalf("need marked and unmarked users, have %d and %d", len(marked), len(unmarked))
+	}
+	for _, phase := range []struct {
+		name  string
+		users []string
+	}{{"unsampled", unmarked}, {"sampled", marked}} {
+		before := observeMessages(g)
+		streams := g.envoy.stat("http.modelsplit.ext_proc.streams_started")
+		for i := 0; i < n; i++ {
+			send(phase.users[i%len(phase.users)], 1_000_000+i)
+		}
+		// Envoy counts a message when it sends it; the last response's
+		// observe messages may trail the answer by a moment.
+		time.Sleep(300 * time.Millisecond)
+		msgs := observeMessages(g) - before
+		started := g.envoy.stat("http.modelsplit.ext_proc.streams_started") - streams
+		perRequest := float64(msgs) / n
+		t.Logf("%s users: %d requests, %d ext_proc streams, %d messages to ext_proc (%.2f per request, %d beyond headers)",
+			phase.name, n, started, msgs, perRequest, int64(msgs)-3*n)
+		if started != 2*n {
+			t.Errorf("%s: %d ext_proc streams for %d requests, want 2 per request (decide + observe)", phase.name, started, n)
+		}
+		switch phase.name {
+		case "unsampled":
+			if msgs != 3*n {
+				t.Errorf("unsampled requests sent %d messages to ext_proc, want exactly %d (headers only: no body chunks)", msgs, 3*n)
+			}
+		case "sampled":
+			if msgs < 5*n {
+				t.Errorf("sampled requests sent %d messages to ext_proc, want >= %d (headers + request and response bodies)", msgs, 5*n)
+			}
+		}
+	}
+}
+
+// TestEnvoyCompareHTTP: a compare-mode shadow behind a real Envoy with HTTP
+// JSON bodies. The decision marks 40% of users; only their requests
+// stream bodies to modelsplit; every marked exchange is compared and the
+// measured agreement matches the truth (the shadow's score differs on
+// inputs with x%10 < 3).
+func TestEnvoyCompareHTTP(t *testing.T) {
+	log := newMarkLog()
+	model := func(shadow bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet { // startGateway's probe
+				return
+			}
+			var in struct{ X int }
+			if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			score := float64(in.X) / 4
+			if shadow && in.X%10 < 3 {
+				score += 0.5
+			}
+			if !shadow {
+				log.add(in.X, r.Header.Get("x-user-id"), r.Header.Get("x-modelsplit-shadow-c") != "")
+			}
+			w.Header().Set("content-type", "application/json")
+			fmt.Fprintf(w, `{"predictions":[{"score":%v,"label":"x"}]}`, score)
+		}
+	}
+	a, c := startHTTPBackend(t, "a"), startHTTPBackend(t, "c")
+	a.setHandler(model(false))
+	c.setHandler(model(true))
+	g := startGateway(t, fmt.Sprintf(`endpoints:
+  - name: model
+    match: {path_prefix: /model}
+    sticky: {header: x-user-id}
+    variants:
+      - {name: a, weight: 100, backends: [%q]}
+    shadows:
+      - name: c
+        percent: 40
+        backends: [%q]
+        compare: {field: "predictions[0].score", tolerance: 0.01, max_concurrency: 256}
+`, a.addr, c.addr), "", "/model/health", "x-user-id", "probe")
+	post := func(user string, x int) {
+		r, err := g.client.do(http.MethodPost, "/model/predict", fmt.Appendf(nil, `{"x":%d}`, x), "x-user-id", user, "content-type", "application/json")
+		if err != nil || r.status != http.StatusOK || !strings.Contains(r.body, fmt.Sprintf(`"score":%v,`, float64(x)/4)) {
+			t.Fatalf("user %s x %d: status %d body %q err %v (not the primary's answer)", user, x, r.status, r.body, err)
+		}
+	}
+	// The probe's GET (no body) may have been sampled: let it finish.
+	time.Sleep(200 * time.Millisecond)
+	var st api.EndpointStatus
+	getJSON(t, "http://"+g.admin()+"/v1/endpoints/model", "", &st)
+	base := st.Shadows[0]
+
+	const users, n = 500, 3000
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				post(fmt.Sprintf("user-%d", i%users), i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	marked, truth := log.truth(func(x int) bool { return x%10 >= 3 })
+	s := waitCompared(t, g, "model", int(base.Compared+base.Dropped+base.Errors)+marked)
+	compared, agreed := s.Compared-base.Compared, s.Agreed-base.Agreed
+	got := float64(agreed) / float64(compared)
+	t.Logf("HTTP: %d of %d requests marked (%.1f%%); compared %d, agreed %d, dropped %d, errors %d; agreement %.4f, truth %.4f",
+		marked, n, 100*float64(marked)/n, compared, agreed, s.Dropped-base.Dropped, s.Errors-base.Errors, got, truth)
+	if int(compared) != marked || s.Dropped != base.Dropped || s.Errors != base.Errors {
+		t.Errorf("compared %d of %d marked exchanges (dropped %d, errors %d): every marked exchange must complete",
+			compared, marked, s.Dropped-base.Dropped, s.Errors-base.Errors)
+	}
+	if math.Abs(got-truth) > 0.02 {
+		t.Errorf("measured agreement %.4f, truth %.4f: want within ±2 pp", got, truth)
+	}
+	if share := float64(marked) / n; math.Abs(share-0.40) > 0.10 {
+		t.Errorf("%.1f%% of requests marked for a 40%% shadow", 100*share)
+	}
+	if ratio, _ := series(scrape(t, g.admin()), "modelsplit_shadow_agreement_ratio", map[string]string{"endpoint": "model", "shadow": "c"}); math.Abs(ratio-float64(s.Agreed)/float64(s.Compared)) > 1e-9 {
+		t.Errorf("modelsplit_shadow_agreement_ratio %v, API %d/%d", ratio, s.Agreed, s.Compared)
+	}
+	if got := c.count(); got != int(s.Compared+s.Errors) {
+		t.Errorf("the shadow served %d replays, want one per comparison (%d)", got, s.Compared+s.Errors)
+	}
+
+	assertBodiesOnlyWhenSampled(t, g, log, post)
+	g.envoy.assertNoRejections()
+}
+
+// markingModel is a gRPC model backend that records, per input, whether
+// the decision marked the call for compare shadow c.
+type markingModel struct {
+	*modelBackend
+	log *markLog
+}
+
+func (m markingModel) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	m.log.add(int(req.GetResponseSize()), strings.Join(md.Get("x-user-id"), ","), len(md.Get("x-modelsplit-shadow-c")) > 0)
+	return m.modelBackend.UnaryCall(ctx, req)
+}
+
+func startMarkingModel(t testing.TB, name string, log *markLog) *modelBackend {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &modelBackend{name: name, addr: lis.Addr().String()}
+	s := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(s, markingModel{modelBackend: m, log: log})
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	return m
+}
+
+// TestEnvoyCompareGRPC: the same through Envoy in front of gRPC backends
+// (endpoint protocol grpc), called by grpc-go over h2c on Envoy's gateway
+// port. Envoy streams the raw HTTP/2 body (length-prefixed messages) and
+// ends a gRPC answer with trailers: every marked call must still be
+// compared, and the agreement must match the truth.
+func TestEnvoyCompareGRPC(t *testing.T) {
+	log := newMarkLog()
+	a := startMarkingModel(t, "a", log)
+	c := startModel(t, "c", 0, func(n int32) bool { return n%10 < 3 })
+	probe := startHTTPBackend(t, "probe") // startGateway waits for an HTTP route
+	g := startGateway(t, fmt.Sprintf(`endpoints:
+  - name: probe
+    match: {path_prefix: /probe}
+    variants:
+      - {name: a, weight: 100, backends: [%q]}
+  - name: echo
+    protocol: grpc
+    match: {path_prefix: /grpc.testing.TestService/}
+    sticky: {header: x-user-id}
+    variants:
+      - {name: a, weight: 100, backends: [%q]}
+    shadows:
+      - name: c
+        percent: 40
+        backends: [%q]
+        compare: {field: "2", max_concurrency: 256}
+`, probe.addr, a.addr, c.addr), "", "/probe")
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", g.port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := testgrpc.NewTestServiceClient(cc)
+	call := func(user string, n int) {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-user-id", user), 10*time.Second)
+		defer cancel()
+		var hdr metadata.MD
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: int32(n)}, grpc.Header(&hdr))
+		if err != nil {
+			t.Fatalf("user %s call %d: %v", user, n, err)
+		}
+		if resp.GetHostname() != "a" || resp.GetUsername() != label(int32(n)) {
+			t.Fatalf("user %s call %d: answer %v is not the primary's", user, n, resp)
+		}
+		if v := hdr.Get("x-modelsplit-variant"); len(v) != 1 || v[0] != "a" {
+			t.Fatalf("user %s call %d: x-modelsplit-variant %v", user, n, v)
+		}
+	}
+
+	const users, n = 400, 2000
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				call(fmt.Sprintf("user-%d", i%users), i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	marked, truth := log.truth(func(x int) bool { return x%10 >= 3 })
+	s := waitCompared(t, g, "echo", marked)
+	got := float64(s.Agreed) / float64(s.Compared)
+	t.Logf("gRPC: %d of %d calls marked (%.1f%%); compared %d, agreed %d, dropped %d, errors %d; agreement %.4f, truth %.4f",
+		marked, n, 100*float64(marked)/n, s.Compared, s.Agreed, s.Dropped, s.Errors, got, truth)
+	if int(s.Compared) != marked || s.Dropped != 0 || s.Errors != 0 {
+		t.Errorf("compared %d of %d marked calls (dropped %d, errors %d): every marked call must complete",
+			s.Compared, marked, s.Dropped, s.Errors)
+	}
+	if math.Abs(got-truth) > 0.02 {
+		t.Errorf("measured agreement %.4f, truth %.4f: want within ±2 pp", got, truth)
+	}
+	if share := float64(marked) / n; math.Abs(share-0.40) > 0.10 {
+		t.Errorf("%.1f%% of calls marked for a 40%% shadow", 100*share)
+	}
+	fams := scrape(t, g.admin())
+	if ratio, _ := series(fams, "modelsplit_shadow_agreement_ratio", map[string]string{"endpoint": "echo", "shadow": "c"}); math.Abs(ratio-got) > 1e-9 {
+		t.Errorf("modelsplit_shadow_agreement_ratio %v, API %.4f", ratio, got)
+	}
+	if c.callCount() != int(s.Compared) {
+		t.Errorf("the shadow served %d replays, want one per comparison (%d)", c.callCount(), s.Compared)
+	}
+
+	assertBodiesOnlyWhenSampled(t, g, log, call)
+	g.envoy.assertNoRejections()
 }

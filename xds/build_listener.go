@@ -82,8 +82,8 @@ func anyObserved(cfg *config.Config) bool {
 	return false
 }
 
-// observeProcessingMode: headers both ways, no bodies. Endpoints with a
-// compare-mode shadow override it per route to stream bodies as well.
+// observeProcessingMode: headers both ways, no bodies. The routes of
+// requests sampled for a compare-mode shadow override it to stream bodies.
 func observeProcessingMode(bodies extprocv3.ProcessingMode_BodySendMode, trailers extprocv3.ProcessingMode_HeaderSendMode) *extprocv3.ProcessingMode {
 	return &extprocv3.ProcessingMode{
 		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,

@@ -42,12 +42,37 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 // endpointRoutes: one header-match route per variant (what the decision's
 // header selects after the route cache is cleared), then the fallback route
 // that splits by weight when no decision was made (ext_proc down or slow).
+//
+// With compare-mode shadows, each variant route is preceded by one route per
+// compare shadow that also matches the shadow's mark (the decision sets
+// x-modelsplit-shadow-<s> on the requests it samples): only that route
+// streams bodies to the observe filter, so unsampled requests cost it
+// headers only.
 func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 	perRoute := map[string]*anypb.Any{DecideFilterName: mustAny(endpointExtProcPerRoute(e.Name))}
-	perRoute[ObserveFilterName] = mustAny(observePerRoute(e))
+	perRoute[ObserveFilterName] = mustAny(observePerRoute(e, false))
+	comparePerRoute := map[string]*anypb.Any{DecideFilterName: perRoute[DecideFilterName], ObserveFilterName: mustAny(observePerRoute(e, true))}
 	mirrors := mirrorPolicies(e)
 	var routes []*routev3.Route
 	for _, v := range e.Variants {
+		for _, s := range compareShadows(e) {
+			routes = append(routes, &routev3.Route{
+				Name: config.ClusterName(e.Name, v.Name) + "/compare/" + s,
+				Match: &routev3.RouteMatch{
+					PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix},
+					Headers: []*routev3.HeaderMatcher{
+						exactHeader(config.VariantHeader, v.Name),
+						{Name: config.ShadowHeaderFor(s), HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+					},
+				},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
+					RequestMirrorPolicies: mirrors,
+				}},
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{variantResponseHeader(v.Name)},
+				TypedPerFilterConfig: comparePerRoute,
+			})
+		}
 		routes = append(routes, &routev3.Route{
 			Name: config.ClusterName(e.Name, v.Name),
 			Match: &routev3.RouteMatch{
@@ -157,18 +182,36 @@ func mirrorPolicies(e *config.Endpoint) []*routev3.RouteAction_RequestMirrorPoli
 	return out
 }
 
+// compareShadows names the endpoint's compare-mode shadows the observe
+// filter can capture for: none when the endpoint is not observed; paused
+// ones are never sampled.
+func compareShadows(e *config.Endpoint) []string {
+	if !e.Observed() {
+		return nil
+	}
+	var out []string
+	for _, s := range e.Shadows {
+		if s.Compare != nil && !s.Paused {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
 // observePerRoute turns the observe filter off for endpoints that opted
-// out, names the endpoint otherwise, and streams bodies where a
-// compare-mode shadow needs them (observability mode allows STREAMED).
-func observePerRoute(e *config.Endpoint) *extprocv3.ExtProcPerRoute {
+// out, and names the endpoint otherwise. On the routes of requests sampled
+// for a compare-mode shadow (bodies true) it streams the bodies
+// (observability mode allows STREAMED) and the response trailers: a gRPC
+// answer's status and its end arrive in them.
+func observePerRoute(e *config.Endpoint, bodies bool) *extprocv3.ExtProcPerRoute {
 	if !e.Observed() {
 		return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}}
 	}
 	o := &extprocv3.ExtProcOverrides{
 		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: config.EndpointMetadataKey, Value: e.Name}},
 	}
-	if e.Comparing() {
-		o.ProcessingMode = observeProcessingMode(extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_SKIP)
+	if bodies {
+		o.ProcessingMode = observeProcessingMode(extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_SEND)
 	}
 	return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: o}}
 }

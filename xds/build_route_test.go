@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	earlyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -157,5 +158,51 @@ func TestEnvoyStripsClientRoutingHeaders(t *testing.T) {
 	}
 	if hcm.GetRds().GetRouteConfigName() != GatewayRouteName || hcm.GetRds().GetConfigSource().GetAds() == nil {
 		t.Errorf("HCM routes come from %v, want RDS %s over ADS", hcm.GetRds(), GatewayRouteName)
+	}
+}
+
+// compare.yaml: only requests the decision marked for a compare shadow
+// stream bodies (and, for gRPC's status, response trailers) to the
+// observe filter: each variant gets a route per compare shadow matching
+// its mark, ahead of the variant route, and every other route of the
+// endpoint leaves the observe filter at headers only. Paused shadows and
+// unobserved endpoints get no such route.
+func TestEnvoyCompareRoutesStreamBodiesOnlyWhenMarked(t *testing.T) {
+	res := buildChecked(t, loadCase(t, "testdata/in/compare.yaml"), KindEnvoy)
+	var names []string
+	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+		names = append(names, r.GetName())
+		var pr extprocv3.ExtProcPerRoute
+		if err := r.GetTypedPerFilterConfig()[ObserveFilterName].UnmarshalTo(&pr); err != nil {
+			t.Fatalf("route %s: observe per-route config: %v", r.GetName(), err)
+		}
+		mode := pr.GetOverrides().GetProcessingMode()
+		marked := ""
+		for _, h := range r.GetMatch().GetHeaders() {
+			if strings.HasPrefix(h.GetName(), config.ShadowHeader+"-") {
+				if !h.GetPresentMatch() {
+					t.Errorf("route %s: %s must be a presence match", r.GetName(), h.GetName())
+				}
+				marked = h.GetName()
+			}
+		}
+		switch {
+		case marked != "":
+			if mode.GetRequestBodyMode() != extprocv3.ProcessingMode_STREAMED || mode.GetResponseBodyMode() != extprocv3.ProcessingMode_STREAMED ||
+				mode.GetResponseTrailerMode() != extprocv3.ProcessingMode_SEND || mode.GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND ||
+				mode.GetResponseHeaderMode() != extprocv3.ProcessingMode_SEND {
+				t.Errorf("route %s (marked by %s): observe mode %v, want headers, STREAMED bodies and response trailers", r.GetName(), marked, mode)
+			}
+		case mode != nil:
+			t.Errorf("route %s: observe mode override %v on an unmarked route: its requests would stream bodies", r.GetName(), mode)
+		}
+	}
+	want := []string{
+		"classify/v1/compare/v3", "classify/v1", "classify/v2/compare/v3", "classify/v2", "classify/fallback",
+		"legacy/only", "legacy/fallback", // longer prefixes first
+		"scorer/a/compare/c", "scorer/a", "scorer/b/compare/c", "scorer/b", "scorer/fallback",
+	}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("routes\n %v\nwant\n %v", names, want)
 	}
 }
