@@ -698,3 +698,84 @@ func TestEnvoyCompareGRPC(t *testing.T) {
 	assertBodiesOnlyWhenSampled(t, g, log, call)
 	g.envoy.assertNoRejections()
 }
+
+// TestEnvoyMintCookie: with sticky {cookie: uid, mint_cookie: true}, an
+// anonymous user's first answer carries a minted uid Set-Cookie next to
+// the backend's own Set-Cookie headers (both arrive), and later requests
+// carrying the cookie stick to one variant without a new cookie.
+func TestEnvoyMintCookie(t *testing.T) {
+	a, b := startHTTPBackend(t, "a"), startHTTPBackend(t, "b")
+	for _, be := range []*httpBackend{a, b} {
+		name := be.name
+		be.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Add("Set-Cookie", "backend="+name+"; Path=/")
+			w.Header().Add("Set-Cookie", "session=s1; Path=/; HttpOnly")
+			_, _ = w.Write([]byte(name))
+		})
+	}
+	g := startGateway(t, fmt.Sprintf(`endpoints:
+  - name: web
+    match: {path_prefix: /web}
+    sticky: {cookie: uid, mint_cookie: true, ttl: 24h}
+    variants:
+      - {name: a, weight: 50, backends: [%q]}
+      - {name: b, weight: 50, backends: [%q]}
+`, a.addr, b.addr), "", "/web/page")
+
+	const users, visits = 200, 5
+	onA := 0
+	for u := 0; u < users; u++ {
+		first, err := g.client.get("/web/page")
+		if err != nil || first.status != http.StatusOK {
+			t.Fatalf("user %d first request: status %d err %v", u, first.status, err)
+		}
+		cookies := first.header.Values("Set-Cookie")
+		var uid string
+		backendCookies := 0
+		for _, c := range cookies {
+			switch {
+			case strings.HasPrefix(c, "uid="):
+				uid = strings.SplitN(strings.TrimPrefix(c, "uid="), ";", 2)[0]
+				if !strings.Contains(c, "Max-Age=86400") || !strings.Contains(c, "HttpOnly") || !strings.Contains(c, "Path=/") {
+					t.Errorf("minted cookie %q: want Path=/, HttpOnly and Max-Age=86400 (ttl 24h)", c)
+				}
+			case c == "backend="+first.body+"; Path=/", c == "session=s1; Path=/; HttpOnly":
+				backendCookies++
+			}
+		}
+		if uid == "" || backendCookies != 2 || len(cookies) != 3 {
+			t.Fatalf("user %d: Set-Cookie %q: want the backend's two cookies and a minted uid", u, cookies)
+		}
+		if first.variant != first.body {
+			t.Errorf("user %d: answered by %s, x-modelsplit-variant %q", u, first.body, first.variant)
+		}
+		// Later visits carry the cookie (and the backend's), as a browser
+		// would: same variant every time, no new uid.
+		for v := 0; v < visits; v++ {
+			r, err := g.client.get("/web/page", "cookie", "backend="+first.body+"; uid="+uid+"; session=s1")
+			if err != nil || r.status != http.StatusOK {
+				t.Fatalf("user %d visit %d: status %d err %v", u, v, r.status, err)
+			}
+			if r.body != first.body {
+				t.Errorf("user %d (uid %s) moved from %s to %s on visit %d", u, uid, first.body, r.body, v)
+			}
+			for _, c := range r.header.Values("Set-Cookie") {
+				if strings.HasPrefix(c, "uid=") {
+					t.Errorf("user %d visit %d: a new uid cookie %q although the request carried one", u, v, c)
+				}
+			}
+			if n := len(r.header.Values("Set-Cookie")); n != 2 {
+				t.Errorf("user %d visit %d: %d Set-Cookie headers, want the backend's 2", u, v, n)
+			}
+		}
+		if first.body == "a" {
+			onA++
+		}
+	}
+	t.Logf("%d anonymous users: %d on a, %d on b; each got a minted uid with the backend's cookies and stuck for %d visits", users, onA, users-onA, visits)
+	// 50/50 over 200 users: 5 sigma is 17.7 users.
+	if onA < 100-18 || onA > 100+18 {
+		t.Errorf("%d of %d minted users on a, want 100 ± 18", onA, users)
+	}
+	g.envoy.assertNoRejections()
+}
