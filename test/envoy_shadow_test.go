@@ -21,6 +21,11 @@ import (
 	"github.com/modelsplit/modelsplit/api"
 )
 
+// slackDecision gives the decision 1 s instead of the default 50 ms before
+// Envoy fails open: these tests check what the decision samples, and on 2
+// shared cores a starved ext_proc answer would route a request unmarked.
+const slackDecision = "extproc_timeout: 1s"
+
 // parallelGets sends n GETs through the gateway with `workers` concurrent
 // callers; headersFor gives request i's headers (name, value pairs).
 // It fails the test on a transport error or a non-200 answer.
@@ -107,7 +112,7 @@ func TestEnvoyMirrorShadows(t *testing.T) {
     shadows:
       - {name: m, percent: 20, backends: [%q]}
       - {name: r, percent: 30, per_request: true, backends: [%q]}
-`, primary.addr, m.addr, r.addr), "", "/model/predict", "x-user-id", "probe")
+`, primary.addr, m.addr, r.addr), slackDecision, "/model/predict", "x-user-id", "probe")
 	waitSettled(t, g, "model/m", m)
 	waitSettled(t, g, "model/r", r)
 	m0, r0 := m.count(), r.count()
@@ -313,33 +318,37 @@ func p99(d []time.Duration) time.Duration {
 // BenchmarkEnvoyMirrorPrimaryLatency: the primary's p99 through a real
 // Envoy with a mirror shadow that is 500 ms slow, or down, against the same
 // primary without a shadow, measured in the same run: interleaved A B A B
-// (6 pairs of 1,000 requests at 500 req/s), reported as the median of the
-// per-pair p99 ratios (shadow / no shadow). Target: at most 1.10.
+// (10 pairs of 500 requests at 500 req/s: the slow shadow has ~250 copies
+// in flight), reported as the median of the per-pair p99 ratios (shadow /
+// no shadow), with the median p99s. Target: at most 1.10. On 2 shared
+// cores single pairs swing both ways by 2x; only the median means much.
 func BenchmarkEnvoyMirrorPrimaryLatency(b *testing.B) {
 	g, _, _ := slowDownGateway(b)
 	for _, shadow := range []string{"slow", "down"} {
 		b.Run(shadow, func(b *testing.B) {
-			const pairs, n = 6, 1000
+			const pairs, n = 10, 500
 			every := 2 * time.Millisecond
 			timedGets(b, g, "/plain/predict", 200, every) // warm up both paths
 			timedGets(b, g, "/"+shadow+"/predict", 200, every)
 			b.ResetTimer()
-			var ratios, base, with []float64
+			var ratios, p50s, base, with []float64
 			for i := 0; i < b.N; i++ {
 				for p := 0; p < pairs; p++ {
-					a := p99(timedGets(b, g, "/plain/predict", n, every))
-					s := p99(timedGets(b, g, "/"+shadow+"/predict", n, every))
-					ratios = append(ratios, float64(s)/float64(a))
-					base = append(base, float64(a.Microseconds()))
-					with = append(with, float64(s.Microseconds()))
+					a := timedGets(b, g, "/plain/predict", n, every)
+					s := timedGets(b, g, "/"+shadow+"/predict", n, every)
+					ratios = append(ratios, float64(p99(s))/float64(p99(a)))
+					p50s = append(p50s, float64(median(s))/float64(median(a)))
+					base = append(base, float64(p99(a).Microseconds()))
+					with = append(with, float64(p99(s).Microseconds()))
 				}
 			}
 			b.StopTimer()
 			mr := medianFloat(ratios)
 			b.ReportMetric(mr, "p99-ratio")
+			b.ReportMetric(medianFloat(p50s), "p50-ratio")
 			b.ReportMetric(medianFloat(base), "p99-µs-no-shadow")
 			b.ReportMetric(medianFloat(with), "p99-µs-shadow")
-			b.Logf("%s shadow: p99 ratios %.3f (median %.3f)", shadow, ratios, mr)
+			b.Logf("%s shadow: p99 ratios %.3f (median %.3f); p50 ratios median %.3f", shadow, ratios, mr, medianFloat(p50s))
 			if mr > 1.10 {
 				b.Errorf("%s shadow moved the primary's p99 by %.1f%% (median of %d pairs), want <= 10%%", shadow, 100*(mr-1), len(ratios))
 			}
@@ -520,7 +529,7 @@ func TestEnvoyCompareHTTP(t *testing.T) {
         percent: 40
         backends: [%q]
         compare: {field: "predictions[0].score", tolerance: 0.01, max_concurrency: 256}
-`, a.addr, c.addr), "", "/model/health", "x-user-id", "probe")
+`, a.addr, c.addr), slackDecision, "/model/health", "x-user-id", "probe")
 	post := func(user string, x int) {
 		r, err := g.client.do(http.MethodPost, "/model/predict", fmt.Appendf(nil, `{"x":%d}`, x), "x-user-id", user, "content-type", "application/json")
 		if err != nil || r.status != http.StatusOK || !strings.Contains(r.body, fmt.Sprintf(`"score":%v,`, float64(x)/4)) {
@@ -631,7 +640,7 @@ func TestEnvoyCompareGRPC(t *testing.T) {
         percent: 40
         backends: [%q]
         compare: {field: "2", max_concurrency: 256}
-`, probe.addr, a.addr, c.addr), "", "/probe")
+`, probe.addr, a.addr, c.addr), slackDecision, "/probe")
 	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", g.port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
