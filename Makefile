@@ -9,15 +9,20 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run test test-deps envoy-install vet fuzz bench golden clean
+.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy golden clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## Build bin/modelsplit
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/modelsplit
+build: ## Build bin/modelsplit and bin/modelsplit-demo
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
 
-run: build ## Serve config/example.yaml with the in-memory store (CONFIG=... to change)
+# DEMO_FLAGS passes flags to bin/modelsplit-demo (see bin/modelsplit-demo -h),
+# e.g. make run DEMO_FLAGS='-envoy-admin-port 9902 -log-level warn'.
+run: build envoy-install ## Whole local gateway: demo models, modelsplit serve, Envoy on CONFIG; Ctrl-C stops all
+	bin/modelsplit-demo -config $(CONFIG) $(DEMO_FLAGS)
+
+serve: build ## Only modelsplit serve on CONFIG, in-memory store (bring your own Envoy: envoy/README.md)
 	$(BIN) serve -config $(CONFIG)
 
 test-deps: envoy-install ## Install what the tests need (redis-server, Envoy) when it is missing
@@ -58,11 +63,25 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./extproc -run '^$$' -fuzz FuzzRequestHeaders -fuzztime $${FUZZTIME:-30s}
 
-bench: test-deps ## Benchmarks (-benchmem, 5 runs each); not part of `make test`
-	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-5} -timeout 60m ./... | tee bench.out
+bench: test-deps ## Benchmarks (-benchmem, 5 runs each), then bench-envoy; not part of `make test`
+	set -o pipefail; $(GO) test -run '^$$' -bench . -skip '^BenchmarkEnvoyDecide$$' -benchmem -count $${COUNT:-5} -timeout 60m ./... | tee bench.out
+	$(MAKE) bench-envoy
+
+# Envoy alone vs Envoy + the decide filter, side by side in one Envoy:
+# BENCH_PAIRS interleaved pairs (envoy, envoy+decide) of BENCH_DURATION at
+# each of BENCH_RATES req/s, after BENCH_WARMUP per arm; BENCH_USERS users.
+BENCH_RATES ?= 1000,3000
+BENCH_PAIRS ?= 5
+BENCH_DURATION ?= 10s
+BENCH_WARMUP ?= 2s
+BENCH_USERS ?= 1000
+bench-envoy: envoy-install ## Envoy alone vs Envoy + decide filter at fixed rates (BENCH_RATES, BENCH_PAIRS, BENCH_DURATION) into bench-envoy.out
+	set -o pipefail; BENCH_RATES=$(BENCH_RATES) BENCH_PAIRS=$(BENCH_PAIRS) BENCH_DURATION=$(BENCH_DURATION) \
+	  BENCH_WARMUP=$(BENCH_WARMUP) BENCH_USERS=$(BENCH_USERS) \
+	  $(GO) test -run '^$$' -bench '^BenchmarkEnvoyDecide$$' -benchtime 1x -count 1 -timeout 60m ./test | tee bench-envoy.out
 
 golden: ## Rewrite the xds golden files after an intended change
 	$(GO) test ./xds -run Golden -update
 
 clean: ## Remove build outputs
-	rm -rf bin bench.out
+	rm -rf bin bench.out bench-envoy.out

@@ -10,7 +10,8 @@
 //  3. The stored assignment (in-process cache, then the store) → SourceStore,
 //     while that variant's weight is > 0; a drained variant's users are
 //     hashed elsewhere (SourceHash) and their stored value is kept for a rollback.
-//  4. Weighted rendezvous hash of the salted user key → SourceHash, stored
+//  4. The weighted hash of the user key, the same pick as Envoy's fail-open
+//     route (hash.go) → SourceHash, stored
 //     write-behind (SET NX). No user key: weighted random (SourceRandom), or
 //     a minted id cookie. Store down or over budget: the hash, SourceFallback.
 //

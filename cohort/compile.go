@@ -27,6 +27,7 @@ type endpoint struct {
 	mint        bool
 	ttl         time.Duration
 	allowTarget bool
+	salt        string // prepended to the key before the pick hash, as Envoy's hash policy does
 	saltHash    uint64
 	space       uint32 // cache space of (endpoint, salt)
 	storePrefix string // <prefix>a:<endpoint>:<salt hash>:
@@ -34,9 +35,9 @@ type endpoint struct {
 	variants []string
 	clusters []string
 	weights  []float64
-	seeds    []uint64
 	index    map[string]int
 	cum      []float64 // cumulative weights for weighted random
+	pickCum  []uint64  // cumulative config.ScaledWeights, the new-user pick's intervals
 	rules    []rule
 	counters [][numSources]prometheus.Counter // [variant][source]
 	userKeys []string                         // <prefix>users:<endpoint>:<variant>, per variant
@@ -105,6 +106,7 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 		name: ce.Name, header: ce.Sticky.Header, cookie: ce.Sticky.Cookie,
 		mint: ce.Sticky.MintCookie && ce.Sticky.Cookie != "", // no cookie to carry a minted id: random split
 		ttl:  ce.Sticky.TTL.D(), allowTarget: ce.AllowTarget,
+		salt:     ce.Sticky.Salt,
 		saltHash: xxhash.Sum64String(ce.Name + "\x00" + ce.Sticky.Salt),
 		space:    e.space("a\x00" + c.keyPrefix + "\x00" + ce.Name + "\x00" + ce.Sticky.Salt),
 		index:    make(map[string]int, len(ce.Variants)),
@@ -117,6 +119,8 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 		total += max(v.Weight, 0)
 	}
 	cum := 0.0
+	var pickCum uint64
+	scaled := config.ScaledWeights(ce.Variants)
 	for j, v := range ce.Variants {
 		w := float64(max(v.Weight, 0))
 		if total == 0 {
@@ -126,9 +130,10 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 		ep.variants = append(ep.variants, v.Name)
 		ep.clusters = append(ep.clusters, config.ClusterName(ce.Name, v.Name))
 		ep.weights = append(ep.weights, w)
-		ep.seeds = append(ep.seeds, variantSeed(ce.Name, ce.Sticky.Salt, v.Name))
 		cum += w
 		ep.cum = append(ep.cum, cum)
+		pickCum += uint64(scaled[j])
+		ep.pickCum = append(ep.pickCum, pickCum)
 		var cs [numSources]prometheus.Counter
 		for s := range numSources {
 			cs[s] = e.metrics.Decisions.WithLabelValues(ce.Name, v.Name, Source(s).String())

@@ -152,11 +152,11 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	ck := cacheKey{space: ep.space, user: kh}
 	if v, ok := e.cachedAssignment(ck, now); ok {
 		e.metrics.CacheHits.Inc()
-		i, src := ep.honour(v, kh)
+		i, src := ep.honour(v, key)
 		return i, src, cookie
 	}
 	e.metrics.CacheMisses.Inc()
-	hashed := pickRendezvous(kh, ep.seeds, ep.weights)
+	hashed := ep.pick(key)
 	storeKey := ep.storeKey(kh)
 	if cookie == "" { // a freshly minted id cannot have an assignment yet
 		var (
@@ -181,7 +181,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 		}
 		if found {
 			e.cache.put(ck, cached{variant: v, expires: cacheExpiry(now, ep.ttl)})
-			i, src := ep.honour(v, kh)
+			i, src := ep.honour(v, key)
 			return i, src, cookie
 		}
 	}
@@ -231,11 +231,17 @@ func (ep *endpoint) storeKey(kh uint64) string {
 // > 0); otherwise the hash picks among serving variants (SourceHash). The
 // stored value is kept, so restoring the weight (a rollback) brings the
 // user back.
-func (ep *endpoint) honour(stored string, kh uint64) (int, Source) {
+func (ep *endpoint) honour(stored, key string) (int, Source) {
 	if i, ok := ep.index[stored]; ok && ep.weights[i] > 0 {
 		return i, SourceStore
 	}
-	return pickRendezvous(kh, ep.seeds, ep.weights), SourceHash
+	return ep.pick(key), SourceHash
+}
+
+// pick is the new-user choice, the same as Envoy's fail-open route's for
+// this key (see hash.go).
+func (ep *endpoint) pick(key string) int {
+	return pickInterval(pickHash(ep.salt, key), ep.pickCum)
 }
 
 func (ep *endpoint) random() int {

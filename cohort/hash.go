@@ -1,18 +1,26 @@
 package cohort
 
 import (
-	"math"
-
 	"github.com/cespare/xxhash/v2"
 )
 
-// Weighted rendezvous hashing (highest random weight). Every variant draws
-// an exponential "arrival time" -ln(u)/weight from a hash of (user, variant)
-// and the earliest arrival wins, so variant i wins with probability
-// w_i / Σw. Changing one weight only changes that variant's draw: raising it
-// only pulls users onto it, lowering it only pushes users off it — ramps are
-// monotonic for any number of variants, and a user whose variants' weights
-// did not change keeps the same answer on every replica.
+// A new user's variant is picked exactly as Envoy's fail-open route picks
+// it: Envoy hashes the sticky header (or cookie) with xxHash64, seed 0
+// (hash_policy, with the salt prepended by a regex rewrite), and
+// weighted_clusters with use_hash_policy takes hash % total over the
+// cumulative weight intervals in variant order. The weights are scaled to
+// config.WeightScale on both sides, so a request that fails open lands
+// where the decision would have put a hash-assigned user.
+//
+// Consequences, for ramps: with two variants, raising the second only
+// moves users onto it (its interval grows at the first's expense). With
+// three or more, a weight change shifts the boundaries of the others too,
+// so some users not yet stored pick another variant than before. Stored
+// users never move while their variant keeps a weight above 0.
+//
+// keyHash (salted, mixed) is a different hash: it names a user in the
+// cache and in the store (<prefix>a:<endpoint>:<salt hash>:<key hash>) and
+// seeds shadow sampling. It is unchanged so stored assignments stay valid.
 
 // keyHash hashes a user key under an endpoint's salt.
 func keyHash(salt uint64, key string) uint64 {
@@ -41,23 +49,27 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-// unit maps a hash to (0, 1), never 0 so the logarithm is finite.
-func unit(h uint64) float64 {
-	return (float64(h>>11) + 0.5) / (1 << 53)
+// pickHash is Envoy's hash of the sticky value: xxHash64 (seed 0) of salt
+// + key, the string Envoy's hash policy sees after its rewrite.
+func pickHash(salt, key string) uint64 {
+	if salt == "" {
+		return xxhash.Sum64String(key)
+	}
+	var buf [256]byte
+	b := append(append(buf[:0], salt...), key...)
+	return xxhash.Sum64(b)
 }
 
-// pickRendezvous returns the index of the winning variant among those with
-// weight > 0, or -1 when none has weight.
-func pickRendezvous(kh uint64, seeds []uint64, weights []float64) int {
-	best, bestScore := -1, math.Inf(1)
-	for i, w := range weights {
-		if w <= 0 {
-			continue
-		}
-		score := -math.Log(unit(mix64(kh^seeds[i]))) / w
-		if score < bestScore {
-			best, bestScore = i, score
+// pickInterval returns the variant whose interval of cum (cumulative
+// scaled weights, cum[len-1] == config.WeightScale) holds h % total: what
+// Envoy's weighted_clusters does with a hash. Zero-weight variants have
+// empty intervals and are never picked.
+func pickInterval(h uint64, cum []uint64) int {
+	sel := h % cum[len(cum)-1]
+	for i, c := range cum {
+		if sel < c {
+			return i
 		}
 	}
-	return best
+	return len(cum) - 1
 }

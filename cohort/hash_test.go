@@ -4,13 +4,14 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
+
+	"github.com/modelsplit/modelsplit/config"
 )
 
-// BenchmarkHash is the hash alone: the salted user-key hash plus a weighted
-// rendezvous pick among three variants.
+// BenchmarkHash is the new-user pick alone: the pick hash plus the interval
+// search among three variants.
 func BenchmarkHash(b *testing.B) {
-	seeds := []uint64{variantSeed("m", "s", "a"), variantSeed("m", "s", "b"), variantSeed("m", "s", "c")}
-	weights := []float64{90, 5, 5}
+	cum := cumulative(config.ScaledWeights([]config.Variant{{Weight: 90}, {Weight: 5}, {Weight: 5}}))
 	keys := make([]string, 1024)
 	for i := range keys {
 		keys[i] = "user-" + strconv.Itoa(i)
@@ -18,51 +19,135 @@ func BenchmarkHash(b *testing.B) {
 	b.ReportAllocs()
 	i, sink := 0, 0
 	for b.Loop() {
-		sink += pickRendezvous(keyHash(42, keys[i&1023]), seeds, weights)
+		sink += pickInterval(pickHash("", keys[i&1023]), cum)
 		i++
 	}
 	_ = sink
 }
 
-// The pick must not depend on the order variants are listed in.
-func TestRendezvousIgnoresVariantOrder(t *testing.T) {
-	seeds := []uint64{variantSeed("m", "", "a"), variantSeed("m", "", "b"), variantSeed("m", "", "c")}
-	weights := []float64{50, 30, 20}
-	rs := []uint64{seeds[2], seeds[0], seeds[1]}
-	rw := []float64{weights[2], weights[0], weights[1]}
-	back := []int{2, 0, 1} // index in the shuffled order → original index
-	for i := 0; i < 10000; i++ {
-		kh := keyHash(7, strconv.Itoa(i))
-		if a, b := pickRendezvous(kh, seeds, weights), back[pickRendezvous(kh, rs, rw)]; a != b {
-			t.Fatalf("key %d: %d in one order, %d in another", i, a, b)
-		}
+func cumulative(ws []uint32) []uint64 {
+	out := make([]uint64, len(ws))
+	var c uint64
+	for i, w := range ws {
+		c += uint64(w)
+		out[i] = c
 	}
-	if pickRendezvous(1, seeds, []float64{0, 0, 0}) != -1 {
-		t.Error("no variant has weight, yet one was picked")
+	return out
+}
+
+func variantsOf(ws ...int) []config.Variant {
+	vs := make([]config.Variant, len(ws))
+	for i, w := range ws {
+		vs[i] = config.Variant{Name: strconv.Itoa(i), Weight: w}
+	}
+	return vs
+}
+
+// Zero-weight variants are never picked, and a pick always lands on a
+// serving variant.
+func TestPickSkipsDrainedVariants(t *testing.T) {
+	cum := cumulative(config.ScaledWeights(variantsOf(0, 70, 0, 30, 0)))
+	for u := 0; u < 20000; u++ {
+		i := pickInterval(pickHash("", strconv.Itoa(u)), cum)
+		if i != 1 && i != 3 {
+			t.Fatalf("user %d picked variant %d, which has weight 0", u, i)
+		}
 	}
 }
 
-// Rendezvous monotonicity as a property over random weight changes of any
-// number of variants at once: a user only moves from a to b if a's weight
-// went down or b's went up.
-func TestRendezvousMovesOnlyWithTheWeights(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for trial := 0; trial < 300; trial++ {
-		n := 3 + rng.IntN(4)
-		seeds := make([]uint64, n)
-		before, after := make([]float64, n), make([]float64, n)
-		for i := range seeds {
-			seeds[i] = variantSeed("m", "s", strconv.Itoa(i))
-			before[i], after[i] = float64(rng.IntN(4)*rng.IntN(50)), float64(rng.IntN(4)*rng.IntN(50))
+// The salt changes who lands where (it is what resets an experiment), and
+// it is the same as hashing salt+key (what Envoy's hash policy sees after
+// the rewrite that prepends it).
+func TestPickHashSalt(t *testing.T) {
+	moved := 0
+	for u := 0; u < 1000; u++ {
+		k := "user-" + strconv.Itoa(u)
+		if pickHash("s1", k) != pickHash("", "s1"+k) {
+			t.Fatalf("salted hash of %q is not the hash of salt+key", k)
 		}
-		before[0]++ // at least one serving variant on each side
-		after[n-1]++
+		if pickHash("s1", k)%2 != pickHash("", k)%2 {
+			moved++
+		}
+	}
+	if moved < 400 || moved > 600 {
+		t.Errorf("a salt moved %d of 1000 users between halves, want about 500", moved)
+	}
+}
+
+// With two variants, raising the second (a canary listed after the
+// baseline) only ever moves users onto it, for any steps, because the
+// scaled total never changes.
+func TestRaisingTheCanaryOnlyMovesUsersOntoIt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := 0; trial < 200; trial++ {
+		n := 2
+		before := make([]int, n)
+		for i := range before {
+			before[i] = 1 + rng.IntN(50)
+		}
+		after := append([]int(nil), before...)
+		after[n-1] += 1 + rng.IntN(200)
+		// The others may be rescaled by any common factor: shares are what count.
+		cb, ca := cumulative(config.ScaledWeights(variantsOf(before...))), cumulative(config.ScaledWeights(variantsOf(after...)))
 		for u := 0; u < 2000; u++ {
-			kh := keyHash(9, strconv.Itoa(u))
-			from, to := pickRendezvous(kh, seeds, before), pickRendezvous(kh, seeds, after)
-			if from != to && after[from] >= before[from] && after[to] <= before[to] {
-				t.Fatalf("weights %v → %v moved user %d from %d to %d although neither weight moved that way", before, after, u, from, to)
+			h := pickHash("", "u"+strconv.Itoa(u))
+			from, to := pickInterval(h, cb), pickInterval(h, ca)
+			if from != to && to != n-1 {
+				t.Fatalf("weights %v → %v moved user %d from %d to %d, not onto the raised variant", before, after, u, from, to)
 			}
 		}
+	}
+}
+
+// Scaled weights sum to WeightScale, keep each share within one unit
+// (plus one per tiny weight lifted to 1), and
+// never drop a positive weight to 0.
+func TestScaledWeights(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for trial := 0; trial < 2000; trial++ {
+		n := 1 + rng.IntN(6)
+		ws := make([]int, n)
+		total := 0
+		for i := range ws {
+			if rng.IntN(3) > 0 {
+				ws[i] = rng.IntN(1_000_000) + 1
+				if rng.IntN(4) == 0 {
+					ws[i] = 1
+				}
+			}
+			total += ws[i]
+		}
+		got := config.ScaledWeights(variantsOf(ws...))
+		tol := 1.0001 // rounding, plus one unit per tiny weight lifted to 1
+		for _, w := range ws {
+			if w > 0 && float64(w)*config.WeightScale < float64(total) {
+				tol++
+			}
+		}
+		sum := 0
+		for i, g := range got {
+			sum += int(g)
+			if ws[i] == 0 && g != 0 && total > 0 {
+				t.Fatalf("%v → %v: weight 0 got %d", ws, got, g)
+			}
+			if ws[i] > 0 && g == 0 {
+				t.Fatalf("%v → %v: positive weight dropped to 0", ws, got)
+			}
+			if total > 0 {
+				exact := float64(ws[i]) * config.WeightScale / float64(total)
+				if d := float64(g) - exact; (d > tol || d < -tol) && g != 1 {
+					t.Fatalf("%v → %v: share %d is %.2f from exact %.2f", ws, got, i, d, exact)
+				}
+			}
+		}
+		if sum != config.WeightScale {
+			t.Fatalf("%v → %v sums to %d", ws, got, sum)
+		}
+	}
+	if got := config.ScaledWeights(variantsOf(90, 10)); got[0] != 9000 || got[1] != 1000 {
+		t.Errorf("90/10 → %v, want 9000/1000", got)
+	}
+	if got := config.ScaledWeights(variantsOf(1, 1, 1)); got[0]+got[1]+got[2] != 10000 || got[0] != 3334 {
+		t.Errorf("1/1/1 → %v, want 3334/3333/3333", got)
 	}
 }

@@ -34,6 +34,14 @@ const (
 	// ServedVariantMetadataKey tells the observe filter's server which
 	// variant a proxyless gRPC call went to (per-route/cluster override).
 	ServedVariantMetadataKey = "x-modelsplit-served-variant"
+	// CaptureMetadataKey tells the observe filter's server (Envoy) that the
+	// route streams bodies for compare-mode shadows, and which exchanges
+	// to capture: CaptureMarked, those the decision marked with a shadow's
+	// header; CaptureSampled, those the server samples itself (endpoints
+	// without the decision). Without it nothing is captured.
+	CaptureMetadataKey = "x-modelsplit-capture"
+	CaptureMarked      = "marked"
+	CaptureSampled     = "sampled"
 	// ShadowHeader prefixes the per-shadow headers (ShadowHeaderFor) that
 	// mark a request as sampled; Envoy strips client-sent copies.
 	ShadowHeader = "x-modelsplit-shadow"
@@ -150,6 +158,13 @@ type Endpoint struct {
 	Variants []Variant `yaml:"variants"`
 	Shadows  []Shadow  `yaml:"shadows"`
 	Rules    []Rule    `yaml:"rules"`
+	// Decide, when false, turns the decision off for this endpoint: Envoy
+	// routes it by weight alone (hashed on the sticky header or cookie)
+	// without asking modelsplit, and proxyless gRPC clients get no decide
+	// filter. It is the baseline for measuring what the decision costs
+	// (make bench-envoy); rules, targets, cookies and user-sampled shadows
+	// need the decision and are refused with it. On unless set to false.
+	Decide *bool `yaml:"decide"`
 }
 
 // Match selects the requests that belong to an endpoint.
@@ -231,6 +246,9 @@ const (
 
 // Observed reports whether the endpoint's traffic is observed (default on).
 func (e *Endpoint) Observed() bool { return e.Observe == nil || *e.Observe }
+
+// Decided reports whether the decision runs for the endpoint (default on).
+func (e *Endpoint) Decided() bool { return e.Decide == nil || *e.Decide }
 
 // Comparing reports whether the endpoint has a compare-mode shadow.
 func (e *Endpoint) Comparing() bool {
@@ -361,6 +379,10 @@ func (c *Config) Clone() *Config {
 		if e.Observe != nil {
 			o := *e.Observe
 			e.Observe = &o
+		}
+		if e.Decide != nil {
+			d := *e.Decide
+			e.Decide = &d
 		}
 		e.Rules = append([]Rule(nil), e.Rules...)
 		for j := range e.Rules {

@@ -129,6 +129,12 @@ func TestInvalidConfigs(t *testing.T) {
 		{"duplicate key", "gateway: {port: 1}\ngateway: {port: 2}\n", []string{"already defined"}},
 		{"listen clash", "listen: {xds: \"127.0.0.1:7\", admin: \"127.0.0.1:7\"}\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant,
 			[]string{"1:listen.admin:already used"}},
+		{"decide false with what needs the decision", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    decide: false\n    allow_target: true\n" +
+			"    sticky: {cookie: uid, mint_cookie: true}\n" + variant +
+			"    shadows: [{name: s, percent: 5, backends: [\"1.1.1.1:9\"]}, {name: p, percent: 5, per_request: true, backends: [\"1.1.1.1:10\"]}]\n" +
+			"    rules: [{header: x-r, equals: eu, variant: a}]\n",
+			[]string{"9:endpoints[0].rules:needs the decision", "5:endpoints[0].allow_target:needs the decision",
+				"6:endpoints[0].sticky.mint_cookie:needs the decision", "8:endpoints[0].shadows[0]:user-sampled"}},
 		{"empty", "", []string{"config is empty"}},
 	}
 	for _, tc := range cases {

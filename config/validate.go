@@ -404,6 +404,32 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 	for j := range e.Rules {
 		v.rule(fmt.Sprintf("%s.rules[%d]", f, j), e, &e.Rules[j])
 	}
+	if !e.Decided() {
+		v.undecided(f, e)
+	}
+}
+
+// undecided refuses what only the decision can do on an endpoint with
+// decide: false (nothing would happen, silently).
+func (v *validator) undecided(f string, e *Endpoint) {
+	const why = "needs the decision (remove decide: false)"
+	if len(e.Rules) > 0 {
+		v.add(f+".rules", why)
+	}
+	if e.AllowTarget {
+		v.add(f+".allow_target", why)
+	}
+	if e.RouteLookup {
+		v.add(f+".route_lookup", why)
+	}
+	if e.Sticky.MintCookie {
+		v.add(f+".sticky.mint_cookie", why)
+	}
+	for j := range e.Shadows {
+		if s := &e.Shadows[j]; !s.PerRequest && s.Compare == nil {
+			v.add(fmt.Sprintf("%s.shadows[%d]", f, j), "a user-sampled shadow %s (or set per_request: true)", why)
+		}
+	}
 }
 
 func (v *validator) compare(f string, e *Endpoint, s *Shadow) {

@@ -45,15 +45,18 @@ type observation struct {
 	header    http.Header // replayable request headers (captures only)
 	captures  []namedCapture
 
-	status    int // HTTP status, or gRPC code when grpc
-	hasStatus bool
-	// A gRPC call through Envoy: its status is grpc-status, in the
-	// trailers (or in the headers of a trailers-only answer).
-	grpc          bool
-	grpcStatus    int
-	hasGRPCStatus bool
-	recorded      bool // metrics written
-	finished      bool // captures handed over
+	// grpc: a gRPC call, classed by its grpc-status, which comes in the
+	// trailers (or in the headers of a trailers-only answer), not by
+	// :status (200 for any gRPC answer).
+	grpc       bool
+	httpStatus int // :status of the response headers
+	hasHTTP    bool
+	code       int // grpc-status
+	hasCode    bool
+	latency    time.Duration // request headers → response headers
+	responded  bool          // response headers seen
+	recorded   bool          // metrics written
+	finished   bool          // captures handed over
 }
 
 type namedCapture struct {
@@ -147,11 +150,24 @@ func grpcClass(code int) int {
 	}
 }
 
+// isGRPC reports a gRPC content-type, as Envoy tells gRPC requests apart
+// (application/grpc, application/grpc+proto, application/grpc;...;
+// gRPC-Web is not: its status travels in the body).
+func isGRPC(contentType string) bool {
+	rest, ok := strings.CutPrefix(contentType, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
 // observeRequestHeaders starts an observation.
 func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) {
 	o := &observation{start: time.Now()}
 	st.obs = o
 	hv := headerView{h.GetHeaders().GetHeaders()}
+	if st.client == clientGRPC {
+		o.grpc = true
+	} else if ct, ok := hv.Get("content-type"); ok {
+		o.grpc = isGRPC(ct)
+	}
 	if st.servedVariant != "" {
 		o.variant = st.servedVariant
 	} else if v, ok := hv.Get(config.VariantHeader); ok {
@@ -165,27 +181,35 @@ func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders, attrs map
 			o.captures = append(o.captures, namedCapture{shadow: name, c: c})
 		}
 	}
-	if st.client == clientEnvoy {
-		// The decision marked the request with x-modelsplit-shadow-<s>
-		// for each compare shadow that samples it (clients' copies are
-		// stripped), and the mark selected the route that streams bodies.
-		// (Envoy 1.40 sends no protocol_config in observability mode, so
-		// a marked request on a route without bodies, while Envoy does not
-		// yet hold the routes of a config that just added the shadow, is
-		// only noticed by its missing response body: dropped incomplete.)
+	switch {
+	case st.client == clientGRPC:
+		// grpc-go streams every call's messages (GRPC body mode): sample.
+		if st.server.sampler != nil {
+			st.server.sampler.CompareShadows(st.endpoint, hv).Each(begin)
+		}
+	case st.capture == config.CaptureMarked:
+		// Envoy, on a route that matched a compare shadow's mark: the
+		// decision marked the request with x-modelsplit-shadow-<s> for
+		// each compare shadow that samples it (clients' copies are
+		// stripped), and the route streams the bodies.
 		for _, kv := range h.GetHeaders().GetHeaders() {
 			if name, ok := strings.CutPrefix(kv.GetKey(), config.ShadowHeader+"-"); ok {
 				begin(name, "", "") // nil for mirror shadows: not compared
 			}
 		}
-		if ct, _ := hv.Get("content-type"); strings.HasPrefix(ct, "application/grpc") {
-			o.grpc = true
-			for _, c := range o.captures {
-				c.c.Framed() // Envoy streams the raw HTTP/2 bytes
-			}
+	case st.capture == config.CaptureSampled:
+		// Envoy, on the route of an endpoint without the decision: every
+		// request's bodies are streamed; sample here.
+		if st.server.sampler != nil {
+			st.server.sampler.CompareShadows(st.endpoint, hv).Each(begin)
 		}
-	} else if st.server.sampler != nil {
-		st.server.sampler.CompareShadows(st.endpoint, hv).Each(begin)
+	default:
+		// Envoy, on a route that streams no bodies: nothing to compare.
+	}
+	if st.client == clientEnvoy && o.grpc {
+		for _, c := range o.captures {
+			c.c.Framed() // Envoy streams the raw HTTP/2 bytes
+		}
 	}
 	if len(o.captures) == 0 {
 		return
@@ -247,6 +271,9 @@ func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
 	if o == nil {
 		return
 	}
+	if !o.responded {
+		o.responded, o.latency = true, time.Since(o.start)
+	}
 	hv := headerView{h.GetHeaders().GetHeaders()}
 	if v, ok := hv.Get(config.VariantHeader); ok && st.servedVariant == "" {
 		o.variant = v // what the route that served the request added
@@ -257,17 +284,16 @@ func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
 		// which a unary call never does; and its trailers never carry
 		// grpc-status (grpc-go strips it). So: headers that end the
 		// stream are a trailers-only answer, an error (its code when
-		// present, else Unknown); other headers mean the call succeeded,
-		// timed at the headers.
+		// present, else Unknown); other headers mean the call succeeded.
 		if h.GetEndOfStream() {
-			o.status, o.hasStatus = int(codes.Unknown), true
+			o.code, o.hasCode = int(codes.Unknown), true
 			if s, ok := hv.Get("grpc-status"); ok {
-				o.setStatus(s)
+				o.setCode(s)
 			}
 			st.observeDone()
 			return
 		}
-		o.status, o.hasStatus = int(codes.OK), true
+		o.code, o.hasCode = int(codes.OK), true
 		st.record()
 		if len(o.captures) == 0 {
 			o.finished = true
@@ -275,27 +301,34 @@ func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
 		return
 	}
 	if s, ok := hv.Get(":status"); ok {
-		o.setStatus(s)
+		if n, err := strconv.Atoi(s); err == nil {
+			o.httpStatus, o.hasHTTP = n, true
+		}
 	}
-	if s, ok := hv.Get("grpc-status"); ok && o.grpc { // a trailers-only answer
-		o.setGRPCStatus(s)
+	if o.grpc {
+		// Envoy: a trailers-only answer carries grpc-status here; any
+		// other gRPC answer is counted when its trailers (or the end of
+		// the stream) say how it ended.
+		if s, ok := hv.Get("grpc-status"); ok {
+			o.setCode(s)
+			st.record()
+		}
+	} else {
+		st.record() // HTTP: the status is known now
 	}
-	st.record() // time to the response headers, as the latency histogram says
 	if h.GetEndOfStream() {
 		st.observeDone()
 	}
 }
 
-func (o *observation) setStatus(s string) {
-	if n, err := strconv.Atoi(s); err == nil {
-		o.status, o.hasStatus = n, true
+// setCode takes a grpc-status value; one that does not parse is Unknown,
+// as gRPC clients read it.
+func (o *observation) setCode(s string) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 0 {
+		n = int(codes.Unknown)
 	}
-}
-
-func (o *observation) setGRPCStatus(s string) {
-	if n, err := strconv.Atoi(s); err == nil {
-		o.grpcStatus, o.hasGRPCStatus = n, true
-	}
+	o.code, o.hasCode = n, true
 }
 
 func (st *streamState) observeResponseBody(b *extprocv3.HttpBody) {
@@ -314,17 +347,16 @@ func (st *streamState) observeResponseBody(b *extprocv3.HttpBody) {
 	}
 }
 
+// observeResponseTrailers: the answer is over. From Envoy, the trailers
+// of a gRPC answer carry its status; other answers seldom have trailers,
+// and their status was counted at the headers.
 func (st *streamState) observeResponseTrailers(t *extprocv3.HttpTrailers) {
 	o := st.obs
 	if o == nil {
 		return
 	}
-	if s, ok := (headerView{t.GetTrailers().GetHeaders()}).Get("grpc-status"); ok {
-		if o.grpc {
-			o.setGRPCStatus(s)
-		} else {
-			o.setStatus(s)
-		}
+	if s, ok := (headerView{t.GetTrailers().GetHeaders()}).Get("grpc-status"); ok && o.grpc && !o.hasCode {
+		o.setCode(s)
 	}
 	st.observeDone()
 }
@@ -340,10 +372,7 @@ func (st *streamState) observeDone() {
 	if len(o.captures) == 0 {
 		return
 	}
-	status, ok := o.status, o.hasStatus
-	if o.grpc {
-		status, ok = o.grpcStatus, o.hasGRPCStatus
-	}
+	status, ok := o.primaryStatus()
 	if !ok {
 		for _, c := range o.captures {
 			c.c.Abort(shadow.DropIncomplete)
@@ -361,10 +390,30 @@ func (st *streamState) observeDone() {
 	o.captures = nil
 }
 
-// record writes the request's metrics once.
+// primaryStatus is what a shadow compares with: the gRPC code of a gRPC
+// call (unknown without one), else the HTTP status.
+func (o *observation) primaryStatus() (int, bool) {
+	if o.grpc {
+		return o.code, o.hasCode
+	}
+	return o.httpStatus, o.hasHTTP
+}
+
+// class is the status class: a gRPC call's by its code; one whose status
+// never came (no trailers: the stream was reset after the headers, or
+// the route sends no trailers) by its HTTP status, as Envoy's router
+// counts it.
+func (o *observation) class() int {
+	if o.hasCode {
+		return grpcClass(o.code)
+	}
+	return statusClass(o.httpStatus)
+}
+
+// record writes the request's metrics once, when its status is known.
 func (st *streamState) record() {
 	o := st.obs
-	if o.recorded || !o.hasStatus {
+	if o.recorded || !o.responded || !o.hasCode && !o.hasHTTP {
 		return
 	}
 	o.recorded = true
@@ -378,12 +427,8 @@ func (st *streamState) record() {
 		return
 	}
 	s.requests.Inc()
-	class := statusClass(o.status)
-	if st.client == clientGRPC {
-		class = grpcClass(o.status)
-	}
-	s.classes[class].Inc()
-	s.latency.Observe(time.Since(o.start).Seconds())
+	s.classes[o.class()].Inc()
+	s.latency.Observe(o.latency.Seconds())
 	st.observeResult = "observed"
 }
 
@@ -395,6 +440,9 @@ func (st *streamState) observeEnd() string {
 	if o == nil {
 		return "incomplete"
 	}
+	// An answer that started but never said how it ended (a gRPC call
+	// without trailers) still counts, once, by what is known.
+	st.record()
 	if !o.finished {
 		for _, c := range o.captures {
 			c.c.Abort("incomplete")

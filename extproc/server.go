@@ -183,6 +183,7 @@ type streamState struct {
 	// Observe-filter streams (observability mode).
 	observing     bool
 	servedVariant string // from stream metadata (proxyless gRPC overrides)
+	capture       string // from stream metadata: config.CaptureMarked, CaptureSampled or ""
 	obs           *observation
 	observeResult string
 }
@@ -197,6 +198,9 @@ func (st *streamState) readMetadata(ctx context.Context) {
 	}
 	if v := md.Get(config.ServedVariantMetadataKey); len(v) > 0 {
 		st.servedVariant = v[0]
+	}
+	if v := md.Get(config.CaptureMetadataKey); len(v) > 0 {
+		st.capture = v[0]
 	}
 }
 

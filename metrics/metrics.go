@@ -83,7 +83,7 @@ func New() *Metrics {
 		Help: "Responses by endpoint, variant and status class (2xx, 3xx, 4xx, 5xx; gRPC codes mapped as grpc-gateway does)."},
 		[]string{"endpoint", "variant", "class"})
 	m.VariantLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "variant_latency_seconds",
-		Help:    "Time from request headers to response headers (gRPC: to trailers) as the observe filter saw them, by endpoint and variant.",
+		Help:    "Time from request headers to response headers as the observe filter saw them, by endpoint and variant.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"endpoint", "variant"})
 	m.ObserveStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "observe_streams_total",
 		Help: "Observe-filter streams by client kind and result (observed, no_variant, incomplete, unknown_endpoint)."}, []string{"client", "result"})

@@ -329,3 +329,37 @@ func callKeepingContext(ctx context.Context, c testgrpc.TestServiceClient, n int
 	}
 	return res
 }
+
+// serve refuses to expose the admin API off loopback without a token, and
+// starts once it has one (environment or token file).
+func TestServeRefusesExposedAdminWithoutToken(t *testing.T) {
+	p := newPorts(t)
+	exposed := fmt.Sprintf("listen: {xds: \"127.0.0.1:%d\", extproc: \"127.0.0.1:%d\", admin: \"0.0.0.0:%d\"}\n", p.xds, p.extproc, p.admin) +
+		"endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    variants:\n      - {name: a, weight: 1, backends: [\"127.0.0.1:9\"]}\n"
+	cfg := tempConfig(t, exposed)
+	cmd := exec.Command(os.Getenv(envBinary), "serve", "-config", cfg)
+	cmd.Env = append(os.Environ(), "MODELSPLIT_ADMIN_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("serve with the admin API on 0.0.0.0 and no token started (exit 0):\n%s", out)
+	}
+	if !strings.Contains(string(out), "token") {
+		t.Errorf("serve refused, but the message does not name the token:\n%s", out)
+	}
+	if code, _ := httpGet(fmt.Sprintf("http://127.0.0.1:%d/healthz", p.admin)); code != 0 {
+		t.Errorf("something answers on the admin port after the refusal (status %d)", code)
+	}
+	// With a token it serves, and the API asks for it.
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("e2e-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg, exposed+fmt.Sprintf("admin: {token_file: %q}\n", tok))
+	startServe(t, cfg, p)
+	if code, _ := send(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v1/endpoints", p.admin), "", ""); code != http.StatusUnauthorized {
+		t.Errorf("GET /v1/endpoints without the token: %d, want 401", code)
+	}
+	if code, _ := send(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v1/endpoints", p.admin), "e2e-token", ""); code != http.StatusOK {
+		t.Errorf("GET /v1/endpoints with the token: %d, want 200", code)
+	}
+}

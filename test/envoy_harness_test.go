@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,6 +158,13 @@ func (e *envoyProc) restart() {
 	e.start()
 }
 
+// pid is the running Envoy's process id.
+func (e *envoyProc) pid() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cmd.Process.Pid
+}
+
 func (e *envoyProc) adminURL(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", e.admin, path)
 }
@@ -184,6 +192,19 @@ func (e *envoyProc) stats() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// statText is one of Envoy's text readouts (e.g.
+// cluster_manager.cds.version_text), "" when absent.
+func (e *envoyProc) statText(name string) string {
+	e.t.Helper()
+	_, body := httpGet(e.adminURL("/stats?filter=" + regexp.QuoteMeta(name)))
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+": "); ok {
+			return strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	return ""
 }
 
 // stat is one counter or gauge (0 when Envoy has not used it).
@@ -507,3 +528,16 @@ func startGateway(t testing.TB, configBody, gatewayExtra, routePath string, rout
 }
 
 func (g *gateway) admin() string { return g.serve.current().admin }
+
+// signal sends sig to the modelsplit process (SIGSTOP pauses it: a peer
+// that stops answering without closing its connections).
+func (s *serveProc) signal(sig syscall.Signal) {
+	_ = s.cmd.Process.Signal(sig)
+}
+
+// kill ends modelsplit at once, as a crash would.
+func (s *serveProc) kill() {
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+}

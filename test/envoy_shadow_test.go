@@ -283,7 +283,7 @@ func TestEnvoyMirrorSlowOrDownShadow(t *testing.T) {
 	for _, path := range []string{"/slow/predict", "/down/predict"} {
 		lat := timedGets(t, g, path, n, 5*time.Millisecond)
 		worst := slices.Max(lat)
-		t.Logf("%s: %d answers, slowest %v, median %v", path, n, worst.Round(time.Microsecond), median(lat).Round(time.Microsecond))
+		t.Logf("%s: %d answers, slowest %v, median %v", path, n, worst.Round(time.Microsecond), medianDuration(lat).Round(time.Microsecond))
 		if worst >= 250*time.Millisecond {
 			t.Errorf("%s: a primary answer took %v: it waited for the shadow", path, worst)
 		}
@@ -303,7 +303,7 @@ func TestEnvoyMirrorSlowOrDownShadow(t *testing.T) {
 	g.envoy.assertNoRejections()
 }
 
-func median(d []time.Duration) time.Duration {
+func medianDuration(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
@@ -341,18 +341,18 @@ func BenchmarkEnvoyMirrorPrimaryLatency(b *testing.B) {
 					a := timedGets(b, g, "/plain/predict", n, every)
 					s := timedGets(b, g, "/"+shadow+"/predict", n, every)
 					ratios = append(ratios, float64(p99(s))/float64(p99(a)))
-					p50s = append(p50s, float64(median(s))/float64(median(a)))
+					p50s = append(p50s, float64(medianDuration(s))/float64(medianDuration(a)))
 					base = append(base, float64(p99(a).Microseconds()))
 					with = append(with, float64(p99(s).Microseconds()))
 				}
 			}
 			b.StopTimer()
-			mr := medianFloat(ratios)
+			mr := median(ratios)
 			b.ReportMetric(mr, "p99-ratio")
-			b.ReportMetric(medianFloat(p50s), "p50-ratio")
-			b.ReportMetric(medianFloat(base), "p99-µs-no-shadow")
-			b.ReportMetric(medianFloat(with), "p99-µs-shadow")
-			b.Logf("%s shadow: p99 ratios %.3f (median %.3f); p50 ratios median %.3f", shadow, ratios, mr, medianFloat(p50s))
+			b.ReportMetric(median(p50s), "p50-ratio")
+			b.ReportMetric(median(base), "p99-µs-no-shadow")
+			b.ReportMetric(median(with), "p99-µs-shadow")
+			b.Logf("%s shadow: p99 ratios %.3f (median %.3f); p50 ratios median %.3f", shadow, ratios, mr, median(p50s))
 			if mr > 1.10 {
 				// Reported, not failed: on shared cores a busy neighbour
 				// moves single pairs by 2-30x (see the comment above).
@@ -360,15 +360,6 @@ func BenchmarkEnvoyMirrorPrimaryLatency(b *testing.B) {
 			}
 		})
 	}
-}
-
-func medianFloat(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return s[len(s)/2]
 }
 
 // markLog records, per request, the input and whether the decision marked
@@ -450,10 +441,11 @@ func observeMessages(g *gateway) uint64 {
 
 // assertBodiesOnlyWhenSampled sends requests from users the decision never
 // marked, then from users it did, and checks Envoy's ext_proc message
-// counts: 3 messages per unmarked request (decision: request headers;
-// observe: request and response headers: no body chunk), more for marked
-// ones (their bodies). send makes one request for a user.
-func assertBodiesOnlyWhenSampled(t *testing.T, g *gateway, l *markLog, send func(user string, i int)) {
+// counts: exactly `headers` messages per unmarked request (decision:
+// request headers; observe: request and response headers, and the
+// response trailers of a gRPC answer: no body chunk), at least two more
+// for marked ones (their bodies). send makes one request for a user.
+func assertBodiesOnlyWhenSampled(t *testing.T, g *gateway, l *markLog, headers uint64, send func(user string, i int)) {
 	t.Helper()
 	const n = 200
 	unmarked, marked := l.usersMarked(false, 50), l.usersMarked(true, 50)
@@ -474,20 +466,19 @@ func assertBodiesOnlyWhenSampled(t *testing.T, g *gateway, l *markLog, send func
 		time.Sleep(300 * time.Millisecond)
 		msgs := observeMessages(g) - before
 		started := g.envoy.stat("http.modelsplit.ext_proc.streams_started") - streams
-		perRequest := float64(msgs) / n
-		t.Logf("%s users: %d requests, %d ext_proc streams, %d messages to ext_proc (%.2f per request, %d beyond headers)",
-			phase.name, n, started, msgs, perRequest, int64(msgs)-3*n)
+		t.Logf("%s users: %d requests, %d ext_proc streams, %d messages to ext_proc (%.2f per request, %d beyond headers and trailers)",
+			phase.name, n, started, msgs, float64(msgs)/n, int64(msgs)-int64(headers*n))
 		if started != 2*n {
 			t.Errorf("%s: %d ext_proc streams for %d requests, want 2 per request (decide + observe)", phase.name, started, n)
 		}
 		switch phase.name {
 		case "unsampled":
-			if msgs != 3*n {
-				t.Errorf("unsampled requests sent %d messages to ext_proc, want exactly %d (headers only: no body chunks)", msgs, 3*n)
+			if msgs != headers*n {
+				t.Errorf("unsampled requests sent %d messages to ext_proc, want exactly %d (headers and trailers only: no body chunks)", msgs, headers*n)
 			}
 		case "sampled":
-			if msgs < 5*n {
-				t.Errorf("sampled requests sent %d messages to ext_proc, want >= %d (headers + request and response bodies)", msgs, 5*n)
+			if msgs < (headers+2)*n {
+				t.Errorf("sampled requests sent %d messages to ext_proc, want >= %d (plus request and response bodies)", msgs, (headers+2)*n)
 			}
 		}
 	}
@@ -497,10 +488,12 @@ func assertBodiesOnlyWhenSampled(t *testing.T, g *gateway, l *markLog, send func
 // JSON bodies. The decision marks 40% of users; only their requests
 // stream bodies to modelsplit; every marked exchange is compared and the
 // measured agreement matches the truth (the shadow's score differs on
-// inputs with x%10 < 3).
+// inputs with x%10 < 3). An endpoint without the decision (decide:
+// false) has no marks: its route streams every request's bodies and the
+// observe filter samples; it is compared too.
 func TestEnvoyCompareHTTP(t *testing.T) {
 	log := newMarkLog()
-	model := func(shadow bool) http.HandlerFunc {
+	model := func(shadow, record bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodGet { // startGateway's probe
 				return
@@ -514,7 +507,7 @@ func TestEnvoyCompareHTTP(t *testing.T) {
 			if shadow && in.X%10 < 3 {
 				score += 0.5
 			}
-			if !shadow {
+			if record {
 				log.add(in.X, r.Header.Get("x-user-id"), r.Header.Get("x-modelsplit-shadow-c") != "")
 			}
 			w.Header().Set("content-type", "application/json")
@@ -522,9 +515,23 @@ func TestEnvoyCompareHTTP(t *testing.T) {
 		}
 	}
 	a, c := startHTTPBackend(t, "a"), startHTTPBackend(t, "c")
-	a.setHandler(model(false))
-	c.setHandler(model(true))
+	a.setHandler(model(false, true))
+	c.setHandler(model(true, false))
+	a2, c2 := startHTTPBackend(t, "a2"), startHTTPBackend(t, "c2")
+	a2.setHandler(model(false, false))
+	c2.setHandler(model(true, false))
 	g := startGateway(t, fmt.Sprintf(`endpoints:
+  - name: nodecide
+    match: {path_prefix: /nodecide}
+    decide: false
+    sticky: {header: x-user-id}
+    variants:
+      - {name: a, weight: 100, backends: [%q]}
+    shadows:
+      - name: c
+        percent: 100
+        backends: [%q]
+        compare: {field: "predictions[0].score", tolerance: 0.01}
   - name: model
     match: {path_prefix: /model}
     sticky: {header: x-user-id}
@@ -535,7 +542,7 @@ func TestEnvoyCompareHTTP(t *testing.T) {
         percent: 40
         backends: [%q]
         compare: {field: "predictions[0].score", tolerance: 0.01, max_concurrency: 256}
-`, a.addr, c.addr), slackDecision, "/model/health", "x-user-id", "probe")
+`, a2.addr, c2.addr, a.addr, c.addr), slackDecision, "/model/health", "x-user-id", "probe")
 	post := func(user string, x int) {
 		r, err := g.client.do(http.MethodPost, "/model/predict", fmt.Appendf(nil, `{"x":%d}`, x), "x-user-id", user, "content-type", "application/json")
 		if err != nil || r.status != http.StatusOK || !strings.Contains(r.body, fmt.Sprintf(`"score":%v,`, float64(x)/4)) {
@@ -589,7 +596,19 @@ func TestEnvoyCompareHTTP(t *testing.T) {
 		t.Errorf("the shadow served %d replays, want one per comparison (%d)", got, s.Compared+s.Errors)
 	}
 
-	assertBodiesOnlyWhenSampled(t, g, log, post)
+	assertBodiesOnlyWhenSampled(t, g, log, 3, post)
+
+	// decide: false: 100 requests, every one compared (percent 100),
+	// agreement 70/100.
+	for x := 0; x < 100; x++ {
+		r, err := g.client.do(http.MethodPost, "/nodecide/predict", fmt.Appendf(nil, `{"x":%d}`, x), "x-user-id", fmt.Sprintf("user-%d", x), "content-type", "application/json")
+		if err != nil || r.status != http.StatusOK || r.variant != "a" {
+			t.Fatalf("nodecide x %d: status %d variant %q err %v", x, r.status, r.variant, err)
+		}
+	}
+	if s := waitCompared(t, g, "nodecide", 100); s.Compared != 100 || s.Agreed != 70 {
+		t.Errorf("decide: false endpoint: %+v, want 100 compared, 70 agreed", s)
+	}
 	g.envoy.assertNoRejections()
 }
 
@@ -710,7 +729,7 @@ func TestEnvoyCompareGRPC(t *testing.T) {
 		t.Errorf("the shadow served %d replays, want one per comparison (%d)", c.callCount(), s.Compared)
 	}
 
-	assertBodiesOnlyWhenSampled(t, g, log, call)
+	assertBodiesOnlyWhenSampled(t, g, log, 4, call)
 	g.envoy.assertNoRejections()
 }
 

@@ -119,6 +119,7 @@ func (s *serveProc) stop() {
 		return
 	default:
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a test may have paused it
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:

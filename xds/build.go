@@ -25,6 +25,8 @@ const (
 	// feeds per-variant telemetry and compare-mode shadows.
 	ObserveFilterName = "modelsplit.observe"
 	routerFilterName  = "envoy.filters.http.router"
+	// grpcStatsFilterName counts gRPC statuses per cluster on the gateway.
+	grpcStatsFilterName = "envoy.filters.http.grpc_stats"
 )
 
 // Build translates the config into the complete resource set for one node

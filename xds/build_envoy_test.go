@@ -181,3 +181,51 @@ func TestEnvoyClusters(t *testing.T) {
 		t.Errorf("ext_proc cluster does not dial the unix socket: %v", ext.GetLoadAssignment())
 	}
 }
+
+// decide: false (the benchmark baseline) turns the decision off on every
+// route of that endpoint only, leaves the routes and clusters as they are,
+// and gives proxyless gRPC clients of that endpoint no decide filter.
+func TestDecideFalseDisablesTheDecisionPerEndpoint(t *testing.T) {
+	cfg := configFromYAML(t, `
+endpoints:
+  - name: alone
+    match: {path_prefix: /alone}
+    sticky: {header: x-user-id}
+    decide: false
+    variants: [{name: a, weight: 50, backends: ["10.0.0.1:80"]}, {name: b, weight: 50, backends: ["10.0.0.2:80"]}]
+    shadows: [{name: p, percent: 5, per_request: true, backends: ["10.0.0.3:80"]}]
+  - name: decided
+    match: {path_prefix: /decided}
+    sticky: {header: x-user-id}
+    variants: [{name: a, weight: 50, backends: ["10.0.0.1:80"]}, {name: b, weight: 50, backends: ["10.0.0.2:80"]}]
+`)
+	res := buildChecked(t, cfg, KindEnvoy)
+	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	perEndpoint := map[string]int{}
+	for _, r := range routes {
+		per := &extprocv3.ExtProcPerRoute{}
+		if err := r.GetTypedPerFilterConfig()[DecideFilterName].UnmarshalTo(per); err != nil {
+			t.Fatalf("route %s: %v", r.GetName(), err)
+		}
+		endpoint := strings.Split(r.GetName(), "/")[0]
+		perEndpoint[endpoint]++
+		if got, want := per.GetDisabled(), endpoint == "alone"; got != want {
+			t.Errorf("route %s: decision disabled = %v, want %v", r.GetName(), got, want)
+		}
+	}
+	if perEndpoint["alone"] != 3 || perEndpoint["decided"] != 3 {
+		t.Errorf("routes per endpoint %v, want the same 3 (2 variants + fallback) for both", perEndpoint)
+	}
+
+	grpcRes := buildChecked(t, cfg, KindGRPC)
+	for _, r := range grpcRes[resource.ListenerType] {
+		l := r.(*listenerv3.Listener)
+		has := false
+		for _, f := range listenerHCMs(l)[0].GetHttpFilters() {
+			has = has || f.GetName() == DecideFilterName
+		}
+		if want := l.GetName() == "decided"; has != want {
+			t.Errorf("gRPC listener %s: decide filter present = %v, want %v", l.GetName(), has, want)
+		}
+	}
+}

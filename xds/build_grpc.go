@@ -66,13 +66,14 @@ func grpcListener(e *config.Endpoint, extProcTarget string) *listenerv3.Listener
 			RouteConfigName: e.Name,
 			ConfigSource:    adsSource(),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{
-			// Optional: grpc-go registers ext_proc only behind
-			// GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT, and a client without
-			// it would NACK the whole listener for an unknown filter. The
-			// filter only informs the backend; routing does not need it.
-			{Name: DecideFilterName, IsOptional: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(grpcDecideFilter(e, extProcTarget))}},
-		},
+	}
+	if e.Decided() {
+		// Optional: grpc-go registers ext_proc only behind
+		// GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT, and a client without
+		// it would NACK the whole listener for an unknown filter. The
+		// filter only informs the backend; routing does not need it.
+		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: DecideFilterName, IsOptional: true,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(grpcDecideFilter(e, extProcTarget))}})
 	}
 	if e.Observed() {
 		// Optional, like the decision: a client built without the ext_proc

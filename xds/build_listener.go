@@ -8,11 +8,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	grpcstatsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/grpc_stats/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	earlyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/modelsplit/modelsplit/config"
 )
@@ -39,6 +41,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	if anyObserved(cfg) {
 		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: ObserveFilterName,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(observeFilter(cfg))}})
+	}
+	if anyGRPC(cfg) {
+		hcm.HttpFilters = append(hcm.HttpFilters, grpcStatsFilter())
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: routerFilterName,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
@@ -82,8 +87,33 @@ func anyObserved(cfg *config.Config) bool {
 	return false
 }
 
-// observeProcessingMode: headers both ways, no bodies. The routes of
-// requests sampled for a compare-mode shadow override it to stream bodies.
+// grpcStatsFilter makes Envoy count gRPC statuses per cluster
+// (cluster.<endpoint>/<variant>.grpc.<code>, .success, .failure, .total):
+// its router counts HTTP statuses, and a gRPC answer is HTTP 200 whatever
+// its grpc-status. Without service/method names, so clients cannot grow
+// the stats. Requests that are not gRPC pass untouched.
+func grpcStatsFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: grpcStatsFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&grpcstatsv3.FilterConfig{
+		PerMethodStatSpecifier: &grpcstatsv3.FilterConfig_StatsForAllMethods{StatsForAllMethods: wrapperspb.Bool(false)},
+	})}}
+}
+
+// anyGRPC: an endpoint, or a variant of one, is served over gRPC.
+func anyGRPC(cfg *config.Config) bool {
+	for i := range cfg.Endpoints {
+		e := &cfg.Endpoints[i]
+		for j := range e.Variants {
+			if e.VariantProtocol(&e.Variants[j]) == config.ProtocolGRPC {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// observeProcessingMode: headers both ways and the response trailers,
+// no bodies. The routes of requests sampled for a compare-mode shadow
+// override it to stream bodies as well.
 func observeProcessingMode(bodies extprocv3.ProcessingMode_BodySendMode, trailers extprocv3.ProcessingMode_HeaderSendMode) *extprocv3.ProcessingMode {
 	return &extprocv3.ProcessingMode{
 		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
@@ -110,7 +140,10 @@ func observeFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 		// everything the observer needs has been sent by then.
 		DeferredCloseTimeout: durationpb.New(time.Second),
 		FailureModeAllow:     true,
-		ProcessingMode:       observeProcessingMode(extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SKIP),
+		// Trailers: a gRPC answer's status is in them (only a trailers-only
+		// answer has it in the headers). Envoy sends them only when the
+		// answer has some, and adds none in observability mode.
+		ProcessingMode: observeProcessingMode(extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SEND),
 	}
 }
 

@@ -3,6 +3,7 @@ package xds
 import (
 	"math"
 	"sort"
+	"strings"
 
 	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -47,15 +48,25 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 // compare shadow that also matches the shadow's mark (the decision sets
 // x-modelsplit-shadow-<s> on the requests it samples): only that route
 // streams bodies to the observe filter, so unsampled requests cost it
-// headers only.
+// headers only. An endpoint without the decision (decide: false) has no
+// marks: its fallback route streams every request's bodies and the
+// observe filter samples them itself.
 func endpointRoutes(e *config.Endpoint) []*routev3.Route {
-	perRoute := map[string]*anypb.Any{DecideFilterName: mustAny(endpointExtProcPerRoute(e.Name))}
-	perRoute[ObserveFilterName] = mustAny(observePerRoute(e, false))
-	comparePerRoute := map[string]*anypb.Any{DecideFilterName: perRoute[DecideFilterName], ObserveFilterName: mustAny(observePerRoute(e, true))}
+	decide := mustAny(decidePerRoute(e))
+	perRoute := map[string]*anypb.Any{DecideFilterName: decide, ObserveFilterName: mustAny(observePerRoute(e, ""))}
+	comparePerRoute := map[string]*anypb.Any{DecideFilterName: decide, ObserveFilterName: mustAny(observePerRoute(e, config.CaptureMarked))}
+	fallbackPerRoute := perRoute
+	compare := compareShadows(e)
+	if !e.Decided() {
+		if len(compare) > 0 {
+			fallbackPerRoute = map[string]*anypb.Any{DecideFilterName: decide, ObserveFilterName: mustAny(observePerRoute(e, config.CaptureSampled))}
+		}
+		compare = nil
+	}
 	mirrors := mirrorPolicies(e)
 	var routes []*routev3.Route
 	for _, v := range e.Variants {
-		for _, s := range compareShadows(e) {
+		for _, s := range compare {
 			routes = append(routes, &routev3.Route{
 				Name: config.ClusterName(e.Name, v.Name) + "/compare/" + s,
 				Match: &routev3.RouteMatch{
@@ -95,7 +106,7 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 			HashPolicy:            stickyHashPolicy(e),
 			RequestMirrorPolicies: mirrors,
 		}},
-		TypedPerFilterConfig: perRoute,
+		TypedPerFilterConfig: fallbackPerRoute,
 	})
 	return routes
 }
@@ -105,15 +116,20 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 // For Envoy, each pick also tells the client which variant answered, and
 // the pick is hashed on the user key so a user stays put even when ext_proc
 // cannot be reached.
+//
+// Weights are scaled to config.WeightScale, the same intervals the
+// decision engine picks new users from, so Envoy's hashed pick and the
+// decision agree user by user (cohort/hash.go).
 func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 	wc := &routev3.WeightedCluster{}
-	for _, v := range e.Variants {
+	scaled := config.ScaledWeights(e.Variants)
+	for i, v := range e.Variants {
 		if v.Weight <= 0 {
 			continue
 		}
 		cw := &routev3.WeightedCluster_ClusterWeight{
 			Name:   config.ClusterName(e.Name, v.Name),
-			Weight: wrapperspb.UInt32(uint32(v.Weight)),
+			Weight: wrapperspb.UInt32(scaled[i]),
 		}
 		if envoy {
 			cw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{variantResponseHeader(v.Name)}
@@ -126,11 +142,23 @@ func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 	return wc
 }
 
+// stickyHashPolicy hashes the user key as the decision engine's new-user
+// pick does: xxHash64 of salt + key. Envoy hashes the header value after
+// an optional rewrite, so a salt is prepended by rewriting the empty match
+// at the start; a cookie hash has no rewrite, so a salted cookie endpoint's
+// fail-open pick agrees with the decision only by chance (documented).
 func stickyHashPolicy(e *config.Endpoint) []*routev3.RouteAction_HashPolicy {
 	switch {
 	case e.Sticky.Header != "":
-		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
-			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: e.Sticky.Header}}}}
+		h := &routev3.RouteAction_HashPolicy_Header{HeaderName: e.Sticky.Header}
+		if e.Sticky.Salt != "" {
+			h.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+				Pattern: &matcherv3.RegexMatcher{Regex: "^"},
+				// In a substitution \ is a backslash and \N a group.
+				Substitution: strings.ReplaceAll(e.Sticky.Salt, `\`, `\\`),
+			}
+		}
+		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: h}}}
 	case e.Sticky.Cookie != "":
 		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{
 			Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: e.Sticky.Cookie}}}}
@@ -199,18 +227,19 @@ func compareShadows(e *config.Endpoint) []string {
 }
 
 // observePerRoute turns the observe filter off for endpoints that opted
-// out, and names the endpoint otherwise. On the routes of requests sampled
-// for a compare-mode shadow (bodies true) it streams the bodies
-// (observability mode allows STREAMED) and the response trailers: a gRPC
-// answer's status and its end arrive in them.
-func observePerRoute(e *config.Endpoint, bodies bool) *extprocv3.ExtProcPerRoute {
+// out, and names the endpoint otherwise. On routes that capture exchanges
+// for compare-mode shadows (capture: config.CaptureMarked or
+// CaptureSampled, passed on in the stream's metadata) it streams the bodies
+// too (observability mode allows STREAMED).
+func observePerRoute(e *config.Endpoint, capture string) *extprocv3.ExtProcPerRoute {
 	if !e.Observed() {
 		return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}}
 	}
 	o := &extprocv3.ExtProcOverrides{
 		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: config.EndpointMetadataKey, Value: e.Name}},
 	}
-	if bodies {
+	if capture != "" {
+		o.GrpcInitialMetadata = append(o.GrpcInitialMetadata, &corev3.HeaderValue{Key: config.CaptureMetadataKey, Value: capture})
 		o.ProcessingMode = observeProcessingMode(extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_SEND)
 	}
 	return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: o}}
@@ -237,6 +266,16 @@ func variantResponseHeader(variant string) *corev3.HeaderValueOption {
 		Header:       &corev3.HeaderValue{Key: config.VariantHeader, Value: variant},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
+}
+
+// decidePerRoute turns the decision off for an endpoint with decide:
+// false (its requests take the weighted fallback route without a round
+// trip), and names the endpoint otherwise.
+func decidePerRoute(e *config.Endpoint) *extprocv3.ExtProcPerRoute {
+	if !e.Decided() {
+		return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}}
+	}
+	return endpointExtProcPerRoute(e.Name)
 }
 
 // endpointExtProcPerRoute names the endpoint in the ext_proc stream's

@@ -161,22 +161,42 @@ func TestEnvoyStripsClientRoutingHeaders(t *testing.T) {
 	}
 }
 
+// observeCapture returns a route's observe override: processing mode and
+// the capture metadata it passes on.
+func observeCapture(t *testing.T, r *routev3.Route) (*extprocv3.ProcessingMode, string) {
+	t.Helper()
+	var pr extprocv3.ExtProcPerRoute
+	if err := r.GetTypedPerFilterConfig()[ObserveFilterName].UnmarshalTo(&pr); err != nil {
+		t.Fatalf("route %s: observe per-route config: %v", r.GetName(), err)
+	}
+	capture := ""
+	for _, md := range pr.GetOverrides().GetGrpcInitialMetadata() {
+		if md.GetKey() == config.CaptureMetadataKey {
+			capture = md.GetValue()
+		}
+	}
+	return pr.GetOverrides().GetProcessingMode(), capture
+}
+
+func streamsBodies(m *extprocv3.ProcessingMode) bool {
+	return m.GetRequestBodyMode() == extprocv3.ProcessingMode_STREAMED && m.GetResponseBodyMode() == extprocv3.ProcessingMode_STREAMED &&
+		m.GetResponseTrailerMode() == extprocv3.ProcessingMode_SEND && m.GetRequestHeaderMode() == extprocv3.ProcessingMode_SEND &&
+		m.GetResponseHeaderMode() == extprocv3.ProcessingMode_SEND
+}
+
 // compare.yaml: only requests the decision marked for a compare shadow
 // stream bodies (and, for gRPC's status, response trailers) to the
 // observe filter: each variant gets a route per compare shadow matching
-// its mark, ahead of the variant route, and every other route of the
-// endpoint leaves the observe filter at headers only. Paused shadows and
-// unobserved endpoints get no such route.
+// its mark, ahead of the variant route, which tells the observe filter to
+// capture what the marks name; every other route of the endpoint leaves
+// the observe filter at headers only. Paused shadows and unobserved
+// endpoints get no such route.
 func TestEnvoyCompareRoutesStreamBodiesOnlyWhenMarked(t *testing.T) {
 	res := buildChecked(t, loadCase(t, "testdata/in/compare.yaml"), KindEnvoy)
 	var names []string
 	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
 		names = append(names, r.GetName())
-		var pr extprocv3.ExtProcPerRoute
-		if err := r.GetTypedPerFilterConfig()[ObserveFilterName].UnmarshalTo(&pr); err != nil {
-			t.Fatalf("route %s: observe per-route config: %v", r.GetName(), err)
-		}
-		mode := pr.GetOverrides().GetProcessingMode()
+		mode, capture := observeCapture(t, r)
 		marked := ""
 		for _, h := range r.GetMatch().GetHeaders() {
 			if strings.HasPrefix(h.GetName(), config.ShadowHeader+"-") {
@@ -188,13 +208,12 @@ func TestEnvoyCompareRoutesStreamBodiesOnlyWhenMarked(t *testing.T) {
 		}
 		switch {
 		case marked != "":
-			if mode.GetRequestBodyMode() != extprocv3.ProcessingMode_STREAMED || mode.GetResponseBodyMode() != extprocv3.ProcessingMode_STREAMED ||
-				mode.GetResponseTrailerMode() != extprocv3.ProcessingMode_SEND || mode.GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND ||
-				mode.GetResponseHeaderMode() != extprocv3.ProcessingMode_SEND {
-				t.Errorf("route %s (marked by %s): observe mode %v, want headers, STREAMED bodies and response trailers", r.GetName(), marked, mode)
+			if !streamsBodies(mode) || capture != config.CaptureMarked {
+				t.Errorf("route %s (marked by %s): observe mode %v, capture %q; want headers, STREAMED bodies, response trailers, capture %q",
+					r.GetName(), marked, mode, capture, config.CaptureMarked)
 			}
-		case mode != nil:
-			t.Errorf("route %s: observe mode override %v on an unmarked route: its requests would stream bodies", r.GetName(), mode)
+		case mode != nil || capture != "":
+			t.Errorf("route %s: observe override %v, capture %q on an unmarked route: its requests would stream bodies", r.GetName(), mode, capture)
 		}
 	}
 	want := []string{
@@ -204,5 +223,37 @@ func TestEnvoyCompareRoutesStreamBodiesOnlyWhenMarked(t *testing.T) {
 	}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Errorf("routes\n %v\nwant\n %v", names, want)
+	}
+}
+
+// An endpoint without the decision (decide: false) has no marks: no
+// compare routes; its fallback route, the one its requests take, streams
+// bodies and tells the observe filter to sample.
+func TestEnvoyCompareWithoutDecision(t *testing.T) {
+	res := buildChecked(t, configFromYAML(t, `
+endpoints:
+  - name: nodecide
+    match: {path_prefix: /n}
+    decide: false
+    sticky: {header: x-user-id}
+    variants:
+      - {name: a, weight: 1, backends: ["10.0.0.1:80"]}
+    shadows:
+      - {name: c, percent: 10, backends: ["10.0.0.2:80"], compare: {}}
+`), KindEnvoy)
+	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+		mode, capture := observeCapture(t, r)
+		switch r.GetName() {
+		case "nodecide/fallback":
+			if !streamsBodies(mode) || capture != config.CaptureSampled {
+				t.Errorf("fallback: observe mode %v, capture %q; want bodies streamed, capture %q", mode, capture, config.CaptureSampled)
+			}
+		case "nodecide/a":
+			if mode != nil || capture != "" {
+				t.Errorf("variant route: observe mode %v, capture %q; want none (no decision selects it)", mode, capture)
+			}
+		default:
+			t.Errorf("unexpected route %s", r.GetName())
+		}
 	}
 }

@@ -106,7 +106,11 @@ func TestFingerprintStable(t *testing.T) {
 			}
 		}
 		changed := loadCase(t, path)
-		changed.Endpoints[0].Variants[0].Weight++
+		// The last variant's weight: raising it changes the shares in every
+		// case (a drained variant starts serving); raising the only serving
+		// one would not (weights are scaled to shares).
+		vs := changed.Endpoints[0].Variants
+		vs[len(vs)-1].Weight++
 		if got, _ := fingerprint(buildAll(changed)); got == want {
 			t.Errorf("%s: a weight change kept the fingerprint", path)
 		}

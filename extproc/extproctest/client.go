@@ -3,12 +3,14 @@
 // stream per HTTP request, headers sent as raw_value, exactly one response
 // expected per message, mutations applied with Envoy's rules, the route
 // cache cleared only when the same response carried a header mutation.
+// Observe does the same for the observe filter in observability mode.
 package extproctest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -210,3 +212,126 @@ func remove(hs []Header, key string) []Header {
 
 // H builds a Header.
 func H(key, value string) Header { return Header{Key: key, Value: value} }
+
+// Exchange is one request and its answer as Envoy's observe filter (an
+// ext_proc filter in observability mode) sees them.
+type Exchange struct {
+	// Metadata is the filter's grpc_service initial metadata merged with
+	// the route's ExtProcPerRoute grpc_initial_metadata.
+	Metadata map[string]string
+	Headers  []Header // request headers
+	// RequestBody are the request's data frames.
+	RequestBody [][]byte
+	// ResponseHeaders are the answer's headers (with :status); nil when no
+	// answer came (the client went away first).
+	ResponseHeaders []Header
+	// ResponseBody are the answer's data frames.
+	ResponseBody [][]byte
+	// ResponseTrailers end the answer when not nil (gRPC puts its status
+	// there); nil when the answer ends with its headers or last frame.
+	ResponseTrailers []Header
+	// Reset: the upstream reset the stream after the response headers, so
+	// neither body nor trailers follow them.
+	Reset bool
+	// Mode is the processing mode in force (the filter's, or the route's
+	// override); nil is Envoy's default: headers SEND, bodies NONE,
+	// trailers SKIP.
+	Mode *filterpb.ProcessingMode
+	// BeforeClose, when set, runs after the last message was sent and
+	// before the stream is closed: a test can look at what the server
+	// did while the stream is still open (Envoy keeps it open for
+	// deferred_close_timeout after the request).
+	BeforeClose func()
+}
+
+// ErrReplied is a server answering in observability mode, where Envoy
+// expects and reads nothing.
+var ErrReplied = errors.New("server replied to an observability-mode message")
+
+// Observe sends x over a new stream as Envoy's ext_proc filter does in
+// observability mode: every message marked observability_mode, none
+// waiting for a reply, only the phases Mode sends (bodies in STREAMED
+// mode only, trailers only when the answer has some: Envoy 1.40 adds no
+// empty trailers in observability mode), end_of_stream where the HTTP
+// stream ends. It then closes the stream, as Envoy does after
+// deferred_close_timeout, and waits until the server has ended it, so
+// what the server counts is in place when Observe returns.
+func Observe(ctx context.Context, conn grpc.ClientConnInterface, x Exchange) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if len(x.Metadata) > 0 {
+		pairs := make([]string, 0, 2*len(x.Metadata))
+		for k, v := range x.Metadata {
+			pairs = append(pairs, k, v)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, pairs...)
+	}
+	mode := x.Mode
+	if mode == nil {
+		mode = &filterpb.ProcessingMode{}
+	}
+	stream, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		return err
+	}
+	send := func(req *extprocv3.ProcessingRequest) error {
+		req.ObservabilityMode = true
+		return stream.Send(req)
+	}
+	var msgs []*extprocv3.ProcessingRequest
+	if mode.GetRequestHeaderMode() != filterpb.ProcessingMode_SKIP {
+		msgs = append(msgs, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+			RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(x.Headers), EndOfStream: len(x.RequestBody) == 0},
+		}})
+	}
+	if mode.GetRequestBodyMode() == filterpb.ProcessingMode_STREAMED {
+		for i, b := range x.RequestBody {
+			msgs = append(msgs, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+				RequestBody: &extprocv3.HttpBody{Body: b, EndOfStream: i == len(x.RequestBody)-1},
+			}})
+		}
+	}
+	if x.ResponseHeaders != nil {
+		body, trailers := x.ResponseBody, x.ResponseTrailers
+		if x.Reset {
+			body, trailers = nil, nil
+		}
+		if mode.GetResponseHeaderMode() != filterpb.ProcessingMode_SKIP {
+			msgs = append(msgs, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+				ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(x.ResponseHeaders),
+					EndOfStream: !x.Reset && len(body) == 0 && trailers == nil},
+			}})
+		}
+		if mode.GetResponseBodyMode() == filterpb.ProcessingMode_STREAMED {
+			for i, b := range body {
+				msgs = append(msgs, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+					ResponseBody: &extprocv3.HttpBody{Body: b, EndOfStream: i == len(body)-1 && trailers == nil},
+				}})
+			}
+		}
+		if trailers != nil && mode.GetResponseTrailerMode() == filterpb.ProcessingMode_SEND {
+			msgs = append(msgs, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseTrailers{
+				ResponseTrailers: &extprocv3.HttpTrailers{Trailers: headerMap(trailers)},
+			}})
+		}
+	}
+	for _, m := range msgs {
+		if err := send(m); err != nil {
+			return err
+		}
+	}
+	if x.BeforeClose != nil {
+		x.BeforeClose()
+	}
+	if err := stream.CloseSend(); err != nil {
+		return err
+	}
+	resp, err := stream.Recv()
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrReplied, resp)
+}
