@@ -34,6 +34,14 @@ const (
 	// ServedVariantMetadataKey tells the observe filter's server which
 	// variant a proxyless gRPC call went to (per-route/cluster override).
 	ServedVariantMetadataKey = "x-modelsplit-served-variant"
+	// CaptureMetadataKey tells the observe filter's server (Envoy) that the
+	// route streams bodies for compare-mode shadows, and which exchanges
+	// to capture: CaptureMarked, those the decision marked with a shadow's
+	// header; CaptureSampled, those the server samples itself (endpoints
+	// without the decision). Without it nothing is captured.
+	CaptureMetadataKey = "x-modelsplit-capture"
+	CaptureMarked      = "marked"
+	CaptureSampled     = "sampled"
 	// ShadowHeader prefixes the per-shadow headers (ShadowHeaderFor) that
 	// mark a request as sampled; Envoy strips client-sent copies.
 	ShadowHeader = "x-modelsplit-shadow"

@@ -112,8 +112,8 @@ func anyGRPC(cfg *config.Config) bool {
 }
 
 // observeProcessingMode: headers both ways and the response trailers,
-// no bodies. Endpoints with a compare-mode shadow override it per route to
-// stream bodies as well.
+// no bodies. The routes of requests sampled for a compare-mode shadow
+// override it to stream bodies as well.
 func observeProcessingMode(bodies extprocv3.ProcessingMode_BodySendMode, trailers extprocv3.ProcessingMode_HeaderSendMode) *extprocv3.ProcessingMode {
 	return &extprocv3.ProcessingMode{
 		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,

@@ -5,8 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	earlyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -62,6 +64,17 @@ func TestEnvoyShadowMirrors(t *testing.T) {
 				}
 			default:
 				t.Errorf("route %s: unexpected mirror policy %v", r.GetName(), m)
+			}
+			// The copy keeps the primary's Host (no "-shadow" suffix)
+			// and names its shadow in x-modelsplit-shadow instead.
+			if !m.GetDisableShadowHostSuffixAppend() {
+				t.Errorf("route %s: mirror %v appends -shadow to the Host", r.GetName(), m)
+			}
+			shadow := strings.TrimPrefix(m.GetCluster()+strings.TrimPrefix(m.GetClusterHeader(), config.ShadowHeader+"-"), "ranker/")
+			if mut := m.GetRequestHeadersMutations(); len(mut) != 1 || mut[0].GetAppend().GetHeader().GetKey() != config.ShadowHeader ||
+				mut[0].GetAppend().GetHeader().GetValue() != shadow ||
+				mut[0].GetAppend().GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				t.Errorf("route %s: mirror header mutations %v, want %s: %s", r.GetName(), mut, config.ShadowHeader, shadow)
 			}
 		}
 		if perRequest != 1 || byHeader != 1 {
@@ -168,5 +181,102 @@ func TestEnvoyStripsClientRoutingHeaders(t *testing.T) {
 	}
 	if shadowsSeen == 0 {
 		t.Fatal("no testdata config has a shadow: the per-shadow check proved nothing")
+	}
+}
+
+// observeCapture returns a route's observe override: processing mode and
+// the capture metadata it passes on.
+func observeCapture(t *testing.T, r *routev3.Route) (*extprocv3.ProcessingMode, string) {
+	t.Helper()
+	var pr extprocv3.ExtProcPerRoute
+	if err := r.GetTypedPerFilterConfig()[ObserveFilterName].UnmarshalTo(&pr); err != nil {
+		t.Fatalf("route %s: observe per-route config: %v", r.GetName(), err)
+	}
+	capture := ""
+	for _, md := range pr.GetOverrides().GetGrpcInitialMetadata() {
+		if md.GetKey() == config.CaptureMetadataKey {
+			capture = md.GetValue()
+		}
+	}
+	return pr.GetOverrides().GetProcessingMode(), capture
+}
+
+func streamsBodies(m *extprocv3.ProcessingMode) bool {
+	return m.GetRequestBodyMode() == extprocv3.ProcessingMode_STREAMED && m.GetResponseBodyMode() == extprocv3.ProcessingMode_STREAMED &&
+		m.GetResponseTrailerMode() == extprocv3.ProcessingMode_SEND && m.GetRequestHeaderMode() == extprocv3.ProcessingMode_SEND &&
+		m.GetResponseHeaderMode() == extprocv3.ProcessingMode_SEND
+}
+
+// compare.yaml: only requests the decision marked for a compare shadow
+// stream bodies (and, for gRPC's status, response trailers) to the
+// observe filter: each variant gets a route per compare shadow matching
+// its mark, ahead of the variant route, which tells the observe filter to
+// capture what the marks name; every other route of the endpoint leaves
+// the observe filter at headers only. Paused shadows and unobserved
+// endpoints get no such route.
+func TestEnvoyCompareRoutesStreamBodiesOnlyWhenMarked(t *testing.T) {
+	res := buildChecked(t, loadCase(t, "testdata/in/compare.yaml"), KindEnvoy)
+	var names []string
+	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+		names = append(names, r.GetName())
+		mode, capture := observeCapture(t, r)
+		marked := ""
+		for _, h := range r.GetMatch().GetHeaders() {
+			if strings.HasPrefix(h.GetName(), config.ShadowHeader+"-") {
+				if !h.GetPresentMatch() {
+					t.Errorf("route %s: %s must be a presence match", r.GetName(), h.GetName())
+				}
+				marked = h.GetName()
+			}
+		}
+		switch {
+		case marked != "":
+			if !streamsBodies(mode) || capture != config.CaptureMarked {
+				t.Errorf("route %s (marked by %s): observe mode %v, capture %q; want headers, STREAMED bodies, response trailers, capture %q",
+					r.GetName(), marked, mode, capture, config.CaptureMarked)
+			}
+		case mode != nil || capture != "":
+			t.Errorf("route %s: observe override %v, capture %q on an unmarked route: its requests would stream bodies", r.GetName(), mode, capture)
+		}
+	}
+	want := []string{
+		"classify/v1/compare/v3", "classify/v1", "classify/v2/compare/v3", "classify/v2", "classify/fallback",
+		"legacy/only", "legacy/fallback", // longer prefixes first
+		"scorer/a/compare/c", "scorer/a", "scorer/b/compare/c", "scorer/b", "scorer/fallback",
+	}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("routes\n %v\nwant\n %v", names, want)
+	}
+}
+
+// An endpoint without the decision (decide: false) has no marks: no
+// compare routes; its fallback route, the one its requests take, streams
+// bodies and tells the observe filter to sample.
+func TestEnvoyCompareWithoutDecision(t *testing.T) {
+	res := buildChecked(t, configFromYAML(t, `
+endpoints:
+  - name: nodecide
+    match: {path_prefix: /n}
+    decide: false
+    sticky: {header: x-user-id}
+    variants:
+      - {name: a, weight: 1, backends: ["10.0.0.1:80"]}
+    shadows:
+      - {name: c, percent: 10, backends: ["10.0.0.2:80"], compare: {}}
+`), KindEnvoy)
+	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+		mode, capture := observeCapture(t, r)
+		switch r.GetName() {
+		case "nodecide/fallback":
+			if !streamsBodies(mode) || capture != config.CaptureSampled {
+				t.Errorf("fallback: observe mode %v, capture %q; want bodies streamed, capture %q", mode, capture, config.CaptureSampled)
+			}
+		case "nodecide/a":
+			if mode != nil || capture != "" {
+				t.Errorf("variant route: observe mode %v, capture %q; want none (no decision selects it)", mode, capture)
+			}
+		default:
+			t.Errorf("unexpected route %s", r.GetName())
+		}
 	}
 }
