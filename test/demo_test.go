@@ -135,7 +135,7 @@ func TestDemoGateway(t *testing.T) {
 	// request takes the fallback route, whose weighted hash is Envoy's, not
 	// modelsplit's, so it may answer from another variant than the user's.
 	failOpens := func() int {
-		_, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=ext_proc.failure_mode_allowed$", port["envoy-admin"]))
+		_, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=ext_proc.decide.failure_mode_allowed$", port["envoy-admin"]))
 		n := 0
 		for _, line := range strings.Split(body, "\n") {
 			if _, v, ok := strings.Cut(line, ": "); ok {

@@ -433,10 +433,16 @@ func waitCompared(t testing.TB, g *gateway, endpoint string, n int) api.ShadowSt
 	}
 }
 
-// observeMessages is how many ext_proc messages Envoy sent (both filters:
-// they share the HTTP connection manager's ext_proc stats).
+// observeMessages is how many ext_proc messages Envoy sent (both filters).
 func observeMessages(g *gateway) uint64 {
-	return g.envoy.stat("http.modelsplit.ext_proc.stream_msgs_sent")
+	return bothExtProcFilters(g, "stream_msgs_sent")
+}
+
+// bothExtProcFilters sums one counter of the decide and observe filters,
+// which have their own stat prefixes (docs/envoy-notes.md §1.6).
+func bothExtProcFilters(g *gateway, counter string) uint64 {
+	st := g.envoy.stats()
+	return st["http.modelsplit.ext_proc.decide."+counter] + st["http.modelsplit.ext_proc.observe."+counter]
 }
 
 // assertBodiesOnlyWhenSampled sends requests from users the decision never
@@ -457,7 +463,7 @@ func assertBodiesOnlyWhenSampled(t *testing.T, g *gateway, l *markLog, headers u
 		users []string
 	}{{"unsampled", unmarked}, {"sampled", marked}} {
 		before := observeMessages(g)
-		streams := g.envoy.stat("http.modelsplit.ext_proc.streams_started")
+		streams := bothExtProcFilters(g, "streams_started")
 		for i := 0; i < n; i++ {
 			send(phase.users[i%len(phase.users)], 1_000_000+i)
 		}
@@ -465,7 +471,7 @@ func assertBodiesOnlyWhenSampled(t *testing.T, g *gateway, l *markLog, headers u
 		// observe messages may trail the answer by a moment.
 		time.Sleep(300 * time.Millisecond)
 		msgs := observeMessages(g) - before
-		started := g.envoy.stat("http.modelsplit.ext_proc.streams_started") - streams
+		started := bothExtProcFilters(g, "streams_started") - streams
 		t.Logf("%s users: %d requests, %d ext_proc streams, %d messages to ext_proc (%.2f per request, %d beyond headers and trailers)",
 			phase.name, n, started, msgs, float64(msgs)/n, int64(msgs)-int64(headers*n))
 		if started != 2*n {

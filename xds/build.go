@@ -27,6 +27,13 @@ const (
 	routerFilterName  = "envoy.filters.http.router"
 	// grpcStatsFilterName counts gRPC statuses per cluster on the gateway.
 	grpcStatsFilterName = "envoy.filters.http.grpc_stats"
+	// GatewayStatPrefix is the gateway HCM's stat_prefix; the two ext_proc
+	// filters' stats are http.<GatewayStatPrefix>.ext_proc.<filter
+	// stat_prefix>.<counter>, e.g. http.modelsplit.ext_proc.decide.streams_started
+	// (docs/envoy-notes.md §2.3).
+	GatewayStatPrefix = "modelsplit"
+	DecideStatPrefix  = "decide"
+	ObserveStatPrefix = "observe"
 )
 
 // Build translates the config into the complete resource set for one node

@@ -22,7 +22,7 @@ import (
 // gatewayListener is the Envoy listener on gateway.port.
 func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: "modelsplit",
+		StatPrefix: GatewayStatPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: GatewayRouteName,
@@ -135,6 +135,7 @@ func observeFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}},
 			InitialMetadata: []*corev3.HeaderValue{{Key: config.ClientMetadataKey, Value: "envoy"}},
 		},
+		StatPrefix:        ObserveStatPrefix,
 		ObservabilityMode: true,
 		// Close the side stream soon after the request ends (default 5s):
 		// everything the observer needs has been sent by then.
@@ -188,6 +189,7 @@ func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}},
 			InitialMetadata: []*corev3.HeaderValue{{Key: config.ClientMetadataKey, Value: "envoy"}},
 		},
+		StatPrefix: DecideStatPrefix,
 		// Fail open: if the decision is slow or down, the fallback route
 		// splits by weight and traffic keeps flowing.
 		FailureModeAllow: true,
