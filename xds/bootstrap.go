@@ -27,6 +27,22 @@ type BootstrapOptions struct {
 	// 0 (with no AdminAddress) turns it off. The admin API can stop Envoy
 	// and dump its config, so loopback is the default.
 	AdminPort int
+	// TLS, when set, makes Envoy reach modelsplit's xDS over TLS.
+	TLS *BootstrapTLS
+}
+
+// BootstrapTLS is the xDS connection's TLS. The files are read by Envoy,
+// so they are paths on Envoy's host, written into the bootstrap as given.
+type BootstrapTLS struct {
+	// CAFile verifies modelsplit's certificate (required: Envoy has no
+	// default trust store).
+	CAFile string
+	// CertFile and KeyFile are Envoy's client certificate and key, for a
+	// modelsplit with tls.client_ca_file (mTLS).
+	CertFile, KeyFile string
+	// ServerName is the SNI sent and the DNS or IP subject alternative
+	// name modelsplit's certificate must hold; default: the xDS host.
+	ServerName string
 }
 
 // xdsClusterName is the bootstrap's static cluster for the ADS connection.
@@ -61,6 +77,20 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if net.ParseIP(host) != nil {
 		discovery = clusterv3.Cluster_STATIC
 	}
+	var socket *corev3.TransportSocket
+	if t := o.TLS; t != nil {
+		if t.CAFile == "" {
+			return nil, fmt.Errorf("xDS TLS needs a CA file to verify modelsplit's certificate")
+		}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			return nil, fmt.Errorf("xDS TLS: the client certificate and key files must be given together")
+		}
+		u := upstreamTLS{ca: fileSource(t.CAFile), cert: fileSource(t.CertFile), key: fileSource(t.KeyFile), serverName: t.ServerName}
+		if u.serverName == "" {
+			u.serverName = host
+		}
+		socket = u.transportSocket()
+	}
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{
 			Id: o.NodeID, Cluster: o.NodeCluster,
@@ -80,6 +110,7 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{{
 			Name:                          xdsClusterName,
+			TransportSocket:               socket,
 			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: discovery},
 			ConnectTimeout:                durationpb.New(time.Second),
 			TypedExtensionProtocolOptions: http2Options(), // gRPC needs HTTP/2

@@ -57,7 +57,7 @@ func buildEnvoy(cfg *config.Config) (Resources, error) {
 	}
 	res.add(resource.ListenerType, lis)
 	res.add(resource.RouteType, gatewayRouteConfig(cfg))
-	extCluster, err := extProcCluster(cfg.ExtProcTarget())
+	extCluster, err := extProcCluster(cfg)
 	if err != nil {
 		return nil, err
 	}
