@@ -104,7 +104,7 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // clientKind is who opened the stream; they read different HeaderValue
-// fields (ENVOY.md §0.5).
+// fields (docs/envoy-notes.md §1.4).
 type clientKind uint8
 
 const (
@@ -311,7 +311,7 @@ func (st *streamState) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Proce
 		Response: &extprocv3.CommonResponse{
 			HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: set},
 			// The route was chosen before we ran; clearing the cache makes
-			// Envoy re-match with the header we just set (ENVOY.md §0.1).
+			// Envoy re-match with the header we just set (docs/envoy-notes.md §1.3).
 			ClearRouteCache: true,
 		},
 	}}}

@@ -57,7 +57,7 @@ func TestEnvoyEndToEnd(t *testing.T) {
 	}
 	// Each ext_proc filter has its own stat_prefix, so its streams and
 	// failures are told apart: http.<hcm>.ext_proc.<filter>.<counter>
-	// (docs/envoy-notes.md §2.3); nothing lands under the shared prefix.
+	// (docs/envoy-notes.md §1.6); nothing lands under the shared prefix.
 	st := g.envoy.stats()
 	for _, f := range []string{"decide", "observe"} {
 		if v := st["http.modelsplit.ext_proc."+f+".streams_started"]; v < 800 {

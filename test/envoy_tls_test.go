@@ -330,7 +330,7 @@ func TestEnvoyTLSWrongCertificate(t *testing.T) {
 				// Envoy never gets its config, so it never becomes ready.
 				// It logs the xDS stream's failures at debug level until
 				// they have lasted 30 s, then at warning (docs/envoy-notes.md
-				// §8.5): the config logger at debug shows them at once.
+				// §5.5): the config logger at debug shows them at once.
 				g = tlsGateway(t, tc.tls+splitEndpoint(a, b), envoyOptions{Unready: true, Args: []string{"--component-log-level", "config:debug"}}, tc.bootstrap...)
 			} else {
 				g = tlsGateway(t, tc.tls+splitEndpoint(a, b), envoyOptions{}, tc.bootstrap...)

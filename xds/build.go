@@ -30,7 +30,7 @@ const (
 	// GatewayStatPrefix is the gateway HCM's stat_prefix; the two ext_proc
 	// filters' stats are http.<GatewayStatPrefix>.ext_proc.<filter
 	// stat_prefix>.<counter>, e.g. http.modelsplit.ext_proc.decide.streams_started
-	// (docs/envoy-notes.md §2.3).
+	// (docs/envoy-notes.md §1.6).
 	GatewayStatPrefix = "modelsplit"
 	DecideStatPrefix  = "decide"
 	ObserveStatPrefix = "observe"

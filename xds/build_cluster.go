@@ -48,8 +48,8 @@ func envoyCluster(m member) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignme
 
 // extProcCluster points Envoy at the decision server. Envoy opens one
 // ext_proc stream per request, so the default circuit breaker of 1,024
-// requests would cap throughput (ENVOY.md §0.9). With `tls:` it carries
-// the upstream TLS context from tls.envoy.
+// requests would cap throughput (docs/envoy-notes.md §2.1). With `tls:` it
+// carries the upstream TLS context from tls.envoy.
 func extProcCluster(cfg *config.Config) (*clusterv3.Cluster, error) {
 	target := cfg.ExtProcTarget()
 	socket, err := extProcTLS(cfg)

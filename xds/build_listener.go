@@ -149,7 +149,7 @@ func observeFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 }
 
 // decideProcessingMode sends request headers only: one round trip per
-// request, nothing on the response path (ENVOY.md §1.2).
+// request, nothing on the response path (docs/envoy-notes.md §1.2).
 func decideProcessingMode() *extprocv3.ProcessingMode {
 	return &extprocv3.ProcessingMode{
 		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,

@@ -17,10 +17,10 @@ const tlsTransportSocketName = "envoy.transport_sockets.tls"
 // upstreamTLS is how Envoy reaches one of modelsplit's gRPC listeners over
 // TLS: it verifies modelsplit's certificate against ca — the chain, and
 // the name, which Envoy does not check unless told to (docs/envoy-notes.md
-// §8.1) — and presents cert and key when both are set (mTLS). The ALPN
-// "h2" is required by grpc-go servers (§8.2). The TLS version stays at
+// §5.1) — and presents cert and key when both are set (mTLS). The ALPN
+// "h2" is required by grpc-go servers (§5.2). The TLS version stays at
 // Envoy's client default, at most 1.2, which keeps a refused client
-// certificate a named TLS error in Envoy's log (§8.3).
+// certificate a named TLS error in Envoy's log (§5.3).
 type upstreamTLS struct {
 	ca, cert, key *corev3.DataSource
 	serverName    string
@@ -98,7 +98,7 @@ const redactedKey = "[redacted]"
 // redactPrivateKeys replaces the value of every private_key in a plain
 // (protoToPlain) tree, so `modelsplit render` and the golden files never
 // print the key the ext_proc cluster carries inline. Envoy's own
-// /config_dump redacts it too (docs/envoy-notes.md §8.4).
+// /config_dump redacts it too (docs/envoy-notes.md §5.4).
 func redactPrivateKeys(v any) {
 	switch x := v.(type) {
 	case map[string]any:
