@@ -275,6 +275,39 @@ func (e *Engine) Users(ctx context.Context, endpointName string) ([]int64, error
 	return uc.CountUsers(ctx, ep.userKeys)
 }
 
+// UsersMany counts the users assigned to each variant of every named
+// endpoint in one store call (one Redis round trip), so a status of n
+// endpoints does not wait for n round trips. Unknown endpoints are left
+// out of the answer.
+func (e *Engine) UsersMany(ctx context.Context, endpointNames []string) (map[string][]int64, error) {
+	c := e.cfg.Load()
+	if c == nil {
+		return nil, ErrUnknownEndpoint
+	}
+	uc, ok := e.store.(UserCounter)
+	if !ok {
+		return nil, errors.New("the store cannot count users")
+	}
+	var keys []string
+	var eps []*endpoint
+	for _, name := range endpointNames {
+		if ep, ok := c.endpoints[name]; ok {
+			eps = append(eps, ep)
+			keys = append(keys, ep.userKeys...)
+		}
+	}
+	counts, err := uc.CountUsers(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]int64, len(eps))
+	for _, ep := range eps {
+		n := len(ep.userKeys)
+		out[ep.name], counts = counts[:n:n], counts[n:]
+	}
+	return out, nil
+}
+
 // Close flushes queued store writes (the store itself belongs to the
 // caller, who closes it after the engine). The engine stays usable.
 func (e *Engine) Close() error {

@@ -92,4 +92,13 @@ func TestUsersPerVariant(t *testing.T) {
 	if _, err := e.Users(context.Background(), "nope"); err == nil {
 		t.Error("users of an unknown endpoint: no error")
 	}
+	// UsersMany (the admin API's status, one store call): the same counts,
+	// unknown endpoints left out.
+	many, err := e.UsersMany(context.Background(), []string{"nope", "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(many) != 1 || len(many["m"]) != 2 || many["m"][0] != got[0] || many["m"][1] != got[1] {
+		t.Errorf("UsersMany = %v, want m=%v only", many, got)
+	}
 }

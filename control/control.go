@@ -26,7 +26,9 @@ type ShadowReader interface {
 
 // UserCounter counts users per variant (*cohort.Engine).
 type UserCounter interface {
-	Users(ctx context.Context, endpoint string) ([]int64, error)
+	// UsersMany counts the users per variant of each named endpoint, in
+	// one store round trip; unknown endpoints are left out.
+	UsersMany(ctx context.Context, endpoints []string) (map[string][]int64, error)
 }
 
 // Options configures a Controller.

@@ -86,68 +86,120 @@ func decode(r *http.Request, v any) error {
 }
 
 func (c *Controller) handleList(w http.ResponseWriter, r *http.Request) {
-	c.mu.Lock()
-	eff := c.effective
-	c.mu.Unlock()
-	out := api.EndpointList{Endpoints: []api.EndpointStatus{}}
-	for i := range eff.Endpoints {
-		out.Endpoints = append(out.Endpoints, c.status(r.Context(), &eff.Endpoints[i]))
+	v := c.statusView(r.Context(), "")
+	out := api.EndpointList{Endpoints: make([]api.EndpointStatus, 0, len(v.eff.Endpoints))}
+	for i := range v.eff.Endpoints {
+		out.Endpoints = append(out.Endpoints, v.status(&v.eff.Endpoints[i]))
 	}
 	admin.WriteJSON(w, http.StatusOK, out)
 }
 
 func (c *Controller) handleGet(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("endpoint")
 	c.mu.Lock()
 	eff := c.effective
 	c.mu.Unlock()
-	e, ok := eff.Endpoint(r.PathValue("endpoint"))
+	e, ok := eff.Endpoint(name)
 	if !ok {
-		writeErr(w, notFound("unknown endpoint %q (endpoints: %s)", r.PathValue("endpoint"), strings.Join(endpointNames(eff), ", ")))
+		writeErr(w, notFound("unknown endpoint %q (endpoints: %s)", name, strings.Join(endpointNames(eff), ", ")))
 		return
 	}
-	admin.WriteJSON(w, http.StatusOK, c.status(r.Context(), e))
+	v := c.statusView(r.Context(), name)
+	if e, ok = v.eff.Endpoint(name); !ok { // removed by a reload meanwhile
+		writeErr(w, notFound("unknown endpoint %q (endpoints: %s)", name, strings.Join(endpointNames(v.eff), ", ")))
+		return
+	}
+	admin.WriteJSON(w, http.StatusOK, v.status(e))
+}
+
+// overrideInfo is what a status shows of an endpoint's live state.
+type overrideInfo struct {
+	override      bool
+	since         *time.Time
+	rollbackDepth int
+}
+
+// statusView is everything a status answer reads, gathered once per
+// request: the configs and live state under the lock, one pass over the
+// traffic counters, and the user counts in one store round trip. Building
+// an answer for n endpoints is then linear in n.
+type statusView struct {
+	c         *Controller
+	eff       *config.Config
+	file      map[string]*config.Endpoint
+	overrides map[string]overrideInfo
+	traffic   trafficSnapshot
+	users     map[string][]int64
+}
+
+// statusView gathers the view for one endpoint, or for all when only is "".
+func (c *Controller) statusView(ctx context.Context, only string) *statusView {
+	v := &statusView{c: c}
+	c.mu.Lock()
+	file := c.file
+	v.eff = c.effective
+	if v.eff == nil || file == nil { // no config loaded yet
+		v.eff, file = &config.Config{}, &config.Config{}
+	}
+	v.overrides = make(map[string]overrideInfo, len(c.state.Endpoints))
+	for name, es := range c.state.Endpoints {
+		if only == "" || name == only {
+			v.overrides[name] = overrideInfo{override: es.Weights != nil, since: es.Since, rollbackDepth: len(es.History)}
+		}
+	}
+	c.mu.Unlock()
+	names := make([]string, 0, len(v.eff.Endpoints))
+	v.file = make(map[string]*config.Endpoint, len(file.Endpoints))
+	for i := range file.Endpoints {
+		if fe := &file.Endpoints[i]; only == "" || fe.Name == only {
+			v.file[fe.Name] = fe
+		}
+	}
+	for _, e := range v.eff.Endpoints {
+		if only == "" || e.Name == only {
+			names = append(names, e.Name)
+		}
+	}
+	v.traffic = c.traffic.snapshot()
+	if c.opts.Users != nil {
+		uctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		v.users, _ = c.opts.Users.UsersMany(uctx, names)
+		cancel()
+	}
+	return v
 }
 
 // status describes one endpoint of the effective config.
-func (c *Controller) status(ctx context.Context, e *config.Endpoint) api.EndpointStatus {
-	c.mu.Lock()
-	fe, _ := c.file.Endpoint(e.Name)
-	es := c.state.Endpoints[e.Name]
+func (v *statusView) status(e *config.Endpoint) api.EndpointStatus {
 	st := api.EndpointStatus{Name: e.Name}
-	if es != nil {
-		st.Override = es.Weights != nil
-		st.OverrideSince = es.Since
-		st.RollbackDepth = len(es.History)
+	if o, ok := v.overrides[e.Name]; ok {
+		st.Override, st.OverrideSince, st.RollbackDepth = o.override, o.since, o.rollbackDepth
 	}
-	c.mu.Unlock()
-
-	win := c.traffic.window(e.Name)
+	fe := v.file[e.Name]
+	win := v.traffic.window(e.Name)
 	st.LiveSource = win.source
 	var liveTotal uint64
 	for _, n := range win.live {
 		liveTotal += n
 	}
-	var users []int64
-	if c.opts.Users != nil {
-		uctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		users, _ = c.opts.Users.Users(uctx, e.Name)
-		cancel()
-	}
+	users := v.users[e.Name]
 	total := e.TotalWeight()
-	for i, v := range e.Variants {
-		vs := api.VariantStatus{Name: v.Name, Weight: v.Weight, LiveWindowSeconds: win.seconds}
-		if fv, ok := fe.Variant(v.Name); ok {
-			vs.ConfiguredWeight = fv.Weight
+	st.Variants = make([]api.VariantStatus, 0, len(e.Variants))
+	for i, vr := range e.Variants {
+		vs := api.VariantStatus{Name: vr.Name, Weight: vr.Weight, LiveWindowSeconds: win.seconds}
+		if fe != nil {
+			if fv, ok := fe.Variant(vr.Name); ok {
+				vs.ConfiguredWeight = fv.Weight
+			}
 		}
 		if total > 0 {
-			vs.WeightShare = float64(v.Weight) / float64(total)
+			vs.WeightShare = float64(vr.Weight) / float64(total)
 		}
-		k := [2]string{e.Name, v.Name}
 		if liveTotal > 0 {
-			s := float64(win.live[k]) / float64(liveTotal)
+			s := float64(win.live[vr.Name]) / float64(liveTotal)
 			vs.LiveShare = &s
 		}
-		vs.Requests, vs.Decisions = win.requests[k], win.decision[k]
+		vs.Requests, vs.Decisions = win.requests[vr.Name], win.decision[vr.Name]
 		if i < len(users) {
 			u := users[i]
 			vs.Users = &u
@@ -156,8 +208,8 @@ func (c *Controller) status(ctx context.Context, e *config.Endpoint) api.Endpoin
 	}
 	for _, s := range e.Shadows {
 		ss := api.ShadowStatus{Name: s.Name, Percent: s.Percent, PerRequest: s.PerRequest, Compare: s.Compare != nil, Paused: s.Paused}
-		if c.opts.Shadows != nil && s.Compare != nil {
-			if compared, agreed, errs, dropped, ok := c.opts.Shadows.Stats(e.Name, s.Name); ok {
+		if v.c.opts.Shadows != nil && s.Compare != nil {
+			if compared, agreed, errs, dropped, ok := v.c.opts.Shadows.Stats(e.Name, s.Name); ok {
 				ss.Compared, ss.Agreed, ss.Errors, ss.Dropped = compared, agreed, errs, dropped
 				if compared > 0 {
 					a := float64(agreed) / float64(compared)

@@ -20,10 +20,13 @@ const (
 	trafficWindow = time.Minute
 )
 
+// counts holds counter totals by endpoint, then variant.
+type counts map[string]map[string]uint64
+
 type trafficPoint struct {
 	at        time.Time
-	requests  map[[2]string]uint64 // (endpoint, variant) → total
-	decisions map[[2]string]uint64
+	requests  counts
+	decisions counts
 }
 
 type traffic struct {
@@ -40,32 +43,41 @@ func newTraffic(m *metrics.Metrics, now func() time.Time) *traffic {
 	return t
 }
 
-// read collects the current totals.
+// read collects the current totals: one pass over the two counter
+// vectors, linear in their series.
 func (t *traffic) read() trafficPoint {
 	p := trafficPoint{at: t.now(), requests: totals(t.m.VariantRequests), decisions: totals(t.m.Decisions)}
 	return p
 }
 
-// totals sums a vector by its endpoint and variant labels.
-func totals(c prometheus.Collector) map[[2]string]uint64 {
-	out := map[[2]string]uint64{}
-	ch := make(chan prometheus.Metric, 64)
+// totals sums a vector by its endpoint and variant labels. It runs over
+// every series of the vector, so a status answer calls it once (see
+// snapshot), never once per endpoint.
+func totals(c prometheus.Collector) counts {
+	out := counts{}
+	ch := make(chan prometheus.Metric, 1024)
 	go func() { c.Collect(ch); close(ch) }()
+	var d dto.Metric
 	for m := range ch {
-		var d dto.Metric
+		d.Reset()
 		if m.Write(&d) != nil || d.Counter == nil {
 			continue
 		}
-		var k [2]string
+		var ep, variant string
 		for _, l := range d.Label {
 			switch l.GetName() {
 			case "endpoint":
-				k[0] = l.GetValue()
+				ep = l.GetValue()
 			case "variant":
-				k[1] = l.GetValue()
+				variant = l.GetValue()
 			}
 		}
-		out[k] += uint64(d.Counter.GetValue())
+		byVariant := out[ep]
+		if byVariant == nil {
+			byVariant = make(map[string]uint64, 2)
+			out[ep] = byVariant
+		}
+		byVariant[variant] += uint64(d.Counter.GetValue())
 	}
 	return out
 }
@@ -89,39 +101,48 @@ func (t *traffic) sample() {
 	}
 }
 
-// window returns per-variant deltas since the oldest kept point, and the
-// window's length. Requests are used when any were observed in the
-// window, decisions otherwise.
-type windowCounts struct {
-	source             string
-	seconds            float64
-	live               map[[2]string]uint64 // delta in the window
-	requests, decision map[[2]string]uint64 // totals now
+// trafficSnapshot is the current totals and the window's oldest point,
+// read once for a whole status answer (every endpoint), so listing n
+// endpoints costs one pass over the counters, not n.
+type trafficSnapshot struct {
+	now, old trafficPoint
 }
 
-func (t *traffic) window(endpoint string) windowCounts {
+func (t *traffic) snapshot() trafficSnapshot {
 	now := t.read()
 	t.mu.Lock()
 	old := t.points[0]
 	t.mu.Unlock()
-	w := windowCounts{seconds: now.at.Sub(old.at).Seconds(), requests: now.requests, decision: now.decisions}
-	delta := func(cur, prev map[[2]string]uint64) (map[[2]string]uint64, uint64) {
-		d := map[[2]string]uint64{}
+	return trafficSnapshot{now: now, old: old}
+}
+
+// windowCounts are one endpoint's per-variant deltas since the oldest
+// kept point, and the window's length. Requests are used when any were
+// observed in the window, decisions otherwise.
+type windowCounts struct {
+	source             string
+	seconds            float64
+	live               map[string]uint64 // variant → delta in the window
+	requests, decision map[string]uint64 // variant → totals now
+}
+
+func (s trafficSnapshot) window(endpoint string) windowCounts {
+	w := windowCounts{seconds: s.now.at.Sub(s.old.at).Seconds(),
+		requests: s.now.requests[endpoint], decision: s.now.decisions[endpoint]}
+	delta := func(cur, prev map[string]uint64) (map[string]uint64, uint64) {
+		d := make(map[string]uint64, len(cur))
 		var sum uint64
 		for k, v := range cur {
-			if k[0] != endpoint {
-				continue
-			}
 			d[k] = v - min(prev[k], v)
 			sum += d[k]
 		}
 		return d, sum
 	}
-	if d, sum := delta(now.requests, old.requests); sum > 0 {
+	if d, sum := delta(w.requests, s.old.requests[endpoint]); sum > 0 {
 		w.source, w.live = "requests", d
 		return w
 	}
-	w.live, _ = delta(now.decisions, old.decisions)
+	w.live, _ = delta(w.decision, s.old.decisions[endpoint])
 	w.source = "decisions"
 	return w
 }
