@@ -1,6 +1,13 @@
 // Package admin serves the operator HTTP API: health, readiness, Prometheus
 // metrics and (in later handlers) live control. It binds to loopback by
 // default; anywhere else a bearer token is mandatory.
+//
+// A loopback listener without a token is still reachable from any web page
+// the operator's browser opens, so every request is also checked for what
+// only a browser sends (see guard.go): a Host that is not an allowed name
+// (DNS rebinding), another Origin or a cross-site Sec-Fetch-Site, and, for
+// changes, a Content-Type other than application/json (a "simple"
+// cross-site POST that needs no CORS preflight).
 package admin
 
 import (
@@ -12,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -31,17 +39,25 @@ type Options struct {
 	// on every path except /healthz and /readyz.
 	Token  string
 	Checks []Check
+	// ListenAddr is the admin listener's address: a host name in it is
+	// an allowed Host.
+	ListenAddr string
+	// AllowedHosts are more names clients may use in Host besides the
+	// loopback names and IP literals (admin.allowed_hosts).
+	AllowedHosts []string
 }
 
 // Handler is the admin HTTP API.
 type Handler struct {
 	mux   *http.ServeMux
 	token string
+	hosts atomic.Pointer[hostSet]
 }
 
 // New builds the handler with /healthz, /readyz and /metrics.
 func New(opts Options) *Handler {
 	h := &Handler{mux: http.NewServeMux(), token: opts.Token}
+	h.SetAllowedHosts(opts.ListenAddr, opts.AllowedHosts)
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -73,6 +89,10 @@ func New(opts Options) *Handler {
 func (h *Handler) Handle(pattern string, handler http.Handler) { h.mux.Handle(pattern, handler) }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if code, msg := h.refuse(r); code != 0 {
+		WriteError(w, code, msg)
+		return
+	}
 	if h.token != "" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="modelsplit"`)
 		WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <token>)")

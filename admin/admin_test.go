@@ -2,8 +2,11 @@ package admin
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -72,3 +75,77 @@ func TestResolveToken(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+// TestBrowserGuard: requests that only a browser acting for another site
+// sends are refused; the CLI's, curl's and probes' are served.
+func TestBrowserGuard(t *testing.T) {
+	h := New(Options{ListenAddr: "admin.local:18002", AllowedHosts: []string{"Ops.Example.", "*.svc.cluster.local"}})
+	h.Handle("GET /v1/x", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) }))
+	h.Handle("POST /v1/x", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) }))
+	h.Handle("DELETE /v1/x", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) }))
+	js := "application/json"
+	for _, c := range []struct {
+		method, host, ct string
+		hdr              map[string]string
+		want             int
+	}{
+		{"GET", "127.0.0.1:18002", "", nil, 200},
+		{"GET", "127.9.9.9", "", nil, 200},
+		{"GET", "[::1]:18002", "", nil, 200},
+		{"GET", "10.1.2.3:18002", "", nil, 200}, // any IP literal: a probe or scraper by address
+		{"GET", "localhost:18002", "", nil, 200},
+		{"GET", "LOCALHOST.", "", nil, 200},
+		{"GET", "app.localhost:18002", "", nil, 200},
+		{"GET", "admin.local:18002", "", nil, 200}, // listen.admin's host
+		{"GET", "ops.example:18002", "", nil, 200},
+		{"GET", "modelsplit.ns.svc.cluster.local:18002", "", nil, 200},
+		{"GET", "svc.cluster.local:18002", "", nil, 403},
+		{"GET", "evil.example:18002", "", nil, 403},
+		{"GET", "localhost.evil.example", "", nil, 403},
+		{"GET", "", "", nil, 403},
+		{"GET", "127.0.0.1:18002", "", map[string]string{"Origin": "http://127.0.0.1:18002", "Sec-Fetch-Site": "same-origin"}, 200},
+		{"GET", "localhost", "", map[string]string{"Origin": "http://localhost:80"}, 200},
+		{"GET", "127.0.0.1:18002", "", map[string]string{"Origin": "https://127.0.0.1:18002"}, 403}, // scheme differs
+		{"GET", "127.0.0.1:18002", "", map[string]string{"Origin": "http://localhost:18002"}, 403},
+		{"GET", "127.0.0.1:18002", "", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"GET", "127.0.0.1:18002", "", map[string]string{"Sec-Fetch-Site": "same-site"}, 403},
+		{"GET", "127.0.0.1:18002", "", map[string]string{"Sec-Fetch-Site": "none"}, 200},
+		{"POST", "127.0.0.1:18002", js, nil, 200},
+		{"POST", "127.0.0.1:18002", "Application/JSON; charset=utf-8", nil, 200},
+		{"DELETE", "127.0.0.1:18002", js, nil, 200},
+		{"POST", "127.0.0.1:18002", "", nil, 415},
+		{"DELETE", "127.0.0.1:18002", "", nil, 415},
+		{"POST", "127.0.0.1:18002", "text/plain", nil, 415},
+		{"POST", "127.0.0.1:18002", "multipart/form-data; boundary=x", nil, 415},
+		{"POST", "127.0.0.1:18002", "application/x-www-form-urlencoded", nil, 415},
+		{"POST", "127.0.0.1:18002", "application/jsonp", nil, 415},
+		{"POST", "127.0.0.1:18002", js, map[string]string{"Origin": "null"}, 403},
+		{"POST", "127.0.0.1:18002", js, map[string]string{"Origin": "http://evil.example"}, 403},
+		{"POST", "evil.example:18002", js, nil, 403},
+	} {
+		req := httptest.NewRequest(c.method, "/v1/x", nil)
+		req.Host = c.host
+		if c.ct != "" {
+			req.Header.Set("Content-Type", c.ct)
+		}
+		for k, v := range c.hdr {
+			req.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != c.want {
+			t.Errorf("%s Host=%q Content-Type=%q %v: %d %s, want %d", c.method, c.host, c.ct, c.hdr, w.Code, strings.TrimSpace(w.Body.String()), c.want)
+		}
+	}
+	// A reload replaces the list.
+	h.SetAllowedHosts("127.0.0.1:18002", nil)
+	for host, want := range map[string]int{"ops.example": 403, "admin.local": 403, "localhost": 200} {
+		req := httptest.NewRequest("GET", "/v1/x", nil)
+		req.Host = host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != want {
+			t.Errorf("after SetAllowedHosts: Host %s: %d, want %d", host, w.Code, want)
+		}
+	}
+}

@@ -97,7 +97,9 @@ func (c *adminClient) call(ctx context.Context, method, path string, body, out a
 		return usagef("-admin %q: %v", c.base, err)
 	}
 	req.Header.Set("User-Agent", "modelsplit-cli/"+Version)
-	if body != nil {
+	if body != nil || method != http.MethodGet {
+		// The server refuses changes without it, bodyless ones included
+		// (a browser cannot send it cross-site without a CORS preflight).
 		req.Header.Set("Content-Type", "application/json")
 	}
 	tok, err := c.token()

@@ -137,6 +137,10 @@ type Admin struct {
 	// StateFile persists live changes (weights, shadow pauses) when no Redis
 	// is configured.
 	StateFile string `yaml:"state_file"`
+	// AllowedHosts are the names clients may send in Host besides
+	// localhost, *.localhost, IP literals and the host of listen.admin:
+	// "name" or "*.domain". Any other Host is refused (DNS rebinding).
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // Store selects where sticky assignments live.
@@ -407,6 +411,7 @@ func (c *Config) Line(path string) int { return c.lines[path] }
 // previous value.
 func (c *Config) Clone() *Config {
 	n := *c
+	n.Admin.AllowedHosts = append([]string(nil), c.Admin.AllowedHosts...)
 	n.Endpoints = make([]Endpoint, len(c.Endpoints))
 	for i, e := range c.Endpoints {
 		e.Services = append([]string(nil), e.Services...)

@@ -127,6 +127,8 @@ func TestInvalidConfigs(t *testing.T) {
 		{"not a mapping", "- a\n- b\n", []string{"1::must be a YAML mapping"}},
 		{"two documents", "endpoints: []\n---\nendpoints: []\n", []string{"more than one YAML document"}},
 		{"duplicate key", "gateway: {port: 1}\ngateway: {port: 2}\n", []string{"already defined"}},
+		{"bad admin.allowed_hosts", "admin:\n  allowed_hosts: [ok.example, \"*.ok.example\", \"::1\", \"http://x.example\", \"x.example:80\", \"a.*.example\", \"\"]\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant,
+			[]string{"2:admin.allowed_hosts[3]:not a host name", "2:admin.allowed_hosts[4]:not a host name", "2:admin.allowed_hosts[5]:not a host name", "2:admin.allowed_hosts[6]:must not be empty"}},
 		{"listen clash", "listen: {xds: \"127.0.0.1:7\", admin: \"127.0.0.1:7\"}\nendpoints:\n  - name: m\n    match: {path_prefix: /m}\n" + variant,
 			[]string{"1:listen.admin:already used"}},
 		{"decide false with what needs the decision", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    decide: false\n    allow_target: true\n" +

@@ -305,6 +305,17 @@ func (v *validator) certPool(field, path string, pem []byte) bool {
 
 func (v *validator) admin() {
 	v.fileExists("admin.token_file", v.c.Admin.TokenFile)
+	for i, h := range v.c.Admin.AllowedHosts {
+		f := fmt.Sprintf("admin.allowed_hosts[%d]", i)
+		name := strings.TrimPrefix(h, "*.")
+		switch {
+		case strings.TrimSpace(h) == "":
+			v.add(f, "must not be empty")
+		case net.ParseIP(h) != nil: // IP literals are always allowed; harmless
+		case strings.ContainsAny(name, "*/:@ ") || !validHost(name):
+			v.add(f, "%q is not a host name or *.domain (no scheme, port or path)", h)
+		}
+	}
 }
 
 func (v *validator) store() {

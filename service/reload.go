@@ -91,8 +91,13 @@ func (s *Service) Reload() error {
 // API stay on top of it unless the file changed the same setting.
 // Callers hold reloadMu.
 func (s *Service) apply(cfg *config.Config) error {
-	_, err := s.control.SetFileConfig(cfg)
-	return err
+	if _, err := s.control.SetFileConfig(cfg); err != nil {
+		return err
+	}
+	if s.adminHandler != nil {
+		s.adminHandler.SetAllowedHosts(cfg.Listen.Admin, cfg.Admin.AllowedHosts)
+	}
+	return nil
 }
 
 // checkListenUnchanged refuses reloads that move listeners: they need a

@@ -76,7 +76,9 @@ type Service struct {
 	xdsGRPC     *grpc.Server
 	extprocGRPC *grpc.Server
 	adminHTTP   *http.Server
-	addrs       Addrs
+	// adminHandler takes admin.allowed_hosts from every reload.
+	adminHandler *admin.Handler
+	addrs        Addrs
 
 	reloadMu sync.Mutex
 	current  atomic.Pointer[config.Config] // effective: file plus live changes
@@ -174,16 +176,18 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	// Service, on the same listener (their xDS names it as lookup_service).
 	rls.NewServer(s.engine, rls.Options{Logger: s.log.Named("rls"), Metrics: s.metrics}).Register(s.extprocGRPC, nil)
 
-	adminHandler := admin.New(admin.Options{Metrics: s.metrics, Token: token, Checks: []admin.Check{
-		{Name: "xds", Fn: func() error {
-			if !s.xds.Ready() {
-				return errors.New("no snapshot served yet")
-			}
-			return nil
-		}},
-		{Name: "store", Fn: s.storeCheck},
-	}})
+	adminHandler := admin.New(admin.Options{Metrics: s.metrics, Token: token,
+		ListenAddr: cfg.Listen.Admin, AllowedHosts: cfg.Admin.AllowedHosts, Checks: []admin.Check{
+			{Name: "xds", Fn: func() error {
+				if !s.xds.Ready() {
+					return errors.New("no snapshot served yet")
+				}
+				return nil
+			}},
+			{Name: "store", Fn: s.storeCheck},
+		}})
 	s.control.Register(adminHandler)
+	s.adminHandler = adminHandler
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
 	go s.control.Run(ctx)
 

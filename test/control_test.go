@@ -228,6 +228,9 @@ func send(t *testing.T, method, url, token, body string) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // as the CLI sends it
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -360,4 +363,174 @@ func TestServeRefusesExposedAdminWithoutToken(t *testing.T) {
 	if code, _ := send(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v1/endpoints", p.admin), "e2e-token", ""); code != http.StatusOK {
 		t.Errorf("GET /v1/endpoints with the token: %d, want 200", code)
 	}
+}
+
+// adminRequest sends one admin API request with the given headers (Host
+// is set through req.Host) and returns the status and the error message.
+func adminRequest(t *testing.T, method, url, body string, headers map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e api.ErrorBody
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return resp.StatusCode, e.Error
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestAdminAPIRefusesCrossSiteRequests: a web page in the operator's
+// browser cannot use the loopback admin API, which has no token: a
+// "simple" cross-site POST (text/plain, no preflight), a request from
+// another origin (Origin, Sec-Fetch-Site) and a DNS-rebinding request
+// (Host is the attacker's name) are all refused and change nothing,
+// while the CLI and same-origin requests keep working.
+func TestAdminAPIRefusesCrossSiteRequests(t *testing.T) {
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	p := newPorts(t)
+	srv := startServe(t, tempConfig(t, echoConfig(p, a, b, 50, 50)), p)
+	base := "http://" + srv.admin
+	port := fmt.Sprint(p.admin)
+	jsonCT := map[string]string{"Content-Type": "application/json"}
+	with := func(extra map[string]string) map[string]string {
+		h := map[string]string{"Content-Type": "application/json"}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return h
+	}
+
+	for _, c := range []struct {
+		name, method, path, body string
+		headers                  map[string]string
+		code                     int
+		want                     string
+	}{
+		// A form or fetch with mode no-cors: text/plain needs no preflight.
+		{"text/plain promote", "POST", "/v1/endpoints/echo/promote", `{"variant":"b"}`,
+			map[string]string{"Content-Type": "text/plain"}, 415, "Content-Type: application/json"},
+		{"text/plain weights", "PUT", "/v1/endpoints/echo/weights", `{"weights":{"a":0,"b":100}}`,
+			map[string]string{"Content-Type": "text/plain;charset=UTF-8"}, 415, "Content-Type: application/json"},
+		{"form rollback", "POST", "/v1/endpoints/echo/rollback", `x=1`,
+			map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type"},
+		{"bodyless reset", "DELETE", "/v1/endpoints/echo/override", ``, nil, 415, "Content-Type"},
+		// Another origin, even with the right content type.
+		{"cross-origin promote", "POST", "/v1/endpoints/echo/promote", `{"variant":"b"}`,
+			with(map[string]string{"Origin": "http://evil.example"}), 403, "origin"},
+		{"null origin", "POST", "/v1/endpoints/echo/promote", `{"variant":"b"}`,
+			with(map[string]string{"Origin": "null"}), 403, "origin"},
+		{"other localhost port", "POST", "/v1/endpoints/echo/promote", `{"variant":"b"}`,
+			with(map[string]string{"Origin": "http://127.0.0.1:3000"}), 403, "origin"},
+		{"sec-fetch-site cross-site", "PUT", "/v1/endpoints/echo/weights", `{"weights":{"a":0,"b":100}}`,
+			with(map[string]string{"Sec-Fetch-Site": "cross-site"}), 403, "Sec-Fetch-Site"},
+		{"sec-fetch-site same-site", "PUT", "/v1/endpoints/echo/weights", `{"weights":{"a":0,"b":100}}`,
+			with(map[string]string{"Sec-Fetch-Site": "same-site"}), 403, "Sec-Fetch-Site"},
+		{"cross-site read", "GET", "/v1/audit", ``,
+			map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, 403, "origin"},
+		// DNS rebinding: the page's own name now resolves to 127.0.0.1.
+		{"rebinding promote", "POST", "/v1/endpoints/echo/promote", `{"variant":"b"}`,
+			with(map[string]string{"Host": "rebind.evil.example:" + port}), 403, "admin.allowed_hosts"},
+		{"rebinding read", "GET", "/v1/endpoints", ``,
+			map[string]string{"Host": "rebind.evil.example:" + port}, 403, "admin.allowed_hosts"},
+		{"rebinding metrics", "GET", "/metrics", ``,
+			map[string]string{"Host": "rebind.evil.example:" + port}, 403, "admin.allowed_hosts"},
+	} {
+		code, body := adminRequest(t, c.method, base+c.path, c.body, c.headers)
+		t.Logf("%s: %s %s → HTTP %d", c.name, c.method, c.path, code)
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %s %s: HTTP %d %q, want %d containing %q", c.name, c.method, c.path, code, clipBody(body), c.code, c.want)
+		}
+	}
+	var one api.EndpointStatus
+	getJSON(t, base+"/v1/endpoints/echo", "", &one)
+	if one.Override || one.Variants[0].Weight != 50 || one.Variants[1].Weight != 50 {
+		t.Errorf("a refused request changed the weights: %+v", one.Variants)
+	}
+	var audit api.AuditList
+	getJSON(t, base+"/v1/audit", "", &audit)
+	if len(audit.Entries) != 0 {
+		t.Errorf("refused requests were audited as changes: %+v", audit.Entries)
+	}
+
+	// Allowed: loopback Host names, same-origin browser requests, no Origin
+	// at all (curl, the CLI).
+	for _, c := range []struct {
+		name    string
+		headers map[string]string
+	}{
+		{"localhost", with(map[string]string{"Host": "localhost:" + port})},
+		{"[::1]", with(map[string]string{"Host": "[::1]:" + port})},
+		{"same origin", with(map[string]string{"Origin": base, "Sec-Fetch-Site": "same-origin"})},
+		{"typed URL", with(map[string]string{"Sec-Fetch-Site": "none"})},
+		{"charset", map[string]string{"Content-Type": "application/json; charset=utf-8"}},
+	} {
+		if code, body := adminRequest(t, "PUT", base+"/v1/endpoints/echo/weights", `{"weights":{"a":60,"b":40}}`, c.headers); code != 200 {
+			t.Errorf("%s: HTTP %d %s, want 200", c.name, code, clipBody(body))
+		}
+	}
+	if code, body := adminRequest(t, "GET", base+"/healthz", "", map[string]string{"Host": "localhost"}); code != 200 {
+		t.Errorf("GET /healthz with Host localhost: %d %s", code, body)
+	}
+	if code, body := adminRequest(t, "POST", base+"/v1/endpoints/echo/rollback", "", jsonCT); code != 200 {
+		t.Errorf("bodyless rollback with Content-Type: application/json: %d %s", code, body)
+	}
+	// The CLI, including the bodyless changes.
+	mustCLI(t, srv.admin, "promote", "echo", "b")
+	mustCLI(t, srv.admin, "rollback", "echo")
+	mustCLI(t, srv.admin, "set-weights", "echo", "a=10", "b=90")
+	mustCLI(t, srv.admin, "reset", "echo")
+	mustCLI(t, srv.admin, "status")
+	mustCLI(t, srv.admin, "audit")
+}
+
+func clipBody(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
+
+// TestAdminAllowedHosts: names in admin.allowed_hosts (exact or *.domain)
+// may be used in Host, others are refused, and a reload applies a new list.
+func TestAdminAllowedHosts(t *testing.T) {
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	p := newPorts(t)
+	cfgPath := tempConfig(t, echoConfig(p, a, b, 50, 50)+"admin: {allowed_hosts: [modelsplit-admin.internal, \"*.ops.example\"]}\n")
+	srv := startServe(t, cfgPath, p)
+	base := "http://" + srv.admin
+	port := fmt.Sprint(p.admin)
+	check := func(host string, want int) {
+		t.Helper()
+		code, body := adminRequest(t, "PUT", base+"/v1/endpoints/echo/weights", `{"weights":{"a":60,"b":40}}`,
+			map[string]string{"Host": host, "Content-Type": "application/json"})
+		if code != want {
+			t.Errorf("Host %s: HTTP %d %s, want %d", host, code, clipBody(body), want)
+		}
+	}
+	check("modelsplit-admin.internal:"+port, 200)
+	check("MODELSPLIT-ADMIN.internal", 200)
+	check("grafana.ops.example:"+port, 200)
+	check("ops.example:"+port, 403) // *.domain matches below the domain only
+	check("modelsplit-admin.internal.evil.example:"+port, 403)
+	check("127.0.0.1:"+port, 200)
+
+	writeFile(t, cfgPath, echoConfig(p, a, b, 50, 50)+"admin: {allowed_hosts: [\"*.ops.example\"]}\n")
+	srv.waitLog(10*time.Second, "config reloaded")
+	check("modelsplit-admin.internal:"+port, 403)
+	check("grafana.ops.example:"+port, 200)
 }
