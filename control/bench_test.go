@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,10 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/modelsplit/modelsplit/admin"
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/control"
+	"github.com/modelsplit/modelsplit/internal/testredis"
 	"github.com/modelsplit/modelsplit/metrics"
 )
 
@@ -47,12 +51,25 @@ type listFixture struct {
 }
 
 func newListFixture(tb testing.TB, n int, p control.Persister) *listFixture {
+	return newFixture(tb, n, p, true)
+}
+
+// newFixture builds the fixture; withEngine false makes Apply a no-op
+// after the first config (the decision engine keeps that one).
+func newFixture(tb testing.TB, n int, p control.Persister, withEngine bool) *listFixture {
 	tb.Helper()
 	cfg := manyEndpoints(tb, n)
 	m := metrics.New()
 	engine := cohort.NewEngine(cohort.NewMemoryStore(0), cohort.Options{Metrics: m})
+	applied := false
 	ctl := control.New(context.Background(), control.Options{Metrics: m, Persister: p, Users: engine,
-		Apply: func(c *config.Config) error { engine.SetConfig(c); return nil }})
+		Apply: func(c *config.Config) error {
+			if withEngine || !applied {
+				engine.SetConfig(c)
+				applied = true
+			}
+			return nil
+		}})
 	if _, err := ctl.SetFileConfig(cfg); err != nil {
 		tb.Fatal(err)
 	}
@@ -153,5 +170,51 @@ func (f *listFixture) decideInBackground() (stop func() float64) {
 		}
 		slices.Sort(lat)
 		return float64(lat[len(lat)*99/100].Nanoseconds()) / 1e3
+	}
+}
+
+// BenchmarkChange is one live change (set-weights) with 1,000 endpoints
+// in the config and a full audit (500 entries, each with a 256-byte
+// User-Agent as clients may send): state copy, effective config, save
+// and audit, with the state in memory, in a state file and in Redis.
+// Serving the new config is left out (Apply does nothing: the xDS build
+// is measured by the xds benchmarks), except in apply=engine, which
+// recompiles the decision engine for the 1,000 endpoints too.
+func BenchmarkChange(b *testing.B) {
+	srv := testredis.Start(b)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rc.Close()
+	for _, store := range []string{"memory", "file", "redis", "memory/apply=engine"} {
+		b.Run("store="+store, func(b *testing.B) {
+			var p control.Persister
+			switch store {
+			case "file":
+				p = control.FilePersister{Path: filepath.Join(b.TempDir(), "state.json")}
+			case "redis":
+				p = control.RedisPersister{Client: rc, Key: "bench:control"}
+				rc.Del(context.Background(), "bench:control")
+			}
+			f := newFixture(b, 1000, p, strings.HasSuffix(store, "apply=engine"))
+			who := control.Requester{Remote: "127.0.0.1:40000", UserAgent: strings.Repeat("u", 300)}
+			for i := range 500 {
+				if _, err := f.ctl.SetWeights(fmt.Sprintf("ep%d", i%1000), map[string]int{"a": 1 + i%50, "b": 50}, who); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				res, err := f.ctl.SetWeights(fmt.Sprintf("ep%d", i%1000), map[string]int{"a": 1 + i%50, "b": 50}, who)
+				if err != nil || !res.Persisted {
+					b.Fatal(err, res.Warning)
+				}
+				i++
+			}
+			b.StopTimer()
+			if n := len(f.ctl.Audit(0)); n != 500 {
+				b.Fatalf("audit has %d entries, want 500", n)
+			}
+		})
 	}
 }

@@ -58,15 +58,18 @@ type Controller struct {
 	file      *config.Config
 	state     *State
 	effective *config.Config
-	dirty     bool // state changed but not persisted yet
+	dirty     bool  // state changed but not persisted yet
+	storedRev int64 // revision last seen in the store; -1 unknown
 	stateErr  string
+	published map[[2]string]int // variant_weight series exported
 
 	traffic *traffic
 }
 
 // New loads persisted state. A store that cannot be read is not fatal:
 // the file's config serves, the failure is logged and counted, and the
-// state is read again on the next sync.
+// state is read again on the next sync. (A state file holding something
+// else is refused earlier, by the service: see CheckStateFile.)
 func New(ctx context.Context, opts Options) *Controller {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -80,7 +83,7 @@ func New(ctx context.Context, opts Options) *Controller {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	c := &Controller{opts: opts, log: opts.Logger, state: &State{Endpoints: map[string]*EndpointState{}}}
+	c := &Controller{opts: opts, log: opts.Logger, state: &State{Endpoints: map[string]*EndpointState{}}, storedRev: -1}
 	c.traffic = newTraffic(opts.Metrics, opts.Now)
 	if opts.Persister != nil {
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -90,28 +93,58 @@ func New(ctx context.Context, opts Options) *Controller {
 		case err != nil:
 			c.stateFailed("load", err)
 		case st != nil:
-			c.state = st.clone()
+			c.state, c.storedRev = st, st.Revision
 			c.stateOK()
 			c.log.Info("live state loaded", zap.String("from", opts.Persister.String()),
 				zap.Int64("revision", st.Revision), zap.Int("endpoints", len(st.Endpoints)))
 		default:
+			c.storedRev = 0
 			c.stateOK()
 		}
 	} else {
 		c.stateOK()
 	}
+	c.publishRevisions()
 	return c
 }
 
 func (c *Controller) stateFailed(op string, err error) {
-	c.stateErr = fmt.Sprintf("%s %s: %v", op, c.opts.Persister, err)
+	msg := fmt.Sprintf("%s %s: %v", op, c.opts.Persister, err)
 	c.opts.Metrics.ControlStateOK.Set(0)
+	if msg == c.stateErr {
+		return // logged when it began
+	}
+	c.stateErr = msg
 	c.log.Error("live state store failed; changes stay in force in memory and are retried", zap.String("op", op), zap.Error(err))
 }
 
 func (c *Controller) stateOK() {
 	c.stateErr = ""
 	c.opts.Metrics.ControlStateOK.Set(1)
+}
+
+// publishRevisions exports the revision in force and the stored one, so
+// a replica that disagrees with the store shows.
+func (c *Controller) publishRevisions() {
+	stored := c.storedRev
+	if c.opts.Persister == nil {
+		stored = c.state.Revision
+	}
+	c.opts.Metrics.ControlStateRevision.WithLabelValues("memory").Set(float64(c.state.Revision))
+	c.opts.Metrics.ControlStateRevision.WithLabelValues("store").Set(float64(stored))
+}
+
+// Check is the readiness condition for live state: an error while the
+// store does not hold the state in force here (a failed save or read, a
+// lost state not saved again yet, a stored state that could not be
+// applied).
+func (c *Controller) Check() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stateErr != "" {
+		return fmt.Errorf("live state not in sync with the store (revision %d here, %d stored): %s", c.state.Revision, c.storedRev, c.stateErr)
+	}
+	return nil
 }
 
 // SetFileConfig installs a (re)loaded config file and serves the
@@ -130,13 +163,20 @@ func (c *Controller) SetFileConfig(file *config.Config) (*config.Config, error) 
 			st.audit(a)
 			c.logAudit(a)
 		}
-		st.Revision++
-		c.commitLocked(st)
+		st.Revision = max(c.state.Revision, c.storedRev) + 1
+		if _, _, err := c.commitLocked(st); errors.Is(err, ErrConflict) {
+			// Another replica saved first (it read the same file, most
+			// likely): serve the stored state on top of this file if it
+			// is newer; else ours is saved by the next sync.
+			c.state, c.dirty = st, true
+			c.adoptLocked(context.Background(), true)
+		}
 	} else {
 		c.state = st
 	}
 	c.publishWeights()
-	return eff, nil
+	c.publishRevisions()
+	return c.effective, nil
 }
 
 // Effective is the config in force (file plus live state).
@@ -146,38 +186,35 @@ func (c *Controller) Effective() *config.Config {
 	return c.effective
 }
 
-// commitLocked adopts st and persists it; a failed save keeps st in force
-// (dirty) and is retried by Run.
-func (c *Controller) commitLocked(st *State) (persisted bool, warning string) {
-	prev := c.state.Revision
-	c.state = st
+// commitLocked persists st, already applied, and adopts it. A conflict
+// (another replica saved first) returns ErrConflict and adopts nothing;
+// any other failure keeps st in force (dirty), retried by Run.
+func (c *Controller) commitLocked(st *State) (persisted bool, warning string, err error) {
 	if c.opts.Persister == nil {
-		return true, ""
+		c.state = st
+		return true, "", nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	err := c.opts.Persister.Save(ctx, st, prev)
-	if err != nil && c.dirty {
-		// An earlier change is still unsaved: the stored revision is
-		// older than prev, which is ours, so compare with what is there.
-		if cur, lerr := c.opts.Persister.Load(ctx); lerr == nil {
-			base := int64(0)
-			if cur != nil {
-				base = cur.Revision
-			}
-			if base < st.Revision {
-				err = c.opts.Persister.Save(ctx, st, base)
-			}
-		}
+	prev := c.storedRev
+	if prev < 0 {
+		prev = c.state.Revision
 	}
+	err = c.opts.Persister.Save(ctx, st, prev)
+	if errors.Is(err, ErrConflict) {
+		return false, "", err
+	}
+	c.state = st
 	if err != nil {
+		// Unsaved (the store is down, or an earlier change is unsaved
+		// too): in force here, saved by sync when the store allows.
 		c.dirty = true
 		c.stateFailed("save", err)
-		return false, c.stateErr
+		return false, c.stateErr, nil
 	}
-	c.dirty = false
+	c.dirty, c.storedRev = false, st.Revision
 	c.stateOK()
-	return true, ""
+	return true, "", nil
 }
 
 // Run keeps live state in sync until ctx ends: it adopts newer state a
@@ -198,58 +235,113 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 }
 
-// sync reads the stored state once.
+// sync compares the stored revision with ours (a read of a few bytes)
+// and acts only on a difference: it adopts a newer stored state, saves
+// ours when the store lacks it (never saved, or lost: FLUSHALL, an empty
+// replacement Redis), and reports a store it cannot read.
 func (c *Controller) sync(ctx context.Context) {
-	lctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	stored, err := c.opts.Persister.Load(lctx)
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	rev, exists, err := c.opts.Persister.Revision(rctx)
+	cancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.publishRevisions()
 	if err != nil {
+		c.storedRev = -1
 		if c.stateErr == "" {
 			c.stateFailed("load", err)
 		}
 		return
 	}
-	storedRev := int64(0)
-	if stored != nil {
-		storedRev = stored.Revision
-	}
+	c.storedRev = rev
+	ours := c.state.Revision
 	switch {
-	case c.dirty && storedRev <= c.state.Revision:
+	case rev > ours || (c.dirty && rev == ours && exists):
+		// Newer elsewhere; or the same revision as our unsaved one, which
+		// is ours only if the contents match (adoptLocked checks).
+		c.adoptLocked(ctx, false)
+	case rev < ours:
+		if !c.dirty {
+			c.opts.Metrics.ControlStateLost.Inc()
+			c.log.Warn("the live-state store lost this replica's state (FLUSHALL, an empty or restored Redis, a replaced file); saving it again",
+				zap.String("store", c.opts.Persister.String()), zap.Int64("ours", ours), zap.Int64("stored", rev), zap.Bool("stored_exists", exists))
+		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := c.opts.Persister.Save(sctx, c.state, storedRev)
+		err := c.opts.Persister.Save(sctx, c.state, rev)
 		cancel()
-		if err == nil {
-			c.dirty = false
-			c.stateOK()
-			c.log.Info("live state saved after a store outage", zap.Int64("revision", c.state.Revision))
-		}
-	case stored != nil && storedRev > c.state.Revision:
-		if c.dirty {
-			c.log.Warn("another replica saved live state while ours could not be saved; theirs wins",
-				zap.Int64("ours", c.state.Revision), zap.Int64("theirs", storedRev))
-		}
-		st := stored.clone()
-		if c.file == nil {
-			c.state = st
+		if err != nil {
+			c.dirty = true
+			if c.stateErr == "" || !errors.Is(err, ErrConflict) {
+				c.stateFailed("save", err)
+			}
 			return
 		}
-		eff, superseded := effective(c.file, st, c.opts.Now())
-		if err := c.opts.Apply(eff); err != nil {
-			c.log.Error("live state from the store refused; keeping the current config", zap.Error(err))
-			return
-		}
-		for _, a := range superseded {
-			st.audit(a)
-		}
-		c.state, c.effective, c.dirty = st, eff, false
+		c.dirty, c.storedRev = false, ours
 		c.stateOK()
-		c.publishWeights()
-		c.log.Info("live state adopted from the store", zap.Int64("revision", storedRev))
+		c.log.Info("live state saved to the store again", zap.Int64("revision", ours))
 	case c.stateErr != "" && !c.dirty:
 		c.stateOK()
 	}
+}
+
+// adoptLocked reads the stored state and serves it when it is newer than
+// ours (or, with force, whenever it differs). While ours is unsaved,
+// theirs wins: it was saved first.
+func (c *Controller) adoptLocked(ctx context.Context, force bool) {
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	stored, err := c.opts.Persister.Load(lctx)
+	cancel()
+	if err != nil {
+		c.storedRev = -1
+		c.stateFailed("load", err)
+		return
+	}
+	if stored == nil {
+		c.storedRev = 0
+		return // gone meanwhile: the next sync saves ours
+	}
+	c.storedRev = stored.Revision
+	switch ours := c.state.Revision; {
+	case stored.Revision < ours:
+		return // older than ours: ours is saved over it (sync, or the change's save)
+	case stored.Revision == ours && !force && !c.dirty:
+		return
+	case stored.Revision == ours && sameState(stored, c.state):
+		if c.dirty { // our unsaved change was saved after all (its answer was lost)
+			c.dirty = false
+			c.stateOK()
+		}
+		return
+	}
+	if c.dirty {
+		c.log.Warn("another replica saved live state while ours could not be saved; theirs wins",
+			zap.Int64("ours", c.state.Revision), zap.Int64("theirs", stored.Revision))
+	}
+	if c.file == nil {
+		c.state, c.dirty = stored, false
+		c.stateOK()
+		return
+	}
+	st := stored.clone()
+	eff, superseded := effective(c.file, st, c.opts.Now())
+	if err := c.opts.Apply(eff); err != nil {
+		c.stateFailed("apply", fmt.Errorf("live state revision %d from the store refused; keeping the current config: %w", stored.Revision, err))
+		return
+	}
+	for _, a := range superseded {
+		st.audit(a)
+	}
+	c.state, c.effective, c.dirty = st, eff, false
+	c.stateOK()
+	c.publishWeights()
+	c.log.Info("live state adopted from the store", zap.Int64("revision", stored.Revision))
+}
+
+// sameState reports whether two states hold the same content.
+func sameState(a, b *State) bool {
+	ja, err1 := a.encode()
+	jb, err2 := b.encode()
+	return err1 == nil && err2 == nil && string(ja) == string(jb)
 }
 
 // Requester says who asked for a change (for the audit).
@@ -278,50 +370,98 @@ func conflict(format string, args ...any) error {
 	return &RequestError{Status: 409, Msg: fmt.Sprintf(format, args...)}
 }
 
+// changeAttempts bounds how often a change is redone on top of another
+// replica's state that was saved between our read and our save.
+const changeAttempts = 5
+
 // change runs one mutation of the state under the lock: mutate edits a
 // copy and returns the audit entry; the result is applied, persisted and
-// audited, or nothing happens.
+// audited, or nothing happens. It starts from the newest stored state
+// (a revision read first), so a change made on another replica a moment
+// ago is never overwritten; if another replica saves in between, the
+// change is redone on top of that.
 func (c *Controller) change(endpoint string, who Requester, mutate func(st *State, e *config.Endpoint, cur map[string]int) (api.AuditEntry, error)) (api.ChangeResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.file == nil {
 		return api.ChangeResult{}, errors.New("no config loaded yet")
 	}
-	e, ok := c.effective.Endpoint(endpoint)
-	if !ok {
-		return api.ChangeResult{}, notFound("unknown endpoint %q (endpoints: %s)", endpoint, strings.Join(endpointNames(c.effective), ", "))
-	}
-	cur := fileWeights(e)
-	st := c.state.clone()
-	entry, err := mutate(st, e, cur)
-	if err != nil {
-		c.opts.Metrics.ControlChanges.WithLabelValues(entry.Action, "refused").Inc()
-		return api.ChangeResult{}, err
-	}
-	entry.Time, entry.Endpoint, entry.Remote, entry.UserAgent = c.opts.Now().UTC(), endpoint, who.Remote, who.UserAgent
-	eff, superseded := effective(c.file, st, entry.Time)
-	if err := c.opts.Apply(eff); err != nil {
-		c.opts.Metrics.ControlChanges.WithLabelValues(entry.Action, "refused").Inc()
-		return api.ChangeResult{}, &RequestError{Status: 422, Msg: "the change was refused by validation: " + err.Error()}
-	}
-	for _, a := range superseded {
-		st.audit(a)
-	}
-	st.audit(entry)
-	st.Revision++
-	c.effective = eff
-	persisted, warning := c.commitLocked(st)
-	c.publishWeights()
-	c.opts.Metrics.ControlChanges.WithLabelValues(entry.Action, "ok").Inc()
-	c.logAudit(entry)
-	ne, _ := eff.Endpoint(endpoint)
-	res := api.ChangeResult{Endpoint: endpoint, Weights: fileWeights(ne), Previous: cur, Audit: entry, Persisted: persisted, Warning: warning}
-	for _, s := range ne.Shadows {
-		if s.Paused {
-			res.Paused = append(res.Paused, s.Name)
+	for attempt := 1; ; attempt++ {
+		c.refreshLocked()
+		e, ok := c.effective.Endpoint(endpoint)
+		if !ok {
+			return api.ChangeResult{}, notFound("unknown endpoint %q (endpoints: %s)", endpoint, strings.Join(endpointNames(c.effective), ", "))
 		}
+		cur := fileWeights(e)
+		st := c.state.clone()
+		entry, err := mutate(st, e, cur)
+		if err != nil {
+			c.opts.Metrics.ControlChanges.WithLabelValues(entry.Action, "refused").Inc()
+			return api.ChangeResult{}, err
+		}
+		entry.Time, entry.Endpoint, entry.Remote, entry.UserAgent = c.opts.Now().UTC(), endpoint, who.Remote, who.UserAgent
+		entry = boundEntry(entry)
+		eff, superseded := effective(c.file, st, entry.Time)
+		if err := c.opts.Apply(eff); err != nil {
+			c.opts.Metrics.ControlChanges.WithLabelValues(entry.Action, "refused").Inc()
+			return api.ChangeResult{}, &RequestError{Status: 422, Msg: "the change was refused by validation: " + err.Error()}
+		}
+		for _, a := range superseded {
+			st.audit(a)
+		}
+		st.audit(entry)
+		st.Revision = max(c.state.Revision, c.storedRev) + 1
+		persisted, warning, err := c.commitLocked(st)
+		if errors.Is(err, ErrConflict) {
+			// Another replica saved first: serve what is in force again,
+			// adopt the stored state, and redo the change on top of it.
+			_ = c.opts.Apply(c.effective)
+			c.adoptLocked(context.Background(), true)
+			c.publishRevisions()
+			if attempt < changeAttempts {
+				continue
+			}
+			c.opts.Metrics.ControlChanges.WithLabelValues(entry.Action, "refused").Inc()
+			return api.ChangeResult{}, conflict("live state kept changing on other replicas (%d attempts); nothing was changed, try again", changeAttempts)
+		}
+		c.effective = eff
+		c.publishWeights()
+		c.publishRevisions()
+		c.opts.Metrics.ControlChanges.WithLabelValues(entry.Action, "ok").Inc()
+		c.logAudit(entry)
+		ne, _ := eff.Endpoint(endpoint)
+		res := api.ChangeResult{Endpoint: endpoint, Weights: fileWeights(ne), Previous: cur, Audit: entry, Persisted: persisted, Warning: warning}
+		for _, s := range ne.Shadows {
+			if s.Paused {
+				res.Paused = append(res.Paused, s.Name)
+			}
+		}
+		return res, nil
 	}
-	return res, nil
+}
+
+// refreshLocked reads the stored revision (a few bytes) and adopts a
+// newer stored state before a change is made on top of ours. A store
+// that cannot be read is left to the save, which reports it.
+func (c *Controller) refreshLocked() {
+	if c.opts.Persister == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	rev, exists, err := c.opts.Persister.Revision(ctx)
+	if err != nil {
+		return
+	}
+	c.storedRev = rev
+	switch ours := c.state.Revision; {
+	case rev > ours || (c.dirty && rev == ours && exists):
+		c.adoptLocked(ctx, false)
+	case rev < ours && !c.dirty:
+		c.opts.Metrics.ControlStateLost.Inc()
+		c.log.Warn("the live-state store lost this replica's state; the change saves it again",
+			zap.String("store", c.opts.Persister.String()), zap.Int64("ours", ours), zap.Int64("stored", rev))
+	}
 }
 
 func (c *Controller) logAudit(a api.AuditEntry) {
@@ -425,8 +565,9 @@ func (c *Controller) SetWeights(endpoint string, weights map[string]int, who Req
 }
 
 // Promote sends all traffic to one variant (blue-green switch): it gets
-// the endpoint's whole current weight, the others 0, so users stored on
-// other variants move too; rollback brings them back.
+// the endpoint's whole current weight (at most config.MaxWeight), the
+// others 0, so users stored on other variants move too; rollback brings
+// them back.
 func (c *Controller) Promote(endpoint, variant string, who Requester) (api.ChangeResult, error) {
 	return c.change(endpoint, who, func(st *State, e *config.Endpoint, cur map[string]int) (api.AuditEntry, error) {
 		a := api.AuditEntry{Action: "promote", Before: cur, Detail: "promoted " + variant}
@@ -444,8 +585,13 @@ func (c *Controller) Promote(endpoint, variant string, who Requester) (api.Chang
 		for name := range cur {
 			w[name] = 0
 		}
-		w[variant] = max(total, 1)
+		// The whole weight, within what a weight may be: the share is 100%
+		// either way, and the result must pass what set-weights checks.
+		w[variant] = min(max(total, 1), config.MaxWeight)
 		a.After = w
+		if err := ValidateWeights(e, w); err != nil {
+			return a, err
+		}
 		setWeights(st, e, cur, w, fileWeights(c.fileEndpoint(endpoint)), c.opts.Now())
 		return a, nil
 	})
@@ -539,12 +685,24 @@ func (c *Controller) Audit(limit int) []api.AuditEntry {
 	return out
 }
 
-// publishWeights exports the weights in force.
+// publishWeights exports the weights in force: only the series that
+// changed since the last call, so a change costs little with many
+// endpoints; series of variants no longer in force are deleted.
 func (c *Controller) publishWeights() {
-	c.opts.Metrics.ControlWeight.Reset()
+	next := make(map[[2]string]int, len(c.published))
 	for _, e := range c.effective.Endpoints {
 		for _, v := range e.Variants {
-			c.opts.Metrics.ControlWeight.WithLabelValues(e.Name, v.Name).Set(float64(v.Weight))
+			k := [2]string{e.Name, v.Name}
+			next[k] = v.Weight
+			if w, ok := c.published[k]; !ok || w != v.Weight {
+				c.opts.Metrics.ControlWeight.WithLabelValues(e.Name, v.Name).Set(float64(v.Weight))
+			}
 		}
 	}
+	for k := range c.published {
+		if _, ok := next[k]; !ok {
+			c.opts.Metrics.ControlWeight.DeleteLabelValues(k[0], k[1])
+		}
+	}
+	c.published = next
 }

@@ -40,6 +40,10 @@ type Metrics struct {
 	ControlChanges *prometheus.CounterVec // action, result (ok|refused)
 	ControlWeight  *prometheus.GaugeVec   // endpoint, variant: weight in force
 	ControlStateOK prometheus.Gauge       // 1 when the last persist/load of live state succeeded
+	// ControlStateRevision is the live state's revision in memory and as
+	// last read from the store (source: memory|store; -1 unreadable).
+	ControlStateRevision *prometheus.GaugeVec
+	ControlStateLost     prometheus.Counter // the store was found without our state (FLUSHALL, an empty Redis)
 
 	// Assignment store.
 	StoreUp         prometheus.Gauge       // 1 reachable, 0 degraded to hashing
@@ -115,7 +119,12 @@ func New() *Metrics {
 	m.ControlWeight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "variant_weight",
 		Help: "Weight in force (config file or live override), by endpoint and variant."}, []string{"endpoint", "variant"})
 	m.ControlStateOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "control_state_ok",
-		Help: "1 when live state was last loaded or persisted successfully, 0 after a failure (changes then live in memory only)."})
+		Help: "1 when the store holds the live state in force here, 0 while it does not (a failed save or read, a store that lost it, a stored state that could not be applied)."})
+	m.ControlStateRevision = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "control_state_revision",
+		Help: "Revision of the live state in force (source=memory) and in the store as last read (source=store; -1 when it could not be read); they differ while the replica and the store disagree."},
+		[]string{"source"})
+	m.ControlStateLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "control_state_lost_total",
+		Help: "Times the store was found holding an older live state than this replica's, or none (FLUSHALL, an empty replacement Redis, a restored backup); the replica saves its state again."})
 
 	m.StoreUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "store_up",
 		Help: "1 when the assignment store is reachable, 0 while decisions fall back to hashing."})
@@ -148,7 +157,7 @@ func New() *Metrics {
 		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
 		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams,
 		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
-		m.ControlChanges, m.ControlWeight, m.ControlStateOK,
+		m.ControlChanges, m.ControlWeight, m.ControlStateOK, m.ControlStateRevision, m.ControlStateLost,
 		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,
 		m.XDSClients, m.XDSNacks, m.XDSSnapshotRefused, m.XDSSnapshotVersion, m.ConfigReloads,
 		m.TLSHandshakeFailures,

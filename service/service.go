@@ -185,6 +185,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 				return nil
 			}},
 			{Name: "store", Fn: s.storeCheck},
+			{Name: "live_state", Fn: s.control.Check},
 		}})
 	s.control.Register(adminHandler)
 	s.adminHandler = adminHandler
@@ -257,6 +258,10 @@ func (s *Service) serveConfig(cfg *config.Config) error {
 func (s *Service) persister(cfg *config.Config) (control.Persister, error) {
 	switch {
 	case cfg.Admin.StateFile != "":
+		if err := control.CheckStateFile(cfg.Admin.StateFile); err != nil {
+			return nil, fmt.Errorf("admin.state_file: %w; refusing to start so that no live change overwrites it "+
+				"(set admin.state_file to a new path, or move the file away)", err)
+		}
 		return control.FilePersister{Path: cfg.Admin.StateFile}, nil
 	case cfg.Store.Redis != "":
 		if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
@@ -264,7 +269,12 @@ func (s *Service) persister(cfg *config.Config) (control.Persister, error) {
 		}
 		return nil, errors.New("store: the Redis store exposes no client for live state")
 	case s.opts.ConfigPath != "":
-		return control.FilePersister{Path: DefaultStateFile(s.opts.ConfigPath)}, nil
+		path := DefaultStateFile(s.opts.ConfigPath)
+		if err := control.CheckStateFile(path); err != nil {
+			return nil, fmt.Errorf("live state file (the default beside %s; admin.state_file chooses another): %w; refusing to start so that no live change overwrites it",
+				s.opts.ConfigPath, err)
+		}
+		return control.FilePersister{Path: path}, nil
 	}
 	return nil, nil
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/modelsplit/modelsplit/api"
+	"github.com/modelsplit/modelsplit/internal/testredis"
 )
 
 // cli runs the modelsplit binary against a server's admin API.
@@ -533,4 +534,172 @@ func TestAdminAllowedHosts(t *testing.T) {
 	srv.waitLog(10*time.Second, "config reloaded")
 	check("modelsplit-admin.internal:"+port, 403)
 	check("grafana.ops.example:"+port, 200)
+}
+
+// TestServeRefusesForeignStateFile: a state file (admin.state_file, or
+// the default <config>.state.json) holding anything but modelsplit live
+// state stops serve at start with a clear error, and the file is left
+// as it was; before, the next live change overwrote it.
+func TestServeRefusesForeignStateFile(t *testing.T) {
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	for _, c := range []struct{ name, content string }{
+		{"admin.state_file", "# my notes\nimportant: true\n"},
+		{"default", `{"not": "a state"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPorts(t)
+			dir := t.TempDir()
+			cfgPath := filepath.Join(dir, "modelsplit.yaml")
+			stateFile := filepath.Join(dir, "modelsplit.state.json")
+			cfg := echoConfig(p, a, b, 50, 50)
+			if c.name == "admin.state_file" {
+				stateFile = filepath.Join(dir, "notes.yaml")
+				cfg += fmt.Sprintf("admin: {state_file: %q}\n", stateFile)
+			}
+			writeFile(t, cfgPath, cfg)
+			writeFile(t, stateFile, c.content)
+
+			cmd := exec.Command(os.Getenv(envBinary), "serve", "-config", cfgPath)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err := <-exited:
+				if err == nil {
+					t.Fatalf("serve exited 0:\n%s", out.String())
+				}
+				msg := out.String()
+				t.Logf("serve refused to start: %s", strings.TrimSpace(msg[max(0, strings.LastIndex(strings.TrimSpace(msg), "\n")):]))
+				if !strings.Contains(msg, stateFile) || !strings.Contains(msg, "not a modelsplit live state") || !strings.Contains(msg, "refusing to start") {
+					t.Errorf("the error does not name the file and the problem:\n%s", msg)
+				}
+			case <-time.After(10 * time.Second):
+				// Serving: show what the next change does to the file.
+				base := fmt.Sprintf("http://127.0.0.1:%d", p.admin)
+				code, _ := adminRequest(t, "PUT", base+"/v1/endpoints/echo/weights", `{"weights":{"a":10,"b":90}}`,
+					map[string]string{"Content-Type": "application/json"})
+				got, _ := os.ReadFile(stateFile)
+				_ = cmd.Process.Kill()
+				<-exited
+				t.Fatalf("serve started with a foreign state file; a change answered HTTP %d and the file now holds %d bytes (was %d): %q",
+					code, len(got), len(c.content), clipBody(string(got)))
+			}
+			if got, _ := os.ReadFile(stateFile); string(got) != c.content {
+				t.Errorf("the file changed: %q", got)
+			}
+		})
+	}
+}
+
+// TestLiveStateSurvivesRedisLoss: two `modelsplit serve` replicas share
+// Redis. After FLUSHALL the live state is back in Redis within about one
+// sync interval (1 s), a replica started afterwards serves the live
+// weights, its next change is persisted and reaches the others; while the
+// store cannot hold the state, /readyz and the metrics say so.
+func TestLiveStateSurvivesRedisLoss(t *testing.T) {
+	r := testredis.Start(t)
+	ctx := context.Background()
+	const key = "modelsplit:control"
+	var ps [3]ports
+	for i := range ps {
+		ps[i] = newPorts(t)
+		if i > 0 {
+			var err error
+			if ps[i].xds, err = freePort(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	start := func(p ports) *serveProc { return startServe(t, tempConfig(t, redisConfig(p, r.URL(), 90, 10)), p) }
+	weightA := func(s *serveProc) int {
+		var one api.EndpointStatus
+		getJSON(t, "http://"+s.admin+"/v1/endpoints/face", "", &one)
+		return one.Variants[0].Weight
+	}
+	waitWeight := func(s *serveProc, want int, within time.Duration, what string) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for weightA(s) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: weight of a is %d, want %d within %v", what, weightA(s), want, within)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	exists := func() bool { reply, _ := r.Do(ctx, "EXISTS", key); return reply == ":1" }
+
+	a, b := start(ps[0]), start(ps[1])
+	mustCLI(t, a.admin, "set-weights", "face", "a=20", "b=80")
+	waitWeight(b, 20, 3*time.Second, "replica b adopts a's change")
+
+	if reply, err := r.Do(ctx, "FLUSHALL"); err != nil || reply != "+OK" {
+		t.Fatalf("FLUSHALL: %q %v", reply, err)
+	}
+	lost := time.Now()
+	for !exists() {
+		if time.Since(lost) > 5*time.Second {
+			t.Fatalf("live state not saved again within 5 s of FLUSHALL (sync interval 1 s)")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("live state back in Redis %v after FLUSHALL", time.Since(lost).Round(10*time.Millisecond))
+	if d := time.Since(lost); d > 2500*time.Millisecond {
+		t.Errorf("saved again only after %v (sync interval 1 s)", d)
+	}
+	resaved := 0.0
+	for _, s := range []*serveProc{a, b} {
+		v, _ := s.metric("modelsplit_control_state_lost_total")
+		resaved += v
+	}
+	if resaved < 1 {
+		t.Errorf("modelsplit_control_state_lost_total is %v on both replicas", resaved)
+	}
+
+	c := start(ps[2])
+	waitWeight(c, 20, 3*time.Second, "a replica started after the loss")
+	var res api.ChangeResult
+	if err := json.Unmarshal([]byte(mustCLI(t, c.admin, "set-weights", "face", "a=30", "b=70", "--json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if !res.Persisted {
+		t.Errorf("the next change after the loss was not persisted: %s", res.Warning)
+	}
+	waitWeight(a, 30, 3*time.Second, "replica a adopts c's change")
+	waitWeight(b, 30, 3*time.Second, "replica b adopts c's change")
+	for _, s := range []*serveProc{a, b, c} {
+		if code, body := httpGet("http://" + s.admin + "/readyz"); code != 200 {
+			t.Errorf("/readyz after the state was saved again: %d %s", code, body)
+		}
+	}
+
+	// A store that cannot take the state back (the key holds another type).
+	r.Do(ctx, "DEL", key)
+	if reply, err := r.Do(ctx, "HSET", key, "x", "y"); err != nil || reply != ":1" {
+		t.Fatalf("HSET: %q %v", reply, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, body := httpGet("http://" + a.admin + "/readyz")
+		ok, _ := a.metric("modelsplit_control_state_ok")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "live_state") && ok == 0 {
+			t.Logf("/readyz while Redis cannot hold the state: %d %s", code, strings.Join(strings.Fields(body), " "))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz %d %q, control_state_ok %v: the mismatch does not show", code, body, ok)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.Do(ctx, "DEL", key)
+	deadline = time.Now().Add(5 * time.Second)
+	for code, _ := httpGet("http://" + a.admin + "/readyz"); code != 200 || !exists(); code, _ = httpGet("http://" + a.admin + "/readyz") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready again after the key was freed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
