@@ -37,6 +37,11 @@ const (
 	// ShadowHeader prefixes the per-shadow headers (ShadowHeaderFor) that
 	// mark a request as sampled; Envoy strips client-sent copies.
 	ShadowHeader = "x-modelsplit-shadow"
+	// FailoverHeader names, on an answer, the variant the request was
+	// routed to when another variant answered it (failover); absent
+	// otherwise. x-modelsplit-variant always names the variant that
+	// answered.
+	FailoverHeader = "x-modelsplit-failover-from"
 	// RequestIDHeader identifies a request in disagreement samples
 	// (Envoy sets it).
 	RequestIDHeader = "x-request-id"
@@ -157,6 +162,22 @@ type Endpoint struct {
 	// (make bench-envoy); rules, targets, cookies and user-sampled shadows
 	// need the decision and are refused with it. On unless set to false.
 	Decide *bool `yaml:"decide"`
+
+	// Streaming marks an endpoint whose answers stream (server-sent
+	// events, gRPC streams, token-by-token generation): it may only retry
+	// failures that happen before a backend took the request.
+	Streaming bool `yaml:"streaming"`
+	// HealthCheck turns on Envoy's active health checks of the variants'
+	// backends. Off unless set.
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	// OutlierDetection tunes how Envoy ejects backends that keep failing.
+	OutlierDetection OutlierDetection `yaml:"outlier_detection"`
+	// Retries is Envoy's retry policy on the endpoint's routes.
+	Retries Retries `yaml:"retries"`
+	// Failover lets a variant's users be served by the endpoint's other
+	// variants (same protocol, config order) while none of their own
+	// variant's backends is healthy. On unless set to false.
+	Failover *bool `yaml:"failover"`
 }
 
 // Match selects the requests that belong to an endpoint.
@@ -376,6 +397,7 @@ func (c *Config) Clone() *Config {
 			d := *e.Decide
 			e.Decide = &d
 		}
+		e.cloneResilience()
 		e.Rules = append([]Rule(nil), e.Rules...)
 		for j := range e.Rules {
 			e.Rules[j].OneOf = append([]string(nil), e.Rules[j].OneOf...)

@@ -70,6 +70,7 @@ func (c *Config) ApplyDefaults() {
 		for j := range e.Rules {
 			e.Rules[j].Header = strings.ToLower(e.Rules[j].Header)
 		}
+		e.applyResilienceDefaults()
 		for j := range e.Shadows {
 			if c := e.Shadows[j].Compare; c != nil {
 				if c.Timeout == 0 {
@@ -407,6 +408,7 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 	if !e.Decided() {
 		v.undecided(f, e)
 	}
+	v.resilience(f, e)
 }
 
 // undecided refuses what only the decision can do on an endpoint with
