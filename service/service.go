@@ -366,7 +366,10 @@ func grpcServerOptions(creds credentials.TransportCredentials) []grpc.ServerOpti
 		// keeps one ADS stream: never let the stream limit queue them.
 		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Envoy pings its xDS and ext_proc connections every 5s (+ jitter)
+		// to notice a modelsplit that stopped answering; a client pinging
+		// faster than MinTime would be sent away (GOAWAY too_many_pings).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))

@@ -82,7 +82,7 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 			Name:                          xdsClusterName,
 			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: discovery},
 			ConnectTimeout:                durationpb.New(time.Second),
-			TypedExtensionProtocolOptions: http2Options(), // gRPC needs HTTP/2
+			TypedExtensionProtocolOptions: controlHTTP2Options(), // gRPC needs HTTP/2; keepalive notices a vanished modelsplit
 			LoadAssignment: &endpointv3.ClusterLoadAssignment{
 				ClusterName: xdsClusterName,
 				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{

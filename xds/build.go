@@ -74,17 +74,31 @@ type member struct {
 	cluster  string
 	backends []config.Backend
 	protocol string
+
+	// Health and failover (build_health.go). variant, failover and health
+	// are set for variants only.
+	variant            string
+	failover           []variantHosts // failover targets, in order
+	health             *config.HealthCheck
+	outlier            config.OutlierDetection
+	maxEjectionPercent int
 }
 
 func members(e *config.Endpoint) []member {
 	ms := make([]member, 0, len(e.Variants)+len(e.Shadows))
 	for i := range e.Variants {
 		v := &e.Variants[i]
-		ms = append(ms, member{config.ClusterName(e.Name, v.Name), v.Backends, e.VariantProtocol(v)})
+		m := member{cluster: config.ClusterName(e.Name, v.Name), backends: v.Backends, protocol: e.VariantProtocol(v),
+			variant: v.Name, health: e.HealthCheck, outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(v)}
+		for _, t := range e.FailoverTargets(v) {
+			m.failover = append(m.failover, variantHosts{variant: t.Name, backends: t.Backends})
+		}
+		ms = append(ms, m)
 	}
 	for i := range e.Shadows {
 		s := &e.Shadows[i]
-		ms = append(ms, member{config.ClusterName(e.Name, s.Name), s.Backends, e.ShadowProtocol(s)})
+		ms = append(ms, member{cluster: config.ClusterName(e.Name, s.Name), backends: s.Backends, protocol: e.ShadowProtocol(s),
+			outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(nil)})
 	}
 	return ms
 }

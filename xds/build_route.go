@@ -28,7 +28,7 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 	sort.SliceStable(order, func(i, j int) bool { return len(order[i].Match.PathPrefix) > len(order[j].Match.PathPrefix) })
 	vh := &routev3.VirtualHost{Name: "modelsplit", Domains: []string{"*"}}
 	for _, e := range order {
-		vh.Routes = append(vh.Routes, endpointRoutes(e)...)
+		vh.Routes = append(vh.Routes, withRetries(e, endpointRoutes(e))...)
 	}
 	return &routev3.RouteConfiguration{
 		Name:         GatewayRouteName,
@@ -58,8 +58,9 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 				ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
 				RequestMirrorPolicies: mirrors,
 			}},
-			ResponseHeadersToAdd: []*corev3.HeaderValueOption{variantResponseHeader(v.Name)},
-			TypedPerFilterConfig: perRoute,
+			ResponseHeadersToAdd:    servedVariantHeaders(),
+			ResponseHeadersToRemove: servedVariantHeaderNames,
+			TypedPerFilterConfig:    perRoute,
 		})
 	}
 	routes = append(routes, &routev3.Route{
@@ -96,7 +97,8 @@ func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 			Weight: wrapperspb.UInt32(scaled[i]),
 		}
 		if envoy {
-			cw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{variantResponseHeader(v.Name)}
+			cw.ResponseHeadersToAdd = servedVariantHeaders()
+			cw.ResponseHeadersToRemove = servedVariantHeaderNames
 		}
 		wc.Clusters = append(wc.Clusters, cw)
 	}
@@ -187,13 +189,6 @@ func exactHeader(name, value string) *routev3.HeaderMatcher {
 	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}},
 	}}
-}
-
-func variantResponseHeader(variant string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: config.VariantHeader, Value: variant},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-	}
 }
 
 // decidePerRoute turns the decision off for an endpoint with decide:

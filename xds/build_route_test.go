@@ -101,7 +101,8 @@ func TestEnvoyVariantRoutesThenStickyFallback(t *testing.T) {
 	for _, cw := range wc.GetClusters() {
 		names = append(names, cw.GetName())
 		rh := cw.GetResponseHeadersToAdd()
-		if len(rh) != 1 || rh[0].GetHeader().GetKey() != config.VariantHeader || !strings.HasSuffix(cw.GetName(), "/"+rh[0].GetHeader().GetValue()) {
+		if len(rh) != 2 || rh[0].GetHeader().GetKey() != config.VariantHeader || rh[1].GetHeader().GetKey() != config.FailoverHeader ||
+			!strings.Contains(rh[0].GetHeader().GetValue(), "%UPSTREAM_METADATA") {
 			t.Errorf("cluster weight %s: response headers %v", cw.GetName(), rh)
 		}
 	}
