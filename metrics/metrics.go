@@ -26,6 +26,7 @@ type Metrics struct {
 	VariantResponses *prometheus.CounterVec   // endpoint, variant, class (2xx..5xx)
 	VariantLatency   *prometheus.HistogramVec // endpoint, variant: request headers → response headers
 	ObserveStreams   *prometheus.CounterVec   // client, result
+	VariantFailover  *prometheus.CounterVec   // endpoint, variant (routed to), served: failover answers
 
 	// Shadow comparison.
 	ShadowComparisons *prometheus.CounterVec   // endpoint, shadow, result (agree|disagree)
@@ -87,6 +88,9 @@ func New() *Metrics {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"endpoint", "variant"})
 	m.ObserveStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "observe_streams_total",
 		Help: "Observe-filter streams by client kind and result (observed, no_variant, incomplete, unknown_endpoint)."}, []string{"client", "result"})
+	m.VariantFailover = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_failovers_total",
+		Help: "Requests routed to a variant (label variant) that another variant (label served) answered: Envoy failed over because the first had no healthy backend, or retried there after a connection failure. Also counted in variant_requests_total under the served variant."},
+		[]string{"endpoint", "variant", "served"})
 
 	m.ShadowComparisons = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shadow_comparisons_total",
 		Help: "Shadow answers compared with the primary's, by endpoint, shadow and result (agree, disagree)."}, []string{"endpoint", "shadow", "result"})
@@ -140,7 +144,7 @@ func New() *Metrics {
 
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
-		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams,
+		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams, m.VariantFailover,
 		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
 		m.ControlChanges, m.ControlWeight, m.ControlStateOK,
 		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,
