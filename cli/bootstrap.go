@@ -18,6 +18,10 @@ Each Envoy needs its own -node-id.`)
 	fs.StringVar(&o.XDSAddress, "xds", o.XDSAddress, "`address` where Envoy reaches modelsplit's xDS server")
 	fs.BoolVar(&o.Delta, "delta", false, "use incremental (delta) xDS instead of state of the world")
 	fs.IntVar(&o.AdminPort, "admin-port", o.AdminPort, "Envoy admin `port` on 127.0.0.1 (0 disables)")
+	fs.Int64Var(&o.MaxConnections, "max-connections", o.MaxConnections,
+		"overload manager: most downstream connections Envoy holds at once, past it new ones are closed (`n`; 0 disables)")
+	fs.Int64Var(&o.MaxHeapBytes, "max-heap-bytes", o.MaxHeapBytes,
+		"overload manager: Envoy's heap budget in `bytes`; at 95% it shrinks its heap, at 98% it answers new requests 503 (0 disables; set below the container's memory limit)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

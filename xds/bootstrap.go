@@ -27,6 +27,12 @@ type BootstrapOptions struct {
 	// 0 (with no AdminAddress) turns it off. The admin API can stop Envoy
 	// and dump its config, so loopback is the default.
 	AdminPort int
+	// MaxConnections caps the downstream connections Envoy holds open at
+	// once, across listeners (the admin API is exempt); MaxHeapBytes is
+	// the heap budget past which Envoy shrinks its heap (95%) and refuses
+	// new requests (98%, answered 503). 0 turns either off.
+	MaxConnections int64
+	MaxHeapBytes   int64
 }
 
 // xdsClusterName is the bootstrap's static cluster for the ADS connection.
@@ -36,7 +42,8 @@ const xdsClusterName = "xds_cluster"
 // flags and what envoy/bootstrap.yaml holds: an Envoy on the same host as
 // `make run`.
 func DefaultBootstrapOptions() BootstrapOptions {
-	return BootstrapOptions{NodeID: "envoy-1", NodeCluster: "modelsplit-gateway", XDSAddress: "127.0.0.1:18000", AdminPort: 9901}
+	return BootstrapOptions{NodeID: "envoy-1", NodeCluster: "modelsplit-gateway", XDSAddress: "127.0.0.1:18000", AdminPort: 9901,
+		MaxConnections: DefaultMaxDownstreamConnections, MaxHeapBytes: DefaultMaxHeapBytes}
 }
 
 // Bootstrap returns an Envoy bootstrap that takes listeners, routes,
@@ -96,7 +103,12 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	if admin != nil {
-		b.Admin = &bootstrapv3.Admin{Address: admin}
+		// The admin API stays reachable when the gateway is at its
+		// connection limit.
+		b.Admin = &bootstrapv3.Admin{Address: admin, IgnoreGlobalConnLimit: true}
+	}
+	if b.OverloadManager, err = overloadManager(o); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	earlyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -40,7 +39,7 @@ func TestPercent(t *testing.T) {
 // fallback one.
 func TestEnvoyShadowMirrors(t *testing.T) {
 	res := buildChecked(t, loadCase(t, "testdata/in/three.yaml"), KindEnvoy)
-	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	routes := endpointRoutesOf(res)
 	if len(routes) != 4 {
 		t.Fatalf("%d routes, want 3 variant routes + fallback", len(routes))
 	}
@@ -77,14 +76,14 @@ func TestEnvoyVariantRoutesThenStickyFallback(t *testing.T) {
 	res := buildChecked(t, loadCase(t, "testdata/in/zero.yaml"), KindEnvoy)
 	cfg := loadCase(t, "testdata/in/zero.yaml")
 	e := cfg.Endpoints[0]
-	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	routes := endpointRoutesOf(res)
 	if len(routes) != len(e.Variants)+1 {
 		t.Fatalf("%d routes, want %d", len(routes), len(e.Variants)+1)
 	}
 	for i, v := range e.Variants {
 		r := routes[i]
 		h := r.GetMatch().GetHeaders()
-		if r.GetMatch().GetPrefix() != e.Match.PathPrefix || len(h) != 1 || h[0].GetName() != config.VariantHeader ||
+		if r.GetMatch().GetPathSeparatedPrefix() != e.Match.PathPrefix || len(h) != 1 || h[0].GetName() != config.VariantHeader ||
 			h[0].GetStringMatch().GetExact() != v.Name {
 			t.Errorf("route %d: match %v, want prefix %s and %s: %s", i, r.GetMatch(), e.Match.PathPrefix, config.VariantHeader, v.Name)
 		}
