@@ -166,6 +166,12 @@ type Gateway struct {
 	// ExtProcTimeout is Envoy's per-message timeout for the decision; past
 	// it Envoy fails open to the weighted route.
 	ExtProcTimeout Duration `yaml:"extproc_timeout"`
+	// The edge settings below are described in gateway.go.
+	AccessLog             string        `yaml:"access_log"`
+	XFFNumTrustedHops     int           `yaml:"xff_num_trusted_hops"`
+	RequestHeadersTimeout Duration      `yaml:"request_headers_timeout"`
+	TLS                   GatewayTLS    `yaml:"tls"`
+	Limits                GatewayLimits `yaml:"limits"`
 }
 
 // Endpoint is one model served behind the gateway, split across variants.

@@ -57,6 +57,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Gateway.ExtProcTimeout == 0 {
 		c.Gateway.ExtProcTimeout = DefaultExtProcTimeout
 	}
+	c.applyGatewayDefaults()
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		if e.Protocol == "" {
@@ -142,8 +143,11 @@ func (c *Config) Validate() error {
 	v.admin()
 	v.store()
 	v.gateway()
+	v.gatewayEdge()
 	v.userLists()
 	v.endpoints()
+	v.statNames()
+	v.pathPrefixes()
 	if len(v.errs) == 0 {
 		return nil
 	}

@@ -81,17 +81,19 @@ type member struct {
 	cluster  string
 	backends []config.Backend
 	protocol string
+	// statName is the cluster's alt_stat_name (config.ClusterStatName).
+	statName string
 }
 
 func members(e *config.Endpoint) []member {
 	ms := make([]member, 0, len(e.Variants)+len(e.Shadows))
 	for i := range e.Variants {
 		v := &e.Variants[i]
-		ms = append(ms, member{config.ClusterName(e.Name, v.Name), v.Backends, e.VariantProtocol(v)})
+		ms = append(ms, member{config.ClusterName(e.Name, v.Name), v.Backends, e.VariantProtocol(v), config.ClusterStatName(e.Name, v.Name)})
 	}
 	for i := range e.Shadows {
 		s := &e.Shadows[i]
-		ms = append(ms, member{config.ClusterName(e.Name, s.Name), s.Backends, e.ShadowProtocol(s)})
+		ms = append(ms, member{config.ClusterName(e.Name, s.Name), s.Backends, e.ShadowProtocol(s), config.ClusterStatName(e.Name, s.Name)})
 	}
 	return ms
 }

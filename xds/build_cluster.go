@@ -27,6 +27,7 @@ const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 func envoyCluster(m member) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	c := &clusterv3.Cluster{
 		Name:             m.cluster,
+		AltStatName:      m.statName,
 		ConnectTimeout:   durationpb.New(2 * time.Second),
 		LbPolicy:         clusterv3.Cluster_LEAST_REQUEST,
 		OutlierDetection: outlierDetection(),

@@ -47,7 +47,8 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: routerFilterName,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
-	return &listenerv3.Listener{
+	hardenHCM(cfg, hcm)
+	l := &listenerv3.Listener{
 		Name:    GatewayListenerName,
 		Address: socketAddress(cfg.Gateway.Address, cfg.Gateway.Port),
 		FilterChains: []*listenerv3.FilterChain{{
@@ -56,7 +57,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
 			}},
 		}},
-	}, nil
+	}
+	hardenListener(cfg, l)
+	return l, nil
 }
 
 func stripClientHeaders(cfg *config.Config) *earlyv3.HeaderMutation {

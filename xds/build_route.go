@@ -31,6 +31,7 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 	for _, e := range order {
 		vh.Routes = append(vh.Routes, endpointRoutes(e)...)
 	}
+	vh.Routes = append(vh.Routes, unmatchedRoute())
 	return &routev3.RouteConfiguration{
 		Name:         GatewayRouteName,
 		VirtualHosts: []*routev3.VirtualHost{vh},
@@ -85,11 +86,8 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 			})
 		}
 		routes = append(routes, &routev3.Route{
-			Name: config.ClusterName(e.Name, v.Name),
-			Match: &routev3.RouteMatch{
-				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix},
-				Headers:       []*routev3.HeaderMatcher{exactHeader(config.VariantHeader, v.Name)},
-			},
+			Name:  config.ClusterName(e.Name, v.Name),
+			Match: withHeaders(pathMatch(e.Match.PathPrefix), exactHeader(config.VariantHeader, v.Name)),
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
 				RequestMirrorPolicies: mirrors,
@@ -100,7 +98,7 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 	}
 	routes = append(routes, &routev3.Route{
 		Name:  e.Name + "/fallback",
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix}},
+		Match: pathMatch(e.Match.PathPrefix),
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier:      &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(e, true)},
 			HashPolicy:            stickyHashPolicy(e),
