@@ -9,15 +9,20 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run test test-deps envoy-install vet fuzz bench bench-envoy golden clean
+.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy golden clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## Build bin/modelsplit
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/modelsplit
+build: ## Build bin/modelsplit and bin/modelsplit-demo
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
 
-run: build ## Serve config/example.yaml with the in-memory store (CONFIG=... to change)
+# DEMO_FLAGS passes flags to bin/modelsplit-demo (see bin/modelsplit-demo -h),
+# e.g. make run DEMO_FLAGS='-envoy-admin-port 9902 -log-level warn'.
+run: build envoy-install ## Whole local gateway: demo models, modelsplit serve, Envoy on CONFIG; Ctrl-C stops all
+	bin/modelsplit-demo -config $(CONFIG) $(DEMO_FLAGS)
+
+serve: build ## Only modelsplit serve on CONFIG, in-memory store (bring your own Envoy: envoy/README.md)
 	$(BIN) serve -config $(CONFIG)
 
 test-deps: envoy-install ## Install what the tests need (redis-server, Envoy) when it is missing

@@ -56,4 +56,16 @@ func TestRenderAndBootstrap(t *testing.T) {
 	if code != ExitOK || !strings.Contains(out, "edge-7") || !strings.Contains(out, "cp.internal") || !strings.Contains(out, "STRICT_DNS") {
 		t.Fatalf("bootstrap: code %d, out %q", code, out)
 	}
+	if strings.Contains(out, "transport_socket") {
+		t.Errorf("bootstrap without -xds-ca-file uses TLS:\n%s", out)
+	}
+	code, out, _ = run("bootstrap", "-xds", "cp.internal:18000", "-xds-ca-file", "/etc/envoy/ca.pem", "-xds-cert-file", "/etc/envoy/envoy.pem", "-xds-key-file", "/etc/envoy/envoy-key.pem")
+	for _, want := range []string{"envoy.transport_sockets.tls", "filename: /etc/envoy/ca.pem", "filename: /etc/envoy/envoy-key.pem", "sni: cp.internal", "exact: cp.internal"} {
+		if code != ExitOK || !strings.Contains(out, want) {
+			t.Errorf("bootstrap with TLS: code %d, no %q in:\n%s", code, want, out)
+		}
+	}
+	if code, _, errs := run("bootstrap", "-xds-cert-file", "c.pem", "-xds-key-file", "k.pem"); code == ExitOK || !strings.Contains(errs, "need -xds-ca-file") {
+		t.Errorf("client certificate without a CA: code %d, stderr %q", code, errs)
+	}
 }

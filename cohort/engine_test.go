@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/cohort/picktest"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/internal/testredis"
 	"github.com/modelsplit/modelsplit/metrics"
@@ -100,19 +101,37 @@ func assertShares(t *testing.T, got map[string]float64, want map[string]float64,
 	t.Logf("shares %v", got)
 }
 
+// Split accuracy two ways. Shares over 200,000 users are within 5 sigma
+// of the weights (at 5%, sigma is 0.05 pp, so a variant given 5.76% instead
+// of 5% — what an off-by-one weight does — is caught), with user names
+// unlike those of any other test. And every one of 20,000 users gets
+// exactly the variant the documented rule gives (picktest, written apart
+// from the engine), which no lucky choice of names can fake.
 func TestSplitAccuracy(t *testing.T) {
-	for _, w := range [][]int{{70, 30}, {33, 33, 34}, {90, 10}, {5, 15, 30, 50}} {
+	const n = 200_000
+	for _, w := range [][]int{{70, 30}, {33, 33, 34}, {90, 10}, {5, 15, 30, 50}, {1, 999}} {
 		e, _ := newEngine(t, cohort.NewMemoryStore(0), splitConfig(t, "", w...))
-		got := shares(t, e, fmt.Sprint(w), 10000)
-		want := map[string]float64{}
+		got := shares(t, e, fmt.Sprintf("acc%v", w), n)
 		total := 0
 		for _, x := range w {
 			total += x
 		}
+		names := make([]string, len(w))
 		for i, x := range w {
-			want[fmt.Sprintf("v%d", i)] = float64(x) / float64(total)
+			names[i] = fmt.Sprintf("v%d", i)
+			p := float64(x) / float64(total)
+			tol := 5 * math.Sqrt(p*(1-p)/n)
+			if math.Abs(got[names[i]]-p) > tol {
+				t.Errorf("weights %v: share of %s = %.4f%%, want %.2f%% ± %.3f pp (5 sigma over %d users)", w, names[i], 100*got[names[i]], 100*p, 100*tol, n)
+			}
 		}
-		assertShares(t, got, want, 0.01)
+		t.Logf("weights %v: shares %v", w, got)
+		for i := 0; i < 20_000; i++ {
+			u := fmt.Sprintf("exact-%d", i)
+			if v, want := decide(t, e, user(u)).Variant, picktest.Variant("", u, names, w); v != want {
+				t.Fatalf("weights %v: user %s got %s, the rule says %s", w, u, v, want)
+			}
+		}
 	}
 }
 

@@ -30,7 +30,9 @@ func TestWriteQueueIsBoundedAndNeverBlocks(t *testing.T) {
 	for i := 0; i < n; i++ {
 		store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:q:%d", i), Variant: "v0"})
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	// Non-blocking writes take milliseconds; a blocked one never returns
+	// while Redis hangs. 10s is a margin, not a speed claim.
+	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("%d writes against a hung redis took %v: PutIfAbsent blocked", n, took)
 	}
 	if lost := testutil.ToFloat64(m.StoreWritesLost); lost == 0 || lost >= n {

@@ -6,6 +6,7 @@ package config
 import (
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,14 @@ const (
 	// ServedVariantMetadataKey tells the observe filter's server which
 	// variant a proxyless gRPC call went to (per-route/cluster override).
 	ServedVariantMetadataKey = "x-modelsplit-served-variant"
+	// CaptureMetadataKey tells the observe filter's server (Envoy) that the
+	// route streams bodies for compare-mode shadows, and which exchanges
+	// to capture: CaptureMarked, those the decision marked with a shadow's
+	// header; CaptureSampled, those the server samples itself (endpoints
+	// without the decision). Without it nothing is captured.
+	CaptureMetadataKey = "x-modelsplit-capture"
+	CaptureMarked      = "marked"
+	CaptureSampled     = "sampled"
 	// ShadowHeader prefixes the per-shadow headers (ShadowHeaderFor) that
 	// mark a request as sampled; Envoy strips client-sent copies.
 	ShadowHeader = "x-modelsplit-shadow"
@@ -78,17 +87,51 @@ type Listen struct {
 	Admin   string `yaml:"admin"`
 }
 
-// TLS configures server-side TLS for the xDS and ext_proc gRPC listeners.
-// Empty means plaintext (the loopback default).
+// TLS configures TLS for the xDS and ext_proc gRPC listeners, and how
+// Envoy's ext_proc cluster (which modelsplit sends over CDS) connects to
+// them. Empty means plaintext (the loopback default).
 type TLS struct {
+	// CertFile and KeyFile are modelsplit's certificate (chain) and key.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
-	// ClientCAFile, when set, requires and verifies client certificates.
+	// ClientCAFile, when set, requires and verifies client certificates
+	// (mTLS) on both listeners.
 	ClientCAFile string `yaml:"client_ca_file"`
+	// Envoy is what Envoy's ext_proc cluster verifies and presents.
+	Envoy EnvoyTLS `yaml:"envoy"`
+}
+
+// EnvoyTLS is the upstream TLS of Envoy's ext_proc cluster. modelsplit
+// reads the files (Validate loads them) and sends their contents inline
+// with the cluster, so Envoy needs no copy of them. The xDS connection
+// itself is configured in Envoy's bootstrap (`modelsplit bootstrap
+// -xds-ca-file ...`), which names files on Envoy's host.
+type EnvoyTLS struct {
+	// CAFile verifies modelsplit's certificate; required with TLS.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are Envoy's client certificate and key;
+	// required with TLS.ClientCAFile, refused without it.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the SNI Envoy sends and the name (DNS or IP subject
+	// alternative name) modelsplit's certificate must hold. Default: the
+	// host of the ext_proc address Envoy dials.
+	ServerName string `yaml:"server_name"`
+
+	// The files' contents, read by Validate.
+	CAPEM   string `yaml:"-"`
+	CertPEM string `yaml:"-"`
+	KeyPEM  string `yaml:"-"`
 }
 
 // Enabled reports whether TLS is configured.
 func (t TLS) Enabled() bool { return t.CertFile != "" }
+
+// Listeners is the part of the TLS settings the listeners use: changing
+// it needs a restart (the Envoy part is re-read on every reload).
+func (t TLS) Listeners() TLS {
+	return TLS{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
+}
 
 // Admin configures the admin/metrics HTTP listener.
 type Admin struct {
@@ -128,6 +171,12 @@ type Gateway struct {
 	// ExtProcTimeout is Envoy's per-message timeout for the decision; past
 	// it Envoy fails open to the weighted route.
 	ExtProcTimeout Duration `yaml:"extproc_timeout"`
+	// The edge settings below are described in gateway.go.
+	AccessLog             string        `yaml:"access_log"`
+	XFFNumTrustedHops     int           `yaml:"xff_num_trusted_hops"`
+	RequestHeadersTimeout Duration      `yaml:"request_headers_timeout"`
+	TLS                   GatewayTLS    `yaml:"tls"`
+	Limits                GatewayLimits `yaml:"limits"`
 }
 
 // Endpoint is one model served behind the gateway, split across variants.
@@ -364,6 +413,18 @@ func (c *Config) ExtProcTarget() string {
 		return c.Gateway.ExtProcAddress
 	}
 	return c.Listen.ExtProc
+}
+
+// ExtProcHost is the host part of ExtProcTarget: what Envoy's ext_proc
+// cluster checks modelsplit's certificate against when
+// tls.envoy.server_name is empty. ok is false for a unix socket.
+func (c *Config) ExtProcHost() (host string, ok bool) {
+	t := c.ExtProcTarget()
+	if strings.HasPrefix(t, "unix://") {
+		return "", false
+	}
+	host, _, err := net.SplitHostPort(t)
+	return host, err == nil && host != ""
 }
 
 // Line returns the line of a field path in the source file, or 0.

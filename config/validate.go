@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -54,6 +57,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Gateway.ExtProcTimeout == 0 {
 		c.Gateway.ExtProcTimeout = DefaultExtProcTimeout
 	}
+	c.applyGatewayDefaults()
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		if e.Protocol == "" {
@@ -140,8 +144,11 @@ func (c *Config) Validate() error {
 	v.admin()
 	v.store()
 	v.gateway()
+	v.gatewayEdge()
 	v.userLists()
 	v.endpoints()
+	v.statNames()
+	v.pathPrefixes()
 	if len(v.errs) == 0 {
 		return nil
 	}
@@ -204,16 +211,101 @@ func (v *validator) fileExists(field, path string) {
 }
 
 func (v *validator) tls() {
-	t := v.c.TLS
+	t := &v.c.TLS
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		v.add("tls", "cert_file and key_file must be set together")
 	}
 	if t.ClientCAFile != "" && t.CertFile == "" {
 		v.add("tls.client_ca_file", "client certificates need server TLS: set cert_file and key_file")
 	}
-	v.fileExists("tls.cert_file", t.CertFile)
-	v.fileExists("tls.key_file", t.KeyFile)
-	v.fileExists("tls.client_ca_file", t.ClientCAFile)
+	if cert, ok := v.readFile("tls.cert_file", t.CertFile); ok {
+		if key, ok := v.readFile("tls.key_file", t.KeyFile); ok {
+			v.keyPair("tls", cert, key)
+		}
+	}
+	if ca, ok := v.readFile("tls.client_ca_file", t.ClientCAFile); ok {
+		v.certPool("tls.client_ca_file", t.ClientCAFile, ca)
+	}
+	v.envoyTLS()
+}
+
+// envoyTLS checks tls.envoy — what Envoy's ext_proc cluster verifies and
+// presents — and loads its files, whose contents go to Envoy inline.
+func (v *validator) envoyTLS() {
+	t := &v.c.TLS
+	e := &t.Envoy
+	e.CAPEM, e.CertPEM, e.KeyPEM = "", "", ""
+	if !t.Enabled() {
+		if e.CAFile != "" || e.CertFile != "" || e.KeyFile != "" || e.ServerName != "" {
+			v.add("tls.envoy", "needs tls.cert_file and tls.key_file: without them modelsplit serves plaintext")
+		}
+		return
+	}
+	if e.CAFile == "" {
+		v.add("tls.envoy.ca_file", "required with tls.cert_file: the CA bundle Envoy's ext_proc cluster verifies modelsplit's certificate with (Envoy cannot reach ext_proc over TLS without it)")
+	}
+	switch {
+	case (e.CertFile == "") != (e.KeyFile == ""):
+		v.add("tls.envoy", "cert_file and key_file must be set together")
+	case e.CertFile == "" && t.ClientCAFile != "":
+		v.add("tls.envoy.cert_file", "required with tls.client_ca_file: modelsplit asks every client for a certificate, so Envoy's ext_proc cluster needs one (cert_file and key_file)")
+	case e.CertFile != "" && t.ClientCAFile == "":
+		v.add("tls.envoy.cert_file", "modelsplit asks for no client certificate without tls.client_ca_file; set client_ca_file for mTLS or remove tls.envoy.cert_file and key_file")
+	}
+	if e.ServerName != "" {
+		if net.ParseIP(e.ServerName) == nil && !validHost(e.ServerName) {
+			v.add("tls.envoy.server_name", "%q is neither a DNS name nor an IP address", e.ServerName)
+		}
+	} else if host, ok := v.c.ExtProcHost(); !ok {
+		v.add("tls.envoy.server_name", "required when Envoy dials ext_proc over a unix socket (%s): the name modelsplit's certificate holds", v.c.ExtProcTarget())
+	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		v.add("tls.envoy.server_name", "required when Envoy dials ext_proc at %s: no certificate holds an unspecified address (or set gateway.extproc_address)", host)
+	}
+	if ca, ok := v.readFile("tls.envoy.ca_file", e.CAFile); ok && v.certPool("tls.envoy.ca_file", e.CAFile, ca) {
+		e.CAPEM = string(ca)
+	}
+	if cert, ok := v.readFile("tls.envoy.cert_file", e.CertFile); ok {
+		if key, ok := v.readFile("tls.envoy.key_file", e.KeyFile); ok && v.keyPair("tls.envoy", cert, key) {
+			e.CertPEM, e.KeyPEM = string(cert), string(key)
+		}
+	}
+}
+
+// readFile reads a file named by field; an empty path is not an error
+// (ok is false).
+func (v *validator) readFile(field, path string) ([]byte, bool) {
+	if path == "" {
+		return nil, false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		v.add(field, "cannot read %q: %v", path, err)
+		return nil, false
+	}
+	return b, true
+}
+
+// keyPair checks that prefix.cert_file and prefix.key_file hold a PEM
+// certificate and its private key.
+func (v *validator) keyPair(prefix string, cert, key []byte) bool {
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		field := prefix + ".key_file"
+		if !bytes.Contains(cert, []byte("-----BEGIN CERTIFICATE-----")) {
+			field = prefix + ".cert_file"
+		}
+		v.add(field, "%s.cert_file and %s.key_file are not a PEM certificate and its private key: %v", prefix, prefix, err)
+		return false
+	}
+	return true
+}
+
+// certPool checks that a CA file holds at least one PEM certificate.
+func (v *validator) certPool(field, path string, pem []byte) bool {
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		v.add(field, "no PEM certificate in %q", path)
+		return false
+	}
+	return true
 }
 
 func (v *validator) admin() {

@@ -203,18 +203,44 @@ func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders, attrs map
 	} else if v, ok := hv.Get(config.VariantHeader); ok {
 		o.variant = v
 	}
-	if st.endpoint == "" || st.server.sampler == nil || st.server.shadows == nil {
+	if st.endpoint == "" || st.server.shadows == nil {
 		return
 	}
-	set := st.server.sampler.CompareShadows(st.endpoint, hv)
-	if set.Empty() {
-		return
-	}
-	set.Each(func(name, _, _ string) {
+	begin := func(name, _, _ string) {
 		if c := st.server.shadows.Begin(st.endpoint, name); c != nil {
 			o.captures = append(o.captures, namedCapture{shadow: name, c: c})
 		}
-	})
+	}
+	switch {
+	case st.client == clientGRPC:
+		// grpc-go streams every call's messages (GRPC body mode): sample.
+		if st.server.sampler != nil {
+			st.server.sampler.CompareShadows(st.endpoint, hv).Each(begin)
+		}
+	case st.capture == config.CaptureMarked:
+		// Envoy, on a route that matched a compare shadow's mark: the
+		// decision marked the request with x-modelsplit-shadow-<s> for
+		// each compare shadow that samples it (clients' copies are
+		// stripped), and the route streams the bodies.
+		for _, kv := range h.GetHeaders().GetHeaders() {
+			if name, ok := strings.CutPrefix(kv.GetKey(), config.ShadowHeader+"-"); ok {
+				begin(name, "", "") // nil for mirror shadows: not compared
+			}
+		}
+	case st.capture == config.CaptureSampled:
+		// Envoy, on the route of an endpoint without the decision: every
+		// request's bodies are streamed; sample here.
+		if st.server.sampler != nil {
+			st.server.sampler.CompareShadows(st.endpoint, hv).Each(begin)
+		}
+	default:
+		// Envoy, on a route that streams no bodies: nothing to compare.
+	}
+	if st.client == clientEnvoy && o.grpc {
+		for _, c := range o.captures {
+			c.c.Framed() // Envoy streams the raw HTTP/2 bytes
+		}
+	}
 	if len(o.captures) == 0 {
 		return
 	}
@@ -346,8 +372,9 @@ func (st *streamState) observeResponseBody(b *extprocv3.HttpBody) {
 	if len(o.captures) > 0 && len(b.GetBody()) > 0 {
 		o.captures = keepCaptures(o.captures, func(c *shadow.Capture) bool { return c.Response(b.GetBody()) })
 	}
-	// HTTP: the last chunk ends the answer. gRPC: compare mode handles
-	// unary calls, whose one response message is the whole answer.
+	// HTTP: the last chunk ends the answer. gRPC through Envoy: the
+	// trailers end it. Proxyless gRPC: compare mode handles unary calls,
+	// whose one response message is the whole answer.
 	if b.GetEndOfStream() || st.client == clientGRPC {
 		st.observeDone()
 	}
@@ -381,7 +408,7 @@ func (st *streamState) observeDone() {
 	status, ok := o.primaryStatus()
 	if !ok {
 		for _, c := range o.captures {
-			c.c.Abort("incomplete")
+			c.c.Abort(shadow.DropIncomplete)
 		}
 		o.captures = nil
 		return

@@ -104,7 +104,7 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // clientKind is who opened the stream; they read different HeaderValue
-// fields (ENVOY.md §0.5).
+// fields (docs/envoy-notes.md §1.4).
 type clientKind uint8
 
 const (
@@ -183,6 +183,7 @@ type streamState struct {
 	// Observe-filter streams (observability mode).
 	observing     bool
 	servedVariant string // from stream metadata (proxyless gRPC overrides)
+	capture       string // from stream metadata: config.CaptureMarked, CaptureSampled or ""
 	obs           *observation
 	observeResult string
 }
@@ -197,6 +198,9 @@ func (st *streamState) readMetadata(ctx context.Context) {
 	}
 	if v := md.Get(config.ServedVariantMetadataKey); len(v) > 0 {
 		st.servedVariant = v[0]
+	}
+	if v := md.Get(config.CaptureMetadataKey); len(v) > 0 {
+		st.capture = v[0]
 	}
 }
 
@@ -283,19 +287,31 @@ func (st *streamState) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Proce
 	set := []*corev3.HeaderValueOption{
 		st.header(config.VariantHeader, d.Variant, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
 	}
-	if !d.Mirror.Empty() && st.client == clientEnvoy { // grpc-go has no mirrors
+	if st.client == clientEnvoy { // grpc-go has no mirrors, and cannot re-route
 		// Each sampled shadow's mirror policy reads its own header
 		// (cluster_header), so a user sampled into a shadow is mirrored on
-		// every request of the session.
-		d.Mirror.Each(func(_, header, cluster string) {
-			set = append(set, st.header(header, cluster, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
-		})
+		// every request of the session. Requests sampled for a
+		// compare-mode shadow are marked the same way: the mark selects
+		// the route that streams bodies to the observe filter (other
+		// requests send it headers only), and tells the observe filter
+		// which shadows to capture for.
+		var compare cohort.ShadowSet
+		if st.server.sampler != nil && st.server.shadows != nil {
+			compare = st.server.sampler.CompareShadows(st.endpoint, headerView{h.GetHeaders().GetHeaders()})
+		}
+		if !d.Mirror.Empty() || !compare.Empty() {
+			mark := func(_, header, cluster string) {
+				set = append(set, st.header(header, cluster, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+			}
+			d.Mirror.Each(mark)
+			compare.Each(mark)
+		}
 	}
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
 		Response: &extprocv3.CommonResponse{
 			HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: set},
 			// The route was chosen before we ran; clearing the cache makes
-			// Envoy re-match with the header we just set (ENVOY.md §0.1).
+			// Envoy re-match with the header we just set (docs/envoy-notes.md §1.3).
 			ClearRouteCache: true,
 		},
 	}}}

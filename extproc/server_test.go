@@ -2,6 +2,7 @@ package extproc_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/modelsplit/modelsplit/cohort"
+	"github.com/modelsplit/modelsplit/cohort/picktest"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/extproc"
 	"github.com/modelsplit/modelsplit/extproc/extproctest"
@@ -154,32 +156,58 @@ func TestExplicitTarget(t *testing.T) {
 
 // grpc-go reads HeaderValue.value; the server must fill value, not
 // raw_value, when the stream says the client is grpc.
+// grpc-go sends request headers in `value`, not `raw_value`: the decision
+// must read them there. A rule header and an explicit target carried only
+// in `value` must decide (a reader that saw them as empty would hash the
+// user instead), and the answer itself goes back in `value`.
 func TestGRPCClientGetsValue(t *testing.T) {
 	h := start(t, "127.0.0.1:0")
-	ctx := metadata.AppendToOutgoingContext(context.Background(), config.ClientMetadataKey, "grpc", config.EndpointMetadataKey, "face")
-	stream, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
-	if err != nil {
-		t.Fatal(err)
+	decideWith := func(hs ...*corev3.HeaderValue) *corev3.HeaderValueOption {
+		t.Helper()
+		ctx := metadata.AppendToOutgoingContext(context.Background(), config.ClientMetadataKey, "grpc", config.EndpointMetadataKey, "face")
+		stream, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: hs},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := resp.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
+		if len(set) != 1 {
+			t.Fatalf("set headers = %v", set)
+		}
+		return set[0]
 	}
-	if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-		Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-user-id", Value: "u1"}}},
-	}}}); err != nil {
-		t.Fatal(err)
+	// Users the hash puts on a, so only a rule or target read from `value`
+	// can move them to b.
+	var onA []string
+	for i := 0; len(onA) < 20; i++ {
+		u := fmt.Sprintf("value-user-%d", i)
+		if picktest.Variant("", u, []string{"a", "b"}, []int{50, 50}) == "a" {
+			onA = append(onA, u)
+		}
 	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	set := resp.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
-	if len(set) != 1 {
-		t.Fatalf("set headers = %v", set)
-	}
-	hv := set[0].GetHeader()
-	if hv.GetKey() != config.VariantHeader || hv.GetValue() == "" || len(hv.GetRawValue()) != 0 {
-		t.Errorf("grpc mutation = %v, want value set and raw_value empty", hv)
-	}
-	if set[0].GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
-		t.Errorf("append action = %v", set[0].GetAppendAction())
+	for _, u := range onA {
+		got := decideWith(&corev3.HeaderValue{Key: "x-user-id", Value: u})
+		hv := got.GetHeader()
+		if hv.GetKey() != config.VariantHeader || hv.GetValue() != "a" || len(hv.GetRawValue()) != 0 {
+			t.Fatalf("user %s (hash → a): mutation %v, want value a and raw_value empty", u, hv)
+		}
+		if got.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			t.Errorf("append action = %v", got.GetAppendAction())
+		}
+		if v := decideWith(&corev3.HeaderValue{Key: "x-user-id", Value: u}, &corev3.HeaderValue{Key: "x-region", Value: "eu"}).GetHeader().GetValue(); v != "b" {
+			t.Errorf("user %s with x-region: eu in value: got %q, the rule says b", u, v)
+		}
+		if v := decideWith(&corev3.HeaderValue{Key: "x-user-id", Value: u}, &corev3.HeaderValue{Key: config.TargetHeader, Value: "b"}).GetHeader().GetValue(); v != "b" {
+			t.Errorf("user %s targeting b in value: got %q", u, v)
+		}
 	}
 }
 

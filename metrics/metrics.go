@@ -56,6 +56,9 @@ type Metrics struct {
 	XDSSnapshotRefused prometheus.Counter     // configs refused by validation
 	XDSSnapshotVersion *prometheus.GaugeVec   // node_kind, version: 1 for the served version
 	ConfigReloads      *prometheus.CounterVec // result (ok|error)
+
+	// TLS on the xDS and ext_proc listeners.
+	TLSHandshakeFailures *prometheus.CounterVec // listener (xds|extproc), reason
 }
 
 // New registers every series on a fresh registry, plus Go and process
@@ -141,6 +144,9 @@ func New() *Metrics {
 		Help: "1 for the snapshot version currently served to each node kind."}, []string{"node_kind", "version"})
 	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "config_reloads_total",
 		Help: "Config file reloads by result."}, []string{"result"})
+	m.TLSHandshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tls_handshake_failures_total",
+		Help: "Failed TLS handshakes on the xDS and ext_proc listeners, by listener and reason (client_cert_missing, client_cert_untrusted, rejected_by_peer, no_alpn, not_tls, closed, timeout, other)."},
+		[]string{"listener", "reason"})
 
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
@@ -149,6 +155,7 @@ func New() *Metrics {
 		m.ControlChanges, m.ControlWeight, m.ControlStateOK,
 		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,
 		m.XDSClients, m.XDSNacks, m.XDSSnapshotRefused, m.XDSSnapshotVersion, m.ConfigReloads,
+		m.TLSHandshakeFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		f(c)

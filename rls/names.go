@@ -17,7 +17,7 @@ const (
 // AliasCluster is the cluster a lookup answers for a variant. It is a
 // second CDS resource over the variant's endpoints, not the variant's own
 // cluster: in grpc-go 1.85 an RLS target that a route also references
-// never becomes ready (ENVOY.md §7.2), and the variant clusters stay
+// never becomes ready (docs/envoy-notes.md §4.4), and the variant clusters stay
 // referenced by the route config to keep them warm.
 func AliasCluster(endpoint, variant string) string {
 	return config.ClusterName(endpoint, variant) + "/rls"

@@ -138,7 +138,7 @@ func mustAnyT(t testing.TB, m proto.Message) *anypb.Any {
 // xdsControlPlane serves snapshots over ADS on loopback. The snapshot
 // cache is not in ADS mode: grpc-go subscribes to RLS targets one by one,
 // and an ADS-mode cache answers only requests naming every resource
-// (ENVOY.md §7.1).
+// (docs/envoy-notes.md §3.3).
 type xdsControlPlane struct {
 	addr  string
 	cache cache.SnapshotCache

@@ -99,7 +99,7 @@ func (s *Service) apply(cfg *config.Config) error {
 // restart, and half-applying them would be surprising.
 func (s *Service) checkListenUnchanged(cfg *config.Config) error {
 	old := s.opts.Config
-	if cfg.Listen != old.Listen || cfg.TLS != old.TLS || cfg.Store.Redis != old.Store.Redis {
+	if cfg.Listen != old.Listen || cfg.TLS.Listeners() != old.TLS.Listeners() || cfg.Store.Redis != old.Store.Redis {
 		return fmt.Errorf("%s: listen, tls and store.redis changes need a restart", s.opts.ConfigPath)
 	}
 	return nil

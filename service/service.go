@@ -165,9 +165,10 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	}
 	s.addrs = Addrs{XDS: xdsLis.Addr().String(), ExtProc: listenerAddr(extLis), Admin: adminLis.Addr().String()}
 
-	s.xdsGRPC = grpc.NewServer(grpcServerOptions(creds)...)
+	watch := newTLSWatch(s.log.Named("tls"), s.metrics)
+	s.xdsGRPC = grpc.NewServer(grpcServerOptions(watch.creds("xds", creds))...)
 	s.xds.Register(s.xdsGRPC)
-	s.extprocGRPC = grpc.NewServer(grpcServerOptions(creds)...)
+	s.extprocGRPC = grpc.NewServer(grpcServerOptions(watch.creds("extproc", creds))...)
 	s.extproc.Register(s.extprocGRPC)
 	// Proxyless gRPC clients ask the same engine through the Route Lookup
 	// Service, on the same listener (their xDS names it as lookup_service).

@@ -342,3 +342,91 @@ func TestGRPCTransportErrorAndTimeout(t *testing.T) {
 		t.Errorf("goroutines: %d before the manager, %d after Close", before, n)
 	}
 }
+
+// frame is msgs as the bytes of a gRPC HTTP/2 stream (what Envoy's
+// ext_proc filter streams): each a compressed flag, a 4-byte length, the
+// message.
+func frame(compressed bool, msgs ...[]byte) []byte {
+	var b []byte
+	for _, m := range msgs {
+		flag := byte(0)
+		if compressed {
+			flag = 1
+		}
+		b = append(b, flag, byte(len(m)>>24), byte(len(m)>>16), byte(len(m)>>8), byte(len(m)))
+		b = append(b, m...)
+	}
+	return b
+}
+
+// chunks cuts b into pieces of at most n bytes, the way HTTP/2 DATA
+// frames may cut a message (even inside its 5-byte prefix).
+func chunks(b []byte, n int) [][]byte {
+	var out [][]byte
+	for len(b) > n {
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return append(out, b)
+}
+
+// TestGRPCFramedCapture: bodies captured as Envoy streams them (framed,
+// cut anywhere) are unframed before the replay and the comparison; a
+// second message, a compressed one or a cut-off one is dropped, and an
+// error answer with no message is compared on its status.
+func TestGRPCFramedCapture(t *testing.T) {
+	b := startGRPC(t)
+	mt := metrics.New()
+	m := shadow.NewManager(shadow.Options{Metrics: mt})
+	defer m.Close()
+	m.SetConfig(shadowCfg(t, config.ProtocolGRPC, []string{b.addr}, config.Compare{Field: "1", MaxConcurrency: 100}))
+	capture := func(req, resp []byte, size int, status int) {
+		c := m.Begin("m", "s")
+		c.Framed()
+		for _, ch := range chunks(req, size) {
+			if !c.Request(ch) {
+				t.Fatal("request chunk refused")
+			}
+		}
+		for _, ch := range chunks(resp, size) {
+			if len(ch) > 0 && !c.Response(ch) {
+				t.Fatal("response chunk refused")
+			}
+		}
+		x := grpcExchange()
+		x.PrimaryStatus = status
+		c.Finish(x)
+	}
+	// Inputs 1..12, cut into 3-byte chunks: label "b" where i%5 == 0
+	// (5, 10 disagree), 7 fails with Internal on the shadow.
+	for i := 1; i <= 12; i++ {
+		capture(frame(false, grpcRequest(i, "u1")), frame(false, primaryModel(i, "u1")), 3, 0)
+	}
+	// The primary failed with Unavailable and sent no message; the
+	// shadow answers: a status disagreement, compared.
+	capture(frame(false, grpcRequest(1, "u1")), nil, 4, int(codes.Unavailable))
+	st := waitStats(t, m, func(s shadow.Stats) bool { return s.Compared == 13 })
+	if st.Compared != 13 || st.Agreed != 9 || st.Dropped != 0 || b.bad.Load() != 0 {
+		t.Fatalf("stats %+v (bad replays %d), want 13 compared, 9 agreed (5, 10: label; 7: status; the failed primary: status)", st, b.bad.Load())
+	}
+
+	// Dropped before any replay.
+	calls := b.calls.Load()
+	capture(frame(false, grpcRequest(1, "u1"), grpcRequest(2, "u1")), frame(false, primaryModel(1, "u1")), 7, 0)  // client streaming
+	capture(frame(false, grpcRequest(1, "u1")), frame(false, primaryModel(1, "u1"), primaryModel(2, "u1")), 7, 0) // server streaming
+	capture(frame(true, grpcRequest(1, "u1")), frame(false, primaryModel(1, "u1")), 7, 0)                         // compressed
+	capture(frame(false, grpcRequest(1, "u1"))[:8], frame(false, primaryModel(1, "u1")), 7, 0)                    // cut off
+	capture(nil, frame(false, primaryModel(1, "u1")), 7, 0)                                                       // no request message
+	if got := testutil.ToFloat64(mt.ShadowDropped.WithLabelValues("m", "s", "unsupported")); got != 3 {
+		t.Errorf("unsupported drops %v, want 3 (two streaming, one compressed)", got)
+	}
+	if got := testutil.ToFloat64(mt.ShadowDropped.WithLabelValues("m", "s", "incomplete")); got != 2 {
+		t.Errorf("incomplete drops %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(mt.ShadowBytes.WithLabelValues("m", "s")); got != 0 {
+		t.Errorf("bytes held %v after the drops", got)
+	}
+	if b.calls.Load() != calls {
+		t.Errorf("%d dropped captures were replayed", b.calls.Load()-calls)
+	}
+}

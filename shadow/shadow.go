@@ -338,7 +338,20 @@ type Capture struct {
 	req, resp  []byte
 	held       int64
 	reqN, resN int // messages seen (gRPC)
+	framed     bool
 	done       bool
+}
+
+// Framed says a gRPC shadow's bodies arrive as the bytes of the HTTP/2
+// stream (length-prefixed messages, cut anywhere), as Envoy streams them to
+// ext_proc, rather than one whole message per chunk as grpc-go's GRPC body
+// mode sends them. Finish then takes the one message out of each body; a
+// body holding more than one message (a streaming call) or a compressed
+// one is dropped as unsupported, a cut-off one as incomplete.
+func (c *Capture) Framed() {
+	if c != nil {
+		c.framed = true
+	}
 }
 
 func (c *Capture) reserve(n int) bool {
@@ -359,7 +372,7 @@ func (c *Capture) Request(chunk []byte) bool {
 	if c == nil || c.done {
 		return false
 	}
-	if c.t.grpc {
+	if c.t.grpc && !c.framed {
 		if c.reqN++; c.reqN > 1 {
 			c.Abort(DropUnsupported) // client streaming: one call, many messages
 			return false
@@ -377,7 +390,7 @@ func (c *Capture) Response(chunk []byte) bool {
 	if c == nil || c.done {
 		return false
 	}
-	if c.t.grpc {
+	if c.t.grpc && !c.framed {
 		if c.resN++; c.resN > 1 {
 			c.Abort(DropUnsupported)
 			return false
@@ -414,6 +427,18 @@ func (c *Capture) Finish(x Exchange) {
 		return
 	}
 	t := c.t
+	if c.framed && t.grpc {
+		req, reason := unframe(c.req, false)
+		resp, respReason := unframe(c.resp, true)
+		if reason == "" {
+			reason = respReason
+		}
+		if reason != "" {
+			c.Abort(reason)
+			return
+		}
+		c.req, c.resp = req, resp
+	}
 	if t.inFlight.Add(1) > int64(t.cfg.MaxConcurrency) {
 		t.inFlight.Add(-1)
 		c.Abort(DropConcurrency)
@@ -437,6 +462,33 @@ func (c *Capture) Finish(x Exchange) {
 		}()
 		t.replay(x, c.req, c.resp)
 	}()
+}
+
+// unframe returns the one gRPC message in b, a stream's bytes: a 1-byte
+// compressed flag, a 4-byte big-endian length, the message. A body with
+// no message is allowed only where empty is (an answer that is an error
+// status). The message shares b's memory.
+func unframe(b []byte, emptyOK bool) ([]byte, string) {
+	if len(b) == 0 {
+		if emptyOK {
+			return nil, ""
+		}
+		return nil, DropIncomplete
+	}
+	if len(b) < 5 {
+		return nil, DropIncomplete
+	}
+	if b[0] != 0 {
+		return nil, DropUnsupported // compressed (grpc-encoding): not replayed
+	}
+	n := uint64(b[1])<<24 | uint64(b[2])<<16 | uint64(b[3])<<8 | uint64(b[4])
+	switch rest := uint64(len(b) - 5); {
+	case rest < n:
+		return nil, DropIncomplete
+	case rest > n:
+		return nil, DropUnsupported // more than one message: a streaming call
+	}
+	return b[5:], ""
 }
 
 // track registers a replay goroutine unless the manager is closed.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/modelsplit/modelsplit/cohort/picktest"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/extproc/extproctest"
 	"github.com/modelsplit/modelsplit/internal/testredis"
@@ -43,7 +44,11 @@ func decideVia(t *testing.T, extprocPort int, users []string) map[string]string 
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[u], _ = extproctest.Get(res.RequestHeaders, config.VariantHeader)
+		v, ok := extproctest.Get(res.RequestHeaders, config.VariantHeader)
+		if !ok || (v != "a" && v != "b") || !res.RouteCacheCleared {
+			t.Fatalf("user %s: no decision (x-modelsplit-variant %q, set %v, route cache cleared %v)", u, v, ok, res.RouteCacheCleared)
+		}
+		out[u] = v
 	}
 	return out
 }
@@ -73,6 +78,11 @@ func TestReplicasAndRestartShareRedis(t *testing.T) {
 		}
 	}
 	t.Logf("at 90/10: %d of %d users on b", nb, len(users))
+	for _, u := range users {
+		if want := picktest.Variant("", u, []string{"a", "b"}, []int{90, 10}); first[u] != want {
+			t.Fatalf("user %s decided %s at 90/10, the rule says %s", u, first[u], want)
+		}
+	}
 	srvA.stop() // graceful: flushes write-behind assignments to Redis
 
 	srvA = startServe(t, cfgA, pa)

@@ -133,10 +133,11 @@ func benchSettingsFromEnv(b *testing.B) benchSettings {
 	return s
 }
 
-// Envoy's counters for the decide filter (stat prefix "modelsplit").
+// Envoy's counters for the decide filter (HCM stat prefix "modelsplit",
+// filter stat prefix "decide").
 const (
-	statExtProcStreams   = "http.modelsplit.ext_proc.streams_started"
-	statExtProcFallbacks = "http.modelsplit.ext_proc.failure_mode_allowed"
+	statExtProcStreams   = "http.modelsplit.ext_proc.decide.streams_started"
+	statExtProcFallbacks = "http.modelsplit.ext_proc.decide.failure_mode_allowed"
 )
 
 // decideBench is the running setup: modelsplit serve, one Envoy, two

@@ -29,9 +29,11 @@ func TestEnvoyDecideFalse(t *testing.T) {
       - {name: a, weight: 50, backends: [%[1]q]}
       - {name: b, weight: 50, backends: [%[2]q]}
 `, a.addr, b.addr), "", "/decided/predict", "x-user-id", "probe")
-	const streams = "http.modelsplit.ext_proc.streams_started"
+	// Each ext_proc filter has its own stat_prefix (docs/envoy-notes.md §1.6).
+	const streams = "http.modelsplit.ext_proc.decide.streams_started"
+	const observed = "http.modelsplit.ext_proc.observe.streams_started"
 
-	before := g.envoy.stat(streams)
+	before, beforeObserved := g.envoy.stat(streams), g.envoy.stat(observed)
 	seen := map[string]string{}
 	for i := 0; i < 300; i++ {
 		u := fmt.Sprintf("user-%d", i%100)
@@ -47,7 +49,7 @@ func TestEnvoyDecideFalse(t *testing.T) {
 		}
 		seen[u] = r.body
 	}
-	if n := g.envoy.stat(streams) - before; n != 0 {
+	if n := g.envoy.stat(streams) - before + g.envoy.stat(observed) - beforeObserved; n != 0 {
 		t.Errorf("decide: false endpoint opened %d ext_proc streams, want 0", n)
 	}
 	onA := 0

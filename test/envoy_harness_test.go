@@ -48,6 +48,7 @@ type envoyProc struct {
 	admin   int    // Envoy admin port on 127.0.0.1
 	args    []string
 	logPath string
+	unready bool // start waits for the admin API only, not /ready
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -60,6 +61,10 @@ type envoyOptions struct {
 	XDS           string   // modelsplit's xDS address (required)
 	BootstrapArgs []string // extra `modelsplit bootstrap` flags
 	Concurrency   int      // worker threads (default 1: 2 cores are shared with everything else)
+	Args          []string // extra Envoy command-line arguments
+	// Unready: wait only until the admin API answers, not until Envoy is
+	// ready (an Envoy that cannot reach xDS never is).
+	Unready bool
 }
 
 // startEnvoy writes a bootstrap with `modelsplit bootstrap`, starts Envoy
@@ -84,12 +89,13 @@ func startEnvoy(t testing.TB, o envoyOptions) *envoyProc {
 		t.Fatalf("modelsplit %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	dir := t.TempDir()
-	e := &envoyProc{t: t, bin: bin, admin: admin, boot: filepath.Join(dir, "envoy.yaml"), logPath: filepath.Join(dir, "envoy.log")}
+	e := &envoyProc{t: t, bin: bin, admin: admin, boot: filepath.Join(dir, "envoy.yaml"), logPath: filepath.Join(dir, "envoy.log"), unready: o.Unready}
 	if err := os.WriteFile(e.boot, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.args = []string{"-c", e.boot, "--disable-hot-restart", "--log-level", "warn",
 		"--concurrency", strconv.Itoa(o.Concurrency), "--drain-time-s", "1"}
+	e.args = append(e.args, o.Args...)
 	e.start()
 	t.Cleanup(func() {
 		e.kill()
@@ -128,7 +134,7 @@ func (e *envoyProc) start() {
 			e.t.Fatalf("envoy exited at start:\n%s", b)
 		default:
 		}
-		if code, _ := httpGet(e.adminURL("/ready")); code == http.StatusOK {
+		if code, _ := httpGet(e.adminURL("/ready")); code == http.StatusOK || (e.unready && code != 0) {
 			return
 		}
 		if time.Now().After(deadline) {

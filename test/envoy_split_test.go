@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelsplit/modelsplit/cohort/picktest"
 	"github.com/modelsplit/modelsplit/xds"
 )
 
@@ -139,6 +140,7 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 	users := userNames("u", 10000)
 	first := g.route(t, "/model/predict", users)
 	assertSharesPP(t, "50/30/20", sharesOf(first), map[string]float64{"a": .5, "b": .3, "c": .2}, 1.5)
+	assertExactPicks(t, "50/30/20", first, "", []int{50, 30, 20})
 	for round := 1; round < 5; round++ {
 		again := g.route(t, "/model/predict", users)
 		for _, u := range users {
@@ -184,6 +186,7 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 	}
 	fresh := g.route(t, "/model/predict", userNames("new", 10000))
 	assertSharesPP(t, "new users at 20/30/50", sharesOf(fresh), map[string]float64{"a": .2, "b": .3, "c": .5}, 1.5)
+	assertExactPicks(t, "new users at 20/30/50", fresh, "", []int{20, 30, 50})
 
 	// Stored users whose decided variant differs from what the fallback
 	// route now picks (the new weights' hash) landed on the decided one
@@ -228,6 +231,25 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 		t.Errorf("ext_proc failure_mode_allowed went %d → %d while modelsplit was up", failOpenBefore, n)
 	}
 	g.envoy.assertNoRejections()
+}
+
+// assertExactPicks checks every user's variant against the documented
+// new-user rule, computed apart from modelsplit (cohort/picktest), for
+// variants a, b, c.
+func assertExactPicks(t testing.TB, what string, got map[string]string, salt string, weights []int) {
+	t.Helper()
+	wrong := 0
+	for u, v := range got {
+		if want := picktest.Variant(salt, u, []string{"a", "b", "c"}, weights); v != want {
+			if wrong == 0 {
+				t.Errorf("%s: user %s on %s, the rule says %s", what, u, v, want)
+			}
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Errorf("%s: %d of %d users not where the rule puts them", what, wrong, len(got))
+	}
 }
 
 // waitDecisions waits until modelsplit decides again after an outage:
@@ -320,6 +342,7 @@ func TestEnvoyFailOpenKeepsUsersWhereTheyWere(t *testing.T) {
 				}
 			}
 			t.Logf("ext_proc killed: %d of %d users on their decided variant", agree, len(users))
+			assertExactPicks(t, "fail-open", down, salt, []int{50, 30, 20})
 			if agree < len(users)*99/100 {
 				t.Errorf("ext_proc killed: only %d of %d users on their decided variant", agree, len(users))
 			}

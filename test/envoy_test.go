@@ -55,6 +55,21 @@ func TestEnvoyEndToEnd(t *testing.T) {
 	if n := g.envoy.stat("cluster.model/a.upstream_rq_completed") + g.envoy.stat("cluster.model/b.upstream_rq_completed"); n < 800 {
 		t.Errorf("Envoy's variant clusters completed %d requests, want >= 800", n)
 	}
+	// Each ext_proc filter has its own stat_prefix, so its streams and
+	// failures are told apart: http.<hcm>.ext_proc.<filter>.<counter>
+	// (docs/envoy-notes.md §1.6); nothing lands under the shared prefix.
+	st := g.envoy.stats()
+	for _, f := range []string{"decide", "observe"} {
+		if v := st["http.modelsplit.ext_proc."+f+".streams_started"]; v < 800 {
+			t.Errorf("http.modelsplit.ext_proc.%s.streams_started = %d, want >= 800", f, v)
+		}
+	}
+	if v := st["http.modelsplit.ext_proc.decide.stream_msgs_received"]; v < 800 {
+		t.Errorf("http.modelsplit.ext_proc.decide.stream_msgs_received = %d, want >= 800 (one answer per request)", v)
+	}
+	if v, ok := st["http.modelsplit.ext_proc.streams_started"]; ok {
+		t.Errorf("http.modelsplit.ext_proc.streams_started = %d: a filter without its own stat_prefix", v)
+	}
 	g.envoy.assertNoRejections()
 	_ = time.Second
 }

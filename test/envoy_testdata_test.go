@@ -55,13 +55,17 @@ func TestEnvoyLoadsEveryTestdataConfig(t *testing.T) {
 			}
 			gw["port"], gw["address"] = gwPort, "127.0.0.1"
 			doc["gateway"] = gw
+			var bootstrapArgs []string
+			if tlsDoc, ok := doc["tls"].(map[string]any); ok {
+				bootstrapArgs = tlsTestdata(t, tlsDoc, gw)
+			}
 			out, err := yaml.Marshal(doc)
 			if err != nil {
 				t.Fatal(err)
 			}
 			cfg := tempConfig(t, string(out))
 			srv := startServe(t, cfg, p)
-			e := startEnvoy(t, envoyOptions{XDS: fmt.Sprintf("127.0.0.1:%d", p.xds)})
+			e := startEnvoy(t, envoyOptions{XDS: fmt.Sprintf("127.0.0.1:%d", p.xds), BootstrapArgs: bootstrapArgs})
 
 			want := clusterNames(t, cfg)
 			deadline := time.Now().Add(20 * time.Second)
@@ -95,6 +99,41 @@ func TestEnvoyLoadsEveryTestdataConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tlsTestdata makes a testdata config with tls: runnable from test/: its
+// file paths (relative to xds/) become absolute, ext_proc is dialled at the
+// rewritten loopback address (the test server certificate holds 127.0.0.1),
+// and Envoy's bootstrap gets the matching TLS flags (mTLS with the test
+// client certificate when the config asks for client certificates).
+func tlsTestdata(t *testing.T, tlsDoc, gw map[string]any) []string {
+	t.Helper()
+	abs := func(m map[string]any, key string) string {
+		rel, _ := m[key].(string)
+		if rel == "" {
+			return ""
+		}
+		a, err := filepath.Abs(filepath.Join("..", "xds", rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[key] = a
+		return a
+	}
+	for _, k := range []string{"cert_file", "key_file", "client_ca_file"} {
+		abs(tlsDoc, k)
+	}
+	envoyTLS, _ := tlsDoc["envoy"].(map[string]any)
+	if envoyTLS == nil {
+		t.Fatal("tls: without tls.envoy")
+	}
+	args := []string{"-xds-ca-file", abs(envoyTLS, "ca_file")}
+	if cert, key := abs(envoyTLS, "cert_file"), abs(envoyTLS, "key_file"); cert != "" {
+		args = append(args, "-xds-cert-file", cert, "-xds-key-file", key)
+	}
+	delete(gw, "extproc_address")
+	delete(envoyTLS, "server_name")
+	return args
 }
 
 // loadedClusters is the set of cluster names Envoy holds (static and dynamic).

@@ -16,8 +16,8 @@ import (
 // TestGRPCClientExtProcHeaderReachesBackend: a real grpc-go client with the
 // ext_proc filter configured over xDS by `modelsplit serve` calls the
 // decision server on every RPC, and the variant header reaches the backend
-// on every call (grpc-go cannot re-route on it, ENVOY.md §0.3: the header
-// informs the backend; the route stays the weighted pick).
+// on every call (grpc-go cannot re-route on it, docs/envoy-notes.md §4.1: the
+// header informs the backend; the route stays the weighted pick).
 func TestGRPCClientExtProcHeaderReachesBackend(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

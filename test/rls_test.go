@@ -10,6 +10,8 @@ import (
 	_ "google.golang.org/grpc/balancer/rls" // proxyless clients must link the RLS balancer
 
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/modelsplit/modelsplit/cohort/picktest"
 )
 
 func rlsConfig(p ports, a, b *backend, wa, wb int) string {
@@ -57,6 +59,18 @@ func shareOf(m map[string]string, backend string) float64 {
 
 // TestProxylessStickyThroughRLS: real grpc-go clients through xDS + RLS
 // against `modelsplit serve`.
+// assertRulePicks checks every user's backend against the documented
+// new-user rule (cohort/picktest, written apart from the engine): exact,
+// where a share check over 5,000 users is only good to about 1.5 sigma.
+func assertRulePicks(t *testing.T, got map[string]string, wa, wb int) {
+	t.Helper()
+	for u, be := range got {
+		if want := picktest.Variant("", u, []string{"a", "b"}, []int{wa, wb}); be != want {
+			t.Fatalf("user %s on %s at %d/%d, the rule says %s", u, be, wa, wb, want)
+		}
+	}
+}
+
 func TestProxylessStickyThroughRLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -76,13 +90,16 @@ func TestProxylessStickyThroughRLS(t *testing.T) {
 		}
 	}
 
-	// 5,000 users: shares of users within ±1 point of 70/30.
+	// 5,000 users, each on the variant the rule gives.
 	old := usersOn(ctx, t, client, "user", 5000)
 	sa := shareOf(old, "a")
 	t.Logf("5,000 users at 70/30: %.4f on a", sa)
-	if math.Abs(sa-0.70) > 0.01 {
-		t.Errorf("share of users on a = %.4f, want 0.70 ± 0.01", sa)
+	// Exact per-user check below; the share is a sanity bound (5 sigma over
+	// 5,000 users: ±3.2 pp).
+	if math.Abs(sa-0.70) > 0.032 {
+		t.Errorf("share of users on a = %.4f, want 0.70 ± 0.032", sa)
 	}
+	assertRulePicks(t, old, 70, 30)
 
 	// Rules.
 	eu := usersOn(ctx, t, client, "eu", 200, "x-region", "eu")
@@ -111,9 +128,10 @@ func TestProxylessStickyThroughRLS(t *testing.T) {
 	}
 	fresh := usersOn(ctx, t, client, "new", 5000)
 	t.Logf("5,000 new users at 20/80: %.4f on a", shareOf(fresh, "a"))
-	if s := shareOf(fresh, "a"); math.Abs(s-0.20) > 0.01 {
-		t.Errorf("new users on a = %.4f, want 0.20 ± 0.01", s)
+	if s := shareOf(fresh, "a"); math.Abs(s-0.20) > 0.028 {
+		t.Errorf("new users on a = %.4f, want 0.20 ± 0.028", s)
 	}
+	assertRulePicks(t, fresh, 20, 80)
 
 	// Lookup server down (serve stopped): calls keep succeeding on the
 	// default weighted route.

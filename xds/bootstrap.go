@@ -27,6 +27,28 @@ type BootstrapOptions struct {
 	// 0 (with no AdminAddress) turns it off. The admin API can stop Envoy
 	// and dump its config, so loopback is the default.
 	AdminPort int
+	// TLS, when set, makes Envoy reach modelsplit's xDS over TLS.
+	TLS *BootstrapTLS
+	// MaxConnections caps the downstream connections Envoy holds open at
+	// once, across listeners (the admin API is exempt); MaxHeapBytes is
+	// the heap budget past which Envoy shrinks its heap (95%) and refuses
+	// new requests (98%, answered 503). 0 turns either off.
+	MaxConnections int64
+	MaxHeapBytes   int64
+}
+
+// BootstrapTLS is the xDS connection's TLS. The files are read by Envoy,
+// so they are paths on Envoy's host, written into the bootstrap as given.
+type BootstrapTLS struct {
+	// CAFile verifies modelsplit's certificate (required: Envoy has no
+	// default trust store).
+	CAFile string
+	// CertFile and KeyFile are Envoy's client certificate and key, for a
+	// modelsplit with tls.client_ca_file (mTLS).
+	CertFile, KeyFile string
+	// ServerName is the SNI sent and the DNS or IP subject alternative
+	// name modelsplit's certificate must hold; default: the xDS host.
+	ServerName string
 }
 
 // xdsClusterName is the bootstrap's static cluster for the ADS connection.
@@ -36,7 +58,8 @@ const xdsClusterName = "xds_cluster"
 // flags and what envoy/bootstrap.yaml holds: an Envoy on the same host as
 // `make run`.
 func DefaultBootstrapOptions() BootstrapOptions {
-	return BootstrapOptions{NodeID: "envoy-1", NodeCluster: "modelsplit-gateway", XDSAddress: "127.0.0.1:18000", AdminPort: 9901}
+	return BootstrapOptions{NodeID: "envoy-1", NodeCluster: "modelsplit-gateway", XDSAddress: "127.0.0.1:18000", AdminPort: 9901,
+		MaxConnections: DefaultMaxDownstreamConnections, MaxHeapBytes: DefaultMaxHeapBytes}
 }
 
 // Bootstrap returns an Envoy bootstrap that takes listeners, routes,
@@ -61,6 +84,20 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if net.ParseIP(host) != nil {
 		discovery = clusterv3.Cluster_STATIC
 	}
+	var socket *corev3.TransportSocket
+	if t := o.TLS; t != nil {
+		if t.CAFile == "" {
+			return nil, fmt.Errorf("xDS TLS needs a CA file to verify modelsplit's certificate")
+		}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			return nil, fmt.Errorf("xDS TLS: the client certificate and key files must be given together")
+		}
+		u := upstreamTLS{ca: fileSource(t.CAFile), cert: fileSource(t.CertFile), key: fileSource(t.KeyFile), serverName: t.ServerName}
+		if u.serverName == "" {
+			u.serverName = host
+		}
+		socket = u.transportSocket()
+	}
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{
 			Id: o.NodeID, Cluster: o.NodeCluster,
@@ -80,6 +117,7 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{{
 			Name:                          xdsClusterName,
+			TransportSocket:               socket,
 			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: discovery},
 			ConnectTimeout:                durationpb.New(time.Second),
 			TypedExtensionProtocolOptions: controlHTTP2Options(), // gRPC needs HTTP/2; keepalive notices a vanished modelsplit
@@ -96,7 +134,12 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	if admin != nil {
-		b.Admin = &bootstrapv3.Admin{Address: admin}
+		// The admin API stays reachable when the gateway is at its
+		// connection limit.
+		b.Admin = &bootstrapv3.Admin{Address: admin, IgnoreGlobalConnLimit: true}
+	}
+	if b.OverloadManager, err = overloadManager(o); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -27,6 +27,13 @@ const (
 	routerFilterName  = "envoy.filters.http.router"
 	// grpcStatsFilterName counts gRPC statuses per cluster on the gateway.
 	grpcStatsFilterName = "envoy.filters.http.grpc_stats"
+	// GatewayStatPrefix is the gateway HCM's stat_prefix; the two ext_proc
+	// filters' stats are http.<GatewayStatPrefix>.ext_proc.<filter
+	// stat_prefix>.<counter>, e.g. http.modelsplit.ext_proc.decide.streams_started
+	// (docs/envoy-notes.md §1.6).
+	GatewayStatPrefix = "modelsplit"
+	DecideStatPrefix  = "decide"
+	ObserveStatPrefix = "observe"
 )
 
 // Build translates the config into the complete resource set for one node
@@ -50,7 +57,7 @@ func buildEnvoy(cfg *config.Config) (Resources, error) {
 	}
 	res.add(resource.ListenerType, lis)
 	res.add(resource.RouteType, gatewayRouteConfig(cfg))
-	extCluster, err := extProcCluster(cfg.ExtProcTarget())
+	extCluster, err := extProcCluster(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +81,8 @@ type member struct {
 	cluster  string
 	backends []config.Backend
 	protocol string
+	// statName is the cluster's alt_stat_name (config.ClusterStatName).
+	statName string
 
 	// Health and failover (build_health.go). variant, failover and health
 	// are set for variants only.
@@ -89,7 +98,7 @@ func members(e *config.Endpoint) []member {
 	for i := range e.Variants {
 		v := &e.Variants[i]
 		m := member{cluster: config.ClusterName(e.Name, v.Name), backends: v.Backends, protocol: e.VariantProtocol(v),
-			variant: v.Name, health: e.HealthCheck, outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(v)}
+			statName: config.ClusterStatName(e.Name, v.Name), variant: v.Name, health: e.HealthCheck, outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(v)}
 		for _, t := range e.FailoverTargets(v) {
 			m.failover = append(m.failover, variantHosts{variant: t.Name, backends: t.Backends})
 		}
@@ -98,7 +107,7 @@ func members(e *config.Endpoint) []member {
 	for i := range e.Shadows {
 		s := &e.Shadows[i]
 		ms = append(ms, member{cluster: config.ClusterName(e.Name, s.Name), backends: s.Backends, protocol: e.ShadowProtocol(s),
-			outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(nil)})
+			statName: config.ClusterStatName(e.Name, s.Name), outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(nil)})
 	}
 	return ms
 }

@@ -27,6 +27,7 @@ const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 func envoyCluster(m member) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	c := &clusterv3.Cluster{
 		Name:             m.cluster,
+		AltStatName:      m.statName,
 		ConnectTimeout:   durationpb.New(2 * time.Second),
 		LbPolicy:         clusterv3.Cluster_LEAST_REQUEST,
 		OutlierDetection: memberOutlierDetection(m),
@@ -49,11 +50,18 @@ func envoyCluster(m member) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignme
 
 // extProcCluster points Envoy at the decision server. Envoy opens one
 // ext_proc stream per request, so the default circuit breaker of 1,024
-// requests would cap throughput (ENVOY.md §0.9). HTTP/2 keepalive and
+// requests would cap throughput (docs/envoy-notes.md §2.1). With `tls:` it
+// carries the upstream TLS context from tls.envoy. HTTP/2 keepalive and
 // gRPC health checks notice a modelsplit that stops answering
 // (build_health.go).
-func extProcCluster(target string) (*clusterv3.Cluster, error) {
+func extProcCluster(cfg *config.Config) (*clusterv3.Cluster, error) {
+	target := cfg.ExtProcTarget()
+	socket, err := extProcTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c := &clusterv3.Cluster{
+		TransportSocket:               socket,
 		Name:                          ExtProcClusterName,
 		ConnectTimeout:                durationpb.New(time.Second),
 		TypedExtensionProtocolOptions: controlHTTP2Options(),

@@ -54,7 +54,7 @@ endpoints:
 	for _, r := range routes {
 		order = append(order, r.GetName())
 	}
-	if got, want := strings.Join(order, " "), "chat/a chat/fallback all/a all/fallback"; got != want {
+	if got, want := strings.Join(order, " "), "chat/a chat/fallback all/a all/fallback unmatched"; got != want {
 		t.Fatalf("route order %q, want %q", got, want)
 	}
 }
@@ -92,7 +92,7 @@ func TestDecideFilterRestrictsMutations(t *testing.T) {
 // host's, build_health.go).
 func TestEveryEnvoyRouteNamesItsEndpoint(t *testing.T) {
 	res := buildChecked(t, loadCase(t, "testdata/in/multi.yaml"), KindEnvoy)
-	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+	for _, r := range endpointRoutesOf(res) {
 		per := &extprocv3.ExtProcPerRoute{}
 		a := r.GetTypedPerFilterConfig()[DecideFilterName]
 		if a == nil || a.UnmarshalTo(per) != nil {
@@ -206,7 +206,7 @@ endpoints:
     variants: [{name: a, weight: 50, backends: ["10.0.0.1:80"]}, {name: b, weight: 50, backends: ["10.0.0.2:80"]}]
 `)
 	res := buildChecked(t, cfg, KindEnvoy)
-	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	routes := endpointRoutesOf(res)
 	perEndpoint := map[string]int{}
 	for _, r := range routes {
 		per := &extprocv3.ExtProcPerRoute{}

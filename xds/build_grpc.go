@@ -202,7 +202,7 @@ func withRLS(rc *routev3.RouteConfiguration, r *grpcRLS) {
 
 // grpcVariantRoutes: one route per variant. grpc-go subscribes only to
 // clusters its routes reference, and switching to a cluster it was not yet
-// using fails calls for a moment (ENVOY.md §7.3) — so every variant,
+// using fails calls for a moment (docs/envoy-notes.md §4.5) — so every variant,
 // including those at weight 0, gets a route that keeps its cluster warm:
 // one that never matches (runtime fraction 0%), or, where the endpoint
 // allows explicit targets, one on x-modelsplit-target. Clients can never

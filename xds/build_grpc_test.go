@@ -28,8 +28,8 @@ func routedClusters(rc *routev3.RouteConfiguration) map[string]bool {
 }
 
 // grpc-go fails calls for a moment when a route switches to a cluster it
-// was not yet using (ENVOY.md §7.3): every variant, weight 0 included,
-// stays referenced. And no route lets a client pick a variant with
+// was not yet using (docs/envoy-notes.md §4.5): every variant, weight 0
+// included, stays referenced. And no route lets a client pick a variant with
 // x-modelsplit-variant.
 func TestGRPCRoutesKeepEveryVariantReferenced(t *testing.T) {
 	for _, in := range []string{"zero", "three", "multi"} {

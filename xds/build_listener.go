@@ -22,7 +22,7 @@ import (
 // gatewayListener is the Envoy listener on gateway.port.
 func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: "modelsplit",
+		StatPrefix: GatewayStatPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: GatewayRouteName,
@@ -47,7 +47,8 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: routerFilterName,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
-	return &listenerv3.Listener{
+	hardenHCM(cfg, hcm)
+	l := &listenerv3.Listener{
 		Name:    GatewayListenerName,
 		Address: socketAddress(cfg.Gateway.Address, cfg.Gateway.Port),
 		FilterChains: []*listenerv3.FilterChain{{
@@ -56,7 +57,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
 			}},
 		}},
-	}, nil
+	}
+	hardenListener(cfg, l)
+	return l, nil
 }
 
 func stripClientHeaders(cfg *config.Config) *earlyv3.HeaderMutation {
@@ -112,8 +115,8 @@ func anyGRPC(cfg *config.Config) bool {
 }
 
 // observeProcessingMode: headers both ways and the response trailers,
-// no bodies. Endpoints with a compare-mode shadow override it per route to
-// stream bodies as well.
+// no bodies. The routes of requests sampled for a compare-mode shadow
+// override it to stream bodies as well.
 func observeProcessingMode(bodies extprocv3.ProcessingMode_BodySendMode, trailers extprocv3.ProcessingMode_HeaderSendMode) *extprocv3.ProcessingMode {
 	return &extprocv3.ProcessingMode{
 		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
@@ -135,6 +138,7 @@ func observeFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}},
 			InitialMetadata: []*corev3.HeaderValue{{Key: config.ClientMetadataKey, Value: "envoy"}},
 		},
+		StatPrefix:        ObserveStatPrefix,
 		ObservabilityMode: true,
 		// Close the side stream soon after the request ends (default 5s):
 		// everything the observer needs has been sent by then.
@@ -148,7 +152,7 @@ func observeFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 }
 
 // decideProcessingMode sends request headers only: one round trip per
-// request, nothing on the response path (ENVOY.md §1.2).
+// request, nothing on the response path (docs/envoy-notes.md §1.2).
 func decideProcessingMode() *extprocv3.ProcessingMode {
 	return &extprocv3.ProcessingMode{
 		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
@@ -188,6 +192,7 @@ func decideFilter(cfg *config.Config) *extprocv3.ExternalProcessor {
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}},
 			InitialMetadata: []*corev3.HeaderValue{{Key: config.ClientMetadataKey, Value: "envoy"}},
 		},
+		StatPrefix: DecideStatPrefix,
 		// Fail open: if the decision is slow or down, the fallback route
 		// splits by weight and traffic keeps flowing.
 		FailureModeAllow: true,

@@ -35,7 +35,7 @@ type grpcRLS struct {
 //
 // The answers are alias clusters (rls.AliasCluster), never the variant
 // clusters the other routes reference: grpc-go 1.85 never readies an RLS
-// target that a route also references (ENVOY.md §7.2). The weighted
+// target that a route also references (docs/envoy-notes.md §4.4). The weighted
 // cluster (rls.WeightedCluster) holds one locality per serving variant,
 // weighted like the variant, so the plugin's default target — used when a
 // lookup fails — still splits by weight, per request.

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -30,6 +31,7 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 	for _, e := range order {
 		vh.Routes = append(vh.Routes, withRetries(e, endpointRoutes(e))...)
 	}
+	vh.Routes = append(vh.Routes, unmatchedRoute())
 	return &routev3.RouteConfiguration{
 		Name:         GatewayRouteName,
 		VirtualHosts: []*routev3.VirtualHost{vh},
@@ -42,18 +44,51 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 // endpointRoutes: one header-match route per variant (what the decision's
 // header selects after the route cache is cleared), then the fallback route
 // that splits by weight when no decision was made (ext_proc down or slow).
+//
+// With compare-mode shadows, each variant route is preceded by one route per
+// compare shadow that also matches the shadow's mark (the decision sets
+// x-modelsplit-shadow-<s> on the requests it samples): only that route
+// streams bodies to the observe filter, so unsampled requests cost it
+// headers only. An endpoint without the decision (decide: false) has no
+// marks: its fallback route streams every request's bodies and the
+// observe filter samples them itself.
 func endpointRoutes(e *config.Endpoint) []*routev3.Route {
-	perRoute := map[string]*anypb.Any{DecideFilterName: mustAny(decidePerRoute(e))}
-	perRoute[ObserveFilterName] = mustAny(observePerRoute(e))
+	decide := mustAny(decidePerRoute(e))
+	perRoute := map[string]*anypb.Any{DecideFilterName: decide, ObserveFilterName: mustAny(observePerRoute(e, ""))}
+	comparePerRoute := map[string]*anypb.Any{DecideFilterName: decide, ObserveFilterName: mustAny(observePerRoute(e, config.CaptureMarked))}
+	fallbackPerRoute := perRoute
+	compare := compareShadows(e)
+	if !e.Decided() {
+		if len(compare) > 0 {
+			fallbackPerRoute = map[string]*anypb.Any{DecideFilterName: decide, ObserveFilterName: mustAny(observePerRoute(e, config.CaptureSampled))}
+		}
+		compare = nil
+	}
 	mirrors := mirrorPolicies(e)
 	var routes []*routev3.Route
 	for _, v := range e.Variants {
+		for _, s := range compare {
+			routes = append(routes, &routev3.Route{
+				Name: config.ClusterName(e.Name, v.Name) + "/compare/" + s,
+				Match: &routev3.RouteMatch{
+					PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix},
+					Headers: []*routev3.HeaderMatcher{
+						exactHeader(config.VariantHeader, v.Name),
+						{Name: config.ShadowHeaderFor(s), HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+					},
+				},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
+					RequestMirrorPolicies: mirrors,
+				}},
+				ResponseHeadersToAdd:    servedVariantHeaders(),
+				ResponseHeadersToRemove: servedVariantHeaderNames,
+				TypedPerFilterConfig:    comparePerRoute,
+			})
+		}
 		routes = append(routes, &routev3.Route{
-			Name: config.ClusterName(e.Name, v.Name),
-			Match: &routev3.RouteMatch{
-				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix},
-				Headers:       []*routev3.HeaderMatcher{exactHeader(config.VariantHeader, v.Name)},
-			},
+			Name:  config.ClusterName(e.Name, v.Name),
+			Match: withHeaders(pathMatch(e.Match.PathPrefix), exactHeader(config.VariantHeader, v.Name)),
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
 				RequestMirrorPolicies: mirrors,
@@ -65,13 +100,13 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 	}
 	routes = append(routes, &routev3.Route{
 		Name:  e.Name + "/fallback",
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix}},
+		Match: pathMatch(e.Match.PathPrefix),
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier:      &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(e, true)},
 			HashPolicy:            stickyHashPolicy(e),
 			RequestMirrorPolicies: mirrors,
 		}},
-		TypedPerFilterConfig: perRoute,
+		TypedPerFilterConfig: fallbackPerRoute,
 	})
 	return routes
 }
@@ -139,37 +174,73 @@ func stickyHashPolicy(e *config.Endpoint) []*routev3.RouteAction_HashPolicy {
 //
 // Compare-mode shadows get no mirror: modelsplit replays their requests
 // itself (it needs the answers), and paused shadows get nothing.
+//
+// The copy keeps the Host the primary gets: a shadow is deployed like the
+// variants it may replace, and a backend behind virtual hosting (an
+// ingress, Knative, a cloud load balancer) does not know Envoy's default
+// "<host>-shadow" (Envoy 1.40 sent "127.0.0.1-shadow:8080" to a backend
+// at 127.0.0.1:8080). Instead of the suffix, x-modelsplit-shadow names
+// the shadow on every copy, so a backend can still tell mirrored traffic.
 func mirrorPolicies(e *config.Endpoint) []*routev3.RouteAction_RequestMirrorPolicy {
 	var out []*routev3.RouteAction_RequestMirrorPolicy
 	for _, s := range e.Shadows {
+		var p *routev3.RouteAction_RequestMirrorPolicy
 		switch {
 		case s.Paused || s.Compare != nil:
+			continue
 		case s.PerRequest:
-			out = append(out, &routev3.RouteAction_RequestMirrorPolicy{
+			p = &routev3.RouteAction_RequestMirrorPolicy{
 				Cluster: config.ClusterName(e.Name, s.Name),
 				RuntimeFraction: &corev3.RuntimeFractionalPercent{
 					DefaultValue: percent(s.Percent),
 					RuntimeKey:   "modelsplit.shadow." + e.Name + "." + s.Name,
 				},
-			})
+			}
 		default:
-			out = append(out, &routev3.RouteAction_RequestMirrorPolicy{ClusterHeader: config.ShadowHeaderFor(s.Name)})
+			p = &routev3.RouteAction_RequestMirrorPolicy{ClusterHeader: config.ShadowHeaderFor(s.Name)}
+		}
+		p.DisableShadowHostSuffixAppend = true
+		p.RequestHeadersMutations = []*mutationv3.HeaderMutation{{Action: &mutationv3.HeaderMutation_Append{
+			Append: &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: config.ShadowHeader, Value: s.Name},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			},
+		}}}
+		out = append(out, p)
+	}
+	return out
+}
+
+// compareShadows names the endpoint's compare-mode shadows the observe
+// filter can capture for: none when the endpoint is not observed; paused
+// ones are never sampled.
+func compareShadows(e *config.Endpoint) []string {
+	if !e.Observed() {
+		return nil
+	}
+	var out []string
+	for _, s := range e.Shadows {
+		if s.Compare != nil && !s.Paused {
+			out = append(out, s.Name)
 		}
 	}
 	return out
 }
 
 // observePerRoute turns the observe filter off for endpoints that opted
-// out, names the endpoint otherwise, and streams bodies where a
-// compare-mode shadow needs them (observability mode allows STREAMED).
-func observePerRoute(e *config.Endpoint) *extprocv3.ExtProcPerRoute {
+// out, and names the endpoint otherwise. On routes that capture exchanges
+// for compare-mode shadows (capture: config.CaptureMarked or
+// CaptureSampled, passed on in the stream's metadata) it streams the bodies
+// too (observability mode allows STREAMED).
+func observePerRoute(e *config.Endpoint, capture string) *extprocv3.ExtProcPerRoute {
 	if !e.Observed() {
 		return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}}
 	}
 	o := &extprocv3.ExtProcOverrides{
 		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: config.EndpointMetadataKey, Value: e.Name}},
 	}
-	if e.Comparing() {
+	if capture != "" {
+		o.GrpcInitialMetadata = append(o.GrpcInitialMetadata, &corev3.HeaderValue{Key: config.CaptureMetadataKey, Value: capture})
 		o.ProcessingMode = observeProcessingMode(extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_SEND)
 	}
 	return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: o}}

@@ -10,8 +10,8 @@ import (
 )
 
 // checkForGRPC applies, to resource sets holding api_listeners, the rules
-// grpc-go 1.85 enforces on top of the proto rules (ENVOY.md §0.4, §4, §7):
-// each violation would NACK a whole listener or cluster on the client.
+// grpc-go 1.85 enforces on top of the proto rules (docs/envoy-notes.md §4.2,
+// §4.3): each violation would NACK a whole listener or cluster on the client.
 func (c *checker) checkForGRPC() {
 	grpcNode := false
 	for _, r := range c.res[resource.ListenerType] {

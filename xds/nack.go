@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// nackGuard stops go-control-plane's NACK loop (ENVOY.md §0.6). A
+// nackGuard stops go-control-plane's NACK loop (docs/envoy-notes.md §3.1). A
 // state-of-the-world NACK carries the last version the client *accepted*,
 // so the snapshot cache sees an out-of-date client and re-sends the
 // rejected snapshot at once, thousands of times a second. For a request the

@@ -44,7 +44,7 @@ func RenderYAML(res Resources) ([]byte, error) {
 }
 
 // protoToPlain converts a message (Any fields resolved with @type) into
-// plain maps for YAML.
+// plain maps for YAML, with inline private keys redacted.
 func protoToPlain(m proto.Message) (any, error) {
 	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 	if err != nil {
@@ -54,6 +54,7 @@ func protoToPlain(m proto.Message) (any, error) {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, err
 	}
+	redactPrivateKeys(v)
 	return v, nil
 }
 

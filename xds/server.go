@@ -76,7 +76,7 @@ func NewServer(ctx context.Context, opts ServerOptions) *Server {
 		// Envoy subscribes to everything: ADS ordering is worth having.
 		KindEnvoy: cachev3.NewSnapshotCache(true, kindHash{}, sl),
 		// grpc-go subscribes to a subset of CDS/EDS, which an ads=true
-		// cache never answers (ENVOY.md §7.1).
+		// cache never answers (docs/envoy-notes.md §3.3).
 		KindGRPC: cachev3.NewSnapshotCache(false, kindHash{}, sl),
 	}
 	mux := &cachev3.MuxCache{

@@ -10,7 +10,8 @@ import (
 // is the process start time, so versions never repeat across restarts: a
 // client reconnecting with a version it holds from the previous process is
 // sent nothing for that version (go-control-plane compares strings), and
-// would keep a stale config if the new process reused it (ENVOY.md §3).
+// would keep a stale config if the new process reused it
+// (docs/envoy-notes.md §3.2).
 type versions struct {
 	boot string
 	n    atomic.Uint64

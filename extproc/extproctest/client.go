@@ -1,8 +1,8 @@
 // Package extproctest is an ext_proc client that behaves as Envoy's ext_proc
-// filter does (ENVOY.md §1), for tests where no Envoy binary can run: one
-// stream per HTTP request, headers sent as raw_value, exactly one response
-// expected per message, mutations applied with Envoy's rules, the route
-// cache cleared only when the same response carried a header mutation.
+// filter does (docs/envoy-notes.md §1.1–§1.4), for tests where no Envoy binary
+// can run: one stream per HTTP request, headers sent as raw_value, exactly one
+// response expected per message, mutations applied with Envoy's rules, the
+// route cache cleared only when the same response carried a header mutation.
 // Observe does the same for the observe filter in observability mode.
 package extproctest
 
@@ -177,8 +177,8 @@ func apply(hs []Header, m *extprocv3.HeaderMutation, ignored *[]string) ([]Heade
 			}
 		case action == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
 			// Zero append_action with append unset: Envoy's ext_proc
-			// overwrites (grpc-go appends) — ENVOY.md §0.5. A server that
-			// means to append must say append: true.
+			// overwrites (grpc-go appends) — docs/envoy-notes.md §1.4. A server
+			// that means to append must say append: true.
 			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 		}
 		_, exists := Get(hs, key)
