@@ -24,6 +24,8 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "modelsplit",
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		// Long generations: see build_timeouts.go.
+		StreamIdleTimeout: streamIdleTimeout(cfg),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: GatewayRouteName,
 			ConfigSource:    adsSource(),
@@ -61,6 +63,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 
 func stripClientHeaders(cfg *config.Config) *earlyv3.HeaderMutation {
 	names := map[string]bool{config.VariantHeader: true, config.ShadowHeader: true}
+	for _, h := range clientTimeoutHeaders {
+		names[h] = true
+	}
 	for _, e := range cfg.Endpoints {
 		for _, s := range e.Shadows {
 			names[config.ShadowHeaderFor(s.Name)] = true
