@@ -24,8 +24,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "modelsplit",
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		// Long generations: see build_timeouts.go.
+		// Long generations: see build_timeouts.go and build_accesslog.go.
 		StreamIdleTimeout: streamIdleTimeout(cfg),
+		AccessLog:         accessLogs(cfg),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: GatewayRouteName,
 			ConfigSource:    adsSource(),
