@@ -211,6 +211,22 @@ type Endpoint struct {
 	// (make bench-envoy); rules, targets, cookies and user-sampled shadows
 	// need the decision and are refused with it. On unless set to false.
 	Decide *bool `yaml:"decide"`
+	// Timeout bounds a whole request on this endpoint's routes (variant,
+	// fallback) and their mirrors: Envoy answers 504 past it (a stream
+	// already under way is reset). For a grpc endpoint it is the longest
+	// call, and a shorter grpc-timeout from the client wins. Default
+	// DefaultTimeout; between 1ms and MaxTimeout.
+	Timeout Duration `yaml:"timeout"`
+	// IdleTimeout bounds the silence on a request's stream: no byte either
+	// way for this long ends it (408 before the response started, a reset
+	// after). It also bounds the wait for the first response byte. Default
+	// DefaultIdleTimeout, or Timeout when that is shorter; at most Timeout.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TokensHeader names the response header (or trailer) in which the
+	// model server reports the tokens it generated for the request; the
+	// gateway's access log carries it to modelsplit_variant_response_tokens.
+	// Default DefaultTokensHeader.
+	TokensHeader string `yaml:"tokens_header"`
 
 	// Streaming marks an endpoint whose answers stream (server-sent
 	// events, gRPC streams, token-by-token generation): it may only retry

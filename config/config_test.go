@@ -58,6 +58,42 @@ endpoints:
 	if c.Gateway.ExtProcTimeout != config.DefaultExtProcTimeout {
 		t.Errorf("extproc_timeout = %v", c.Gateway.ExtProcTimeout)
 	}
+	e := c.Endpoints[0]
+	if e.Timeout != config.DefaultTimeout || e.IdleTimeout != config.DefaultIdleTimeout || e.TokensHeader != config.DefaultTokensHeader {
+		t.Errorf("timeout %v idle_timeout %v tokens_header %q, want %v %v %q", e.Timeout, e.IdleTimeout, e.TokensHeader,
+			config.DefaultTimeout, config.DefaultIdleTimeout, config.DefaultTokensHeader)
+	}
+}
+
+// The idle default never exceeds the endpoint's timeout; written values
+// are kept; a config built in code gets the defaults from ApplyDefaults.
+func TestTimeoutDefaults(t *testing.T) {
+	const variant = "    variants: [{name: a, weight: 1, backends: [\"10.0.0.1:80\"]}]\n"
+	for _, tc := range []struct {
+		extra         string
+		timeout, idle time.Duration
+		tokens        string
+	}{
+		{"", 300 * time.Second, 60 * time.Second, "x-modelsplit-tokens"},
+		{"    timeout: 2s\n", 2 * time.Second, 2 * time.Second, "x-modelsplit-tokens"},
+		{"    timeout: 10m\n", 10 * time.Minute, 60 * time.Second, "x-modelsplit-tokens"},
+		{"    timeout: 10m\n    idle_timeout: 10m\n", 10 * time.Minute, 10 * time.Minute, "x-modelsplit-tokens"},
+		{"    idle_timeout: 5s\n    tokens_header: X-Usage-Tokens\n", 300 * time.Second, 5 * time.Second, "x-usage-tokens"},
+	} {
+		c, err := config.Parse("t.yaml", []byte("endpoints:\n  - name: m\n    match: {path_prefix: /m}\n"+tc.extra+variant))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.extra, err)
+		}
+		e := c.Endpoints[0]
+		if e.Timeout.D() != tc.timeout || e.IdleTimeout.D() != tc.idle || e.TokensHeader != tc.tokens {
+			t.Errorf("%q: timeout %v idle %v tokens %q, want %v %v %q", tc.extra, e.Timeout, e.IdleTimeout, e.TokensHeader, tc.timeout, tc.idle, tc.tokens)
+		}
+	}
+	c := &config.Config{Endpoints: []config.Endpoint{{Name: "m"}}}
+	c.ApplyDefaults()
+	if e := c.Endpoints[0]; e.Timeout != config.DefaultTimeout || e.IdleTimeout != config.DefaultIdleTimeout {
+		t.Errorf("built in code: timeout %v idle %v", e.Timeout, e.IdleTimeout)
+	}
 }
 
 func TestGRPCServiceDerivedFromPrefix(t *testing.T) {
@@ -135,6 +171,22 @@ func TestInvalidConfigs(t *testing.T) {
 			"    rules: [{header: x-r, equals: eu, variant: a}]\n",
 			[]string{"9:endpoints[0].rules:needs the decision", "5:endpoints[0].allow_target:needs the decision",
 				"6:endpoints[0].sticky.mint_cookie:needs the decision", "8:endpoints[0].shadows[0]:user-sampled"}},
+		{"negative timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: -5s\n" + variant,
+			[]string{"4:endpoints[0].timeout:must not be negative, got -5s"}},
+		{"zero timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 0s\n    idle_timeout: 0s\n" + variant,
+			[]string{"4:endpoints[0].timeout:must be at least 1ms, got 0s", "5:endpoints[0].idle_timeout:must be at least 1ms"}},
+		{"sub-millisecond timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    idle_timeout: 500us\n" + variant,
+			[]string{"4:endpoints[0].idle_timeout:must be at least 1ms, got 500µs"}},
+		{"absurd timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 48h\n    idle_timeout: 8760h\n" + variant,
+			[]string{"4:endpoints[0].timeout:must be at most 24h0m0s, got 48h0m0s", "5:endpoints[0].idle_timeout:must be at most 24h0m0s, got 8760h0m0s"}},
+		{"idle longer than timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 30s\n    idle_timeout: 2m\n" + variant,
+			[]string{"5:endpoints[0].idle_timeout:2m0s is longer than timeout 30s: the request would end first"}},
+		{"timeout not a duration", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 300\n" + variant,
+			[]string{"4:endpoints[0].timeout:invalid duration \"300\""}},
+		{"bad tokens header", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    tokens_header: \"x tokens\"\n" + variant,
+			[]string{"4:endpoints[0].tokens_header:not a valid header name"}},
+		{"empty tokens header", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    tokens_header: \"\"\n" + variant,
+			[]string{"4:endpoints[0].tokens_header:must not be empty"}},
 		{"health check without a path", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    health_check: {interval: 1s}\n" + variant,
 			[]string{"4:endpoints[0].health_check.path:required"}},
 		{"health check timeout and thresholds", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" +

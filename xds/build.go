@@ -64,8 +64,11 @@ func buildEnvoy(cfg *config.Config) (Resources, error) {
 	res.add(resource.ClusterType, extCluster)
 	for i := range cfg.Endpoints {
 		e := &cfg.Endpoints[i]
-		for _, m := range members(e) {
+		for k, m := range members(e) {
 			c, cla := envoyCluster(m)
+			if k >= len(e.Variants) {
+				boundShadowStreams(c, e)
+			}
 			res.add(resource.ClusterType, c)
 			if cla != nil {
 				res.add(resource.EndpointType, cla)

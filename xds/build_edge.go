@@ -57,7 +57,7 @@ func hardenHCM(cfg *config.Config, hcm *hcmv3.HttpConnectionManager) {
 	hcm.Http2ProtocolOptions.MaxConcurrentStreams = wrapperspb.UInt32(uint32(l.HTTP2MaxConcurrentStreams))
 	hcm.Http2ProtocolOptions.InitialStreamWindowSize = wrapperspb.UInt32(uint32(l.HTTP2InitialStreamWindowBytes))
 	hcm.Http2ProtocolOptions.InitialConnectionWindowSize = wrapperspb.UInt32(uint32(l.HTTP2InitialConnectionWindowBytes))
-	hcm.AccessLog = append(hcm.AccessLog, accessLogs(g.AccessLog)...)
+	hcm.AccessLog = append(hcm.AccessLog, fileAccessLogs(g.AccessLog)...)
 }
 
 // hardenListener sets the listener's per-connection buffer limit and, with
@@ -144,8 +144,8 @@ var AccessLogFormat = map[string]string{
 const decisionCEL = "%CEL('" + config.VariantHeader + "' in request.headers ? 'decided' : " +
 	"('request_header_call_status' in filter_state['" + DecideFilterName + "'] ? 'fail-open' : 'off'))%"
 
-// accessLogs is the gateway's access log: none, stdout, stderr or a file.
-func accessLogs(dest string) []*accesslogv3.AccessLog {
+// fileAccessLogs is the operator's access log: none, stdout, stderr or a file.
+func fileAccessLogs(dest string) []*accesslogv3.AccessLog {
 	if dest == "" {
 		return nil
 	}

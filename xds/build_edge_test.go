@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -72,8 +73,10 @@ func TestGatewayEdgeDefaults(t *testing.T) {
 		h2.GetInitialConnectionWindowSize().GetValue() != 1<<20 || hcm.GetMaxRequestHeadersKb().GetValue() != 60 {
 		t.Errorf("HTTP/2 %v, max_request_headers_kb %v", h2, hcm.GetMaxRequestHeadersKb())
 	}
-	if len(hcm.GetAccessLog()) != 0 {
-		t.Errorf("access log on by default: %v", hcm.GetAccessLog())
+	for _, l := range hcm.GetAccessLog() {
+		if l.GetName() == "envoy.access_loggers.file" {
+			t.Errorf("file access log on by default: %v", l)
+		}
 	}
 }
 
@@ -123,10 +126,16 @@ endpoints:
 	if strings.Join(cc.GetAlpnProtocols(), ",") != "h2,http/1.1" {
 		t.Errorf("ALPN %v", cc.GetAlpnProtocols())
 	}
-	logs := hcm.GetAccessLog()
+	// The operator's file log, beside modelsplit's own gRPC access log.
+	var logs []*accesslogv3.AccessLog
+	for _, l := range hcm.GetAccessLog() {
+		if l.GetName() == "envoy.access_loggers.file" {
+			logs = append(logs, l)
+		}
+	}
 	fl := &filelogv3.FileAccessLog{}
 	if len(logs) != 1 || logs[0].GetTypedConfig().UnmarshalTo(fl) != nil || fl.GetPath() != filepath.Join(dir, "access.json") {
-		t.Fatalf("access log %v", logs)
+		t.Fatalf("access log %v", hcm.GetAccessLog())
 	}
 	fields := fl.GetLogFormat().GetJsonFormat().GetFields()
 	for _, k := range []string{"upstream_cluster", "response_code", "duration_ms", "variant", "decision", "decide_status", "decide_latency_us", "request_id"} {
@@ -137,14 +146,14 @@ endpoints:
 }
 
 func TestGatewayAccessLogDestinations(t *testing.T) {
-	if accessLogs("") != nil {
+	if fileAccessLogs("") != nil {
 		t.Error("access log without gateway.access_log")
 	}
 	so, se := &streamlogv3.StdoutAccessLog{}, &streamlogv3.StderrAccessLog{}
-	if l := accessLogs("stdout"); len(l) != 1 || l[0].GetTypedConfig().UnmarshalTo(so) != nil || so.GetLogFormat().GetJsonFormat() == nil {
+	if l := fileAccessLogs("stdout"); len(l) != 1 || l[0].GetTypedConfig().UnmarshalTo(so) != nil || so.GetLogFormat().GetJsonFormat() == nil {
 		t.Errorf("stdout: %v", l)
 	}
-	if l := accessLogs("stderr"); len(l) != 1 || l[0].GetTypedConfig().UnmarshalTo(se) != nil || se.GetLogFormat().GetJsonFormat() == nil {
+	if l := fileAccessLogs("stderr"); len(l) != 1 || l[0].GetTypedConfig().UnmarshalTo(se) != nil || se.GetLogFormat().GetJsonFormat() == nil {
 		t.Errorf("stderr: %v", l)
 	}
 }

@@ -24,6 +24,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: GatewayStatPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		// Long generations: see build_timeouts.go and build_accesslog.go.
+		StreamIdleTimeout: streamIdleTimeout(cfg),
+		AccessLog:         accessLogs(cfg),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: GatewayRouteName,
 			ConfigSource:    adsSource(),
@@ -64,6 +67,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 
 func stripClientHeaders(cfg *config.Config) *earlyv3.HeaderMutation {
 	names := map[string]bool{config.VariantHeader: true, config.ShadowHeader: true}
+	for _, h := range clientTimeoutHeaders {
+		names[h] = true
+	}
 	for _, e := range cfg.Endpoints {
 		for _, s := range e.Shadows {
 			names[config.ShadowHeaderFor(s.Name)] = true

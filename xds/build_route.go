@@ -29,7 +29,7 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 	sort.SliceStable(order, func(i, j int) bool { return len(order[i].Match.PathPrefix) > len(order[j].Match.PathPrefix) })
 	vh := &routev3.VirtualHost{Name: "modelsplit", Domains: []string{"*"}}
 	for _, e := range order {
-		vh.Routes = append(vh.Routes, withRetries(e, endpointRoutes(e))...)
+		vh.Routes = append(vh.Routes, withRetries(e, withTimeouts(e, endpointRoutes(e)))...)
 	}
 	vh.Routes = append(vh.Routes, unmatchedRoute())
 	return &routev3.RouteConfiguration{
