@@ -14,7 +14,10 @@
 //     answer knows it only at the end: gRPC trailing metadata, HTTP/2
 //     trailers) or header.
 //
-// The variant is the entry's upstream cluster (<endpoint>/<variant>);
+// The variant is the one that answered: the response's
+// x-modelsplit-variant when it names a variant of the entry's endpoint
+// (after a failover the upstream cluster is the variant the request was
+// routed to), else the entry's upstream cluster (<endpoint>/<variant>);
 // entries for endpoints with observe: false, for clusters the config does
 // not name, and without a cluster (404s) are counted in
 // modelsplit_access_log_entries_total{result} and dropped.

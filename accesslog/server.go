@@ -155,6 +155,13 @@ func (s *Server) record(e *accesslogdatav3.HTTPAccessLogEntry) {
 		return
 	}
 	clusters := *s.clusters.Load()
+	// After a failover the upstream cluster is the variant the request was
+	// routed to; x-modelsplit-variant names the one that answered.
+	if served := e.GetResponse().GetResponseHeaders()[config.VariantHeader]; served != "" {
+		if _, ok := clusters[config.ClusterName(endpoint, served)]; ok {
+			cluster = config.ClusterName(endpoint, served)
+		}
+	}
 	v, known := clusters[cluster]
 	switch {
 	case v != nil:

@@ -171,6 +171,8 @@ func TestEntriesBecomeVariantSamples(t *testing.T) {
 		entry("chat/a", 30*time.Millisecond, 40*time.Millisecond, map[string]string{"x-usage-tokens": "7"}, nil),
 		entry("chat/a", 0, 2*time.Second, nil, nil), // a 504: the variant never answered
 		entry("chat/b", 10*time.Millisecond, 50*time.Millisecond, map[string]string{"x-usage-tokens": "many"}, nil),
+		// A failover: routed to chat/a, answered by b.
+		entry("chat/a", 5*time.Millisecond, 20*time.Millisecond, map[string]string{config.VariantHeader: "b"}, nil),
 	)
 	intermediate := entry("chat/b", time.Millisecond, time.Second, nil, nil)
 	intermediate.CommonProperties.AccessLogType = accesslogdatav3.AccessLogType_DownstreamPeriodic
@@ -181,14 +183,14 @@ func TestEntriesBecomeVariantSamples(t *testing.T) {
 		entry("other/a", time.Millisecond, time.Second, nil, nil), // not an endpoint
 		intermediate,
 	)
-	waitFor(t, "9 entries", func() bool {
+	waitFor(t, "10 entries", func() bool {
 		var n float64
 		for _, r := range []string{"recorded", "no_cluster", "unobserved", "unknown_variant", "unknown_endpoint", "intermediate"} {
 			n += counter(t, m, "modelsplit_access_log_entries_total", map[string]string{"result": r})
 		}
-		return n == 9
+		return n == 10
 	})
-	for r, want := range map[string]float64{"recorded": 4, "no_cluster": 1, "unobserved": 1, "unknown_variant": 1, "unknown_endpoint": 1, "intermediate": 1} {
+	for r, want := range map[string]float64{"recorded": 5, "no_cluster": 1, "unobserved": 1, "unknown_variant": 1, "unknown_endpoint": 1, "intermediate": 1} {
 		if got := counter(t, m, "modelsplit_access_log_entries_total", map[string]string{"result": r}); got != want {
 			t.Errorf("entries %s = %v, want %v", r, got, want)
 		}
@@ -205,8 +207,8 @@ func TestEntriesBecomeVariantSamples(t *testing.T) {
 		{"modelsplit_variant_time_to_first_byte_seconds", a, 2, 0.05},
 		{"modelsplit_variant_duration_seconds", a, 3, 5.04},
 		{"modelsplit_variant_response_tokens", a, 2, 127},
-		{"modelsplit_variant_time_to_first_byte_seconds", b, 1, 0.01},
-		{"modelsplit_variant_duration_seconds", b, 1, 0.05},
+		{"modelsplit_variant_time_to_first_byte_seconds", b, 2, 0.015},
+		{"modelsplit_variant_duration_seconds", b, 2, 0.07},
 		{"modelsplit_variant_response_tokens", b, 0, 0}, // "many" is not a count
 	} {
 		count, sum := histogram(t, m, tc.name, tc.labels)

@@ -281,13 +281,28 @@ func TestEnvoyVariantFailover(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			time.Sleep(500 * time.Millisecond)
+			// Steady: a full second in which every a-user's answer came
+			// from a. (Outlier ejections last base_ejection_time times the
+			// host's ejection count, so after a long outage a recovered
+			// backend can stay ejected for a few seconds.)
+			var steady time.Duration
+			var after map[string]map[string]int
 			load.snapshot()
-			time.Sleep(time.Second)
-			after := load.snapshot()
+			for steady == 0 {
+				time.Sleep(time.Second)
+				after = load.snapshot()
+				if healthy == 0 && g.envoy.hostsHealthy("model/a", true, a1.addr, a2.addr) {
+					healthy = time.Since(back)
+				}
+				if after["a"]["b"] == 0 && after["a"]["a"] > 0 {
+					steady = time.Since(back)
+				} else if time.Since(back) > 30*time.Second {
+					break
+				}
+			}
 			load.stop()
-			if after["a"]["b"] != 0 || after["a"]["a"] == 0 {
-				t.Errorf("after a's backends returned: answers by decided variant %v, want a's users on a", after)
+			if steady == 0 {
+				t.Errorf("30s after a's backends returned: answers by decided variant %v, want a's users on a", after)
 			}
 			// Every user on their variant again (route fails on any lie).
 			again := g.route(t, "/model/predict", users)
@@ -328,9 +343,9 @@ func TestEnvoyVariantFailover(t *testing.T) {
 				t.Errorf("modelsplit counted %v failovers, the clients saw %d", counted, failovers)
 			}
 			t.Logf("%s: %d requests, %d failed (all sent before the stop completed), %d failovers (Envoy: %d answers by b's host in model/a, "+
-				"%d rescued by a retry; modelsplit: %v); a's backends marked %s %v after the stop; after they returned: healthy in Envoy after %v, users back after %v",
+				"%d rescued by a retry; modelsplit: %v); a's backends marked %s %v after the stop; after they returned: healthy in Envoy after %v, first user back after %v, all back (a clean second) after %v",
 				tc.name, sent, failed, failovers, envoyFailovers, retries, counted, tc.flag, noticed.Round(time.Millisecond),
-				healthy.Round(time.Millisecond), returned.Round(time.Millisecond))
+				healthy.Round(time.Millisecond), returned.Round(time.Millisecond), steady.Round(time.Millisecond))
 			g.envoy.assertNoRejections()
 		})
 	}

@@ -52,8 +52,10 @@ func accessLogs(cfg *config.Config) []*accesslogv3.AccessLog {
 			BufferSizeBytes:     wrapperspb.UInt32(AccessLogBufferBytes),
 		},
 		// A server that streams its answer can only report the count at
-		// the end: gRPC trailing metadata, HTTP/2 trailers.
-		AdditionalResponseHeadersToLog:  headers,
+		// the end: gRPC trailing metadata, HTTP/2 trailers. The variant
+		// header names the variant that answered, which after a failover
+		// is not the upstream cluster's (build_health.go).
+		AdditionalResponseHeadersToLog:  append([]string{config.VariantHeader}, headers...),
 		AdditionalResponseTrailersToLog: headers,
 	}
 	return []*accesslogv3.AccessLog{{

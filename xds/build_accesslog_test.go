@@ -7,6 +7,8 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/modelsplit/modelsplit/config"
 )
 
 // The gateway logs requests to modelsplit over gRPC when some endpoint is
@@ -22,9 +24,11 @@ func TestAccessLogOnlyWhenObserved(t *testing.T) {
 	if err := hcm.GetAccessLog()[0].GetTypedConfig().UnmarshalTo(als); err != nil {
 		t.Fatal(err)
 	}
+	// Headers: the variant that answered (a failover target's, after a
+	// failover), then the token counts; trailers: the counts.
 	want := []string{"x-modelsplit-tokens", "x-usage-completion-tokens"}
-	if !slices.Equal(als.GetAdditionalResponseHeadersToLog(), want) || !slices.Equal(als.GetAdditionalResponseTrailersToLog(), want) {
-		t.Errorf("logged headers %v trailers %v, want %v", als.GetAdditionalResponseHeadersToLog(), als.GetAdditionalResponseTrailersToLog(), want)
+	if !slices.Equal(als.GetAdditionalResponseHeadersToLog(), append([]string{config.VariantHeader}, want...)) || !slices.Equal(als.GetAdditionalResponseTrailersToLog(), want) {
+		t.Errorf("logged headers %v trailers %v, want %v (headers after %s)", als.GetAdditionalResponseHeadersToLog(), als.GetAdditionalResponseTrailersToLog(), want, config.VariantHeader)
 	}
 	cc := als.GetCommonConfig()
 	if cc.GetLogName() != AccessLogName || cc.GetGrpcService().GetEnvoyGrpc().GetClusterName() != ExtProcClusterName {
