@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -653,12 +654,22 @@ func TestEnvoyLongGRPC(t *testing.T) {
 		v, _ := s.Header()
 		t.Logf("40/40 messages in order over %v, status OK, variant %v", took.Round(time.Millisecond), v.Get("x-modelsplit-variant"))
 	}})
+	var rawByEnvoy, deafRan atomic.Int64 // calls Envoy ended at max_stream_duration
 	subs = append(subs, subtest{"the client's grpc-timeout bounds the call in Envoy", func(t *testing.T) {
 		code, took, err := rawGRPCStream(g.port, "2S", "10s")
-		if err != nil || code != strconv.Itoa(int(codes.DeadlineExceeded)) || !within(took, 2*time.Second, 3500*time.Millisecond) {
-			t.Fatalf("grpc-status %q after %v (%v); want %d (DEADLINE_EXCEEDED) after 2s", code, took, err, codes.DeadlineExceeded)
+		if code == strconv.Itoa(int(codes.DeadlineExceeded)) {
+			rawByEnvoy.Add(1)
 		}
-		t.Logf("grpc-timeout: 2S, backend silent 10s, no client deadline: grpc-status %s from Envoy after %v", code, took.Round(time.Millisecond))
+		// The backend (grpc-go) is told the same 2s and resets the stream
+		// then: whichever comes first answers (see above). With the
+		// endpoint's retry policy Envoy's own answer came a few ms later
+		// and the backend's reset won 3 of 5 runs (1 of 5 without).
+		if err != nil || (code != strconv.Itoa(int(codes.DeadlineExceeded)) && code != strconv.Itoa(int(codes.Unavailable))) ||
+			!within(took, 2*time.Second, 3500*time.Millisecond) {
+			t.Fatalf("grpc-status %q after %v (%v); want %d (DEADLINE_EXCEEDED from Envoy) or %d (the backend's reset at the same deadline) after 2s",
+				code, took, err, codes.DeadlineExceeded, codes.Unavailable)
+		}
+		t.Logf("grpc-timeout: 2S, backend silent 10s, no client deadline: grpc-status %s after %v (4: Envoy ended it, 14: the backend did at the same deadline)", code, took.Round(time.Millisecond))
 	}})
 	subs = append(subs, subtest{"the endpoint's timeout caps a longer grpc-timeout", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
@@ -666,6 +677,7 @@ func TestEnvoyLongGRPC(t *testing.T) {
 		start := time.Now()
 		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 		took := time.Since(start)
+		deafRan.Add(1)
 		if status.Code(err) != codes.DeadlineExceeded || !within(took, 3*time.Second, 4500*time.Millisecond) {
 			t.Fatalf("%v after %v; want DEADLINE_EXCEEDED after 3s", err, took)
 		}
@@ -699,8 +711,8 @@ func TestEnvoyLongGRPC(t *testing.T) {
 		t.Logf("deadline 1h on a 3s endpoint, grpc-go backend: %v after %v; the backend's deadline was %v", err, took.Round(time.Millisecond), deadlines[0].Round(time.Millisecond))
 	}})
 	concurrently(t, subs...)
-	if n := g.envoy.stat("http.modelsplit.downstream_rq_max_duration_reached"); n < 2 {
-		t.Errorf("downstream_rq_max_duration_reached %d, want at least 2 (the raw and the deaf call)", n)
+	if n, want := g.envoy.stat("http.modelsplit.downstream_rq_max_duration_reached"), uint64(rawByEnvoy.Load()+deafRan.Load()); n < want {
+		t.Errorf("downstream_rq_max_duration_reached %d, want at least %d (the deaf call, and the raw one when Envoy ended it)", n, want)
 	}
 	g.envoy.assertNoRejections()
 }
