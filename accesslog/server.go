@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,9 @@ type Server struct {
 	// clusters maps a variant's cluster name (<endpoint>/<variant>) of an
 	// observed endpoint to its series; replaced whole on SetConfig.
 	clusters atomic.Pointer[map[string]*variantSeries]
+
+	done      chan struct{} // closed by Close: open streams end
+	closeOnce sync.Once
 }
 
 // variantSeries are one variant's series and what the entries need to
@@ -70,7 +74,7 @@ func NewServer(opts Options) *Server {
 		opts.Metrics = metrics.New()
 	}
 	r := opts.Metrics.AccessLogEntries
-	s := &Server{log: opts.Logger, metrics: opts.Metrics, results: resultCounters{
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, done: make(chan struct{}), results: resultCounters{
 		recorded:        r.WithLabelValues(resultRecorded),
 		noCluster:       r.WithLabelValues(resultNoCluster),
 		unknownEndpoint: r.WithLabelValues(resultUnknownEndpoint),
@@ -115,8 +119,35 @@ func (s *Server) SetConfig(cfg *config.Config) {
 // StreamAccessLogs reads one Envoy worker's stream of batches until Envoy
 // closes it. Envoy expects no answer.
 func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAccessLogsServer) error {
+	type received struct {
+		msg *accesslogv3.StreamAccessLogsMessage
+		err error
+	}
+	// Recv runs apart so that Close can end the stream: Envoy keeps it open
+	// for good, and a graceful stop would otherwise wait its whole grace
+	// period for it. Envoy reconnects (to this process after a restart).
+	next := make(chan received)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			select {
+			case next <- received{msg, err}:
+			case <-stream.Context().Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		msg, err := stream.Recv()
+		var r received
+		select {
+		case <-s.done:
+			return stream.SendAndClose(&accesslogv3.StreamAccessLogsResponse{})
+		case r = <-next:
+		}
+		msg, err := r.msg, r.err
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return stream.SendAndClose(&accesslogv3.StreamAccessLogsResponse{})
@@ -135,6 +166,11 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 		}
 	}
 }
+
+// Close ends every open access log stream (Envoy's are open for good),
+// so a graceful stop does not wait for them. Call it before stopping the
+// gRPC server.
+func (s *Server) Close() { s.closeOnce.Do(func() { close(s.done) }) }
 
 // record turns one request's entry into its variant's samples: time to
 // the first upstream byte (absent when the variant never answered),

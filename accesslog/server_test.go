@@ -260,3 +260,49 @@ endpoints:
 		t.Errorf("recorded %v entries after observe was turned off", c)
 	}
 }
+
+// Envoy never closes its access log stream, so a graceful stop of the
+// gRPC server would wait for it until its grace ran out. Close ends the
+// open streams: the stop completes, and the client sees its stream end.
+func TestCloseEndsOpenStreams(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := accesslog.NewServer(accesslog.Options{Metrics: metrics.New()})
+	s.SetConfig(cfg)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	go g.Serve(lis)
+	defer g.Stop()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := accesslogv3.NewAccessLogServiceClient(cc).StreamAccessLogs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, stream, true, entry("m/a", time.Millisecond, 2*time.Millisecond, nil, nil))
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("GracefulStop returned with Envoy's stream still open: the test proves nothing")
+	case <-time.After(300 * time.Millisecond):
+	}
+	s.Close()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("GracefulStop still waiting 5s after Close: the access log stream was not ended")
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		t.Errorf("the client's stream ended with %v, want a clean end", err)
+	}
+}

@@ -317,6 +317,9 @@ func (s *Service) Close() {
 func (s *Service) stop() {
 	grace, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
 	defer cancel()
+	if s.logs != nil {
+		s.logs.Close() // Envoy's access log streams never end on their own
+	}
 	var wg sync.WaitGroup
 	for _, g := range []*grpc.Server{s.xdsGRPC, s.extprocGRPC} {
 		if g == nil {
