@@ -26,6 +26,10 @@ Envoy's host.`)
 	fs.StringVar(&t.CertFile, "xds-cert-file", "", "Envoy's client certificate `file` (on Envoy's host), for modelsplit's tls.client_ca_file")
 	fs.StringVar(&t.KeyFile, "xds-key-file", "", "Envoy's client key `file` (on Envoy's host)")
 	fs.StringVar(&t.ServerName, "xds-server-name", "", "`name` modelsplit's certificate holds, sent as SNI (default: the -xds host)")
+	fs.Int64Var(&o.MaxConnections, "max-connections", o.MaxConnections,
+		"overload manager: most downstream connections Envoy holds at once, past it new ones are closed (`n`; 0 disables)")
+	fs.Int64Var(&o.MaxHeapBytes, "max-heap-bytes", o.MaxHeapBytes,
+		"overload manager: Envoy's heap budget in `bytes`; at 95% it shrinks its heap, at 98% it answers new requests 503 (0 disables; set below the container's memory limit)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

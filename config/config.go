@@ -46,6 +46,11 @@ const (
 	// ShadowHeader prefixes the per-shadow headers (ShadowHeaderFor) that
 	// mark a request as sampled; Envoy strips client-sent copies.
 	ShadowHeader = "x-modelsplit-shadow"
+	// FailoverHeader names, on an answer, the variant the request was
+	// routed to when another variant answered it (failover); absent
+	// otherwise. x-modelsplit-variant always names the variant that
+	// answered.
+	FailoverHeader = "x-modelsplit-failover-from"
 	// RequestIDHeader identifies a request in disagreement samples
 	// (Envoy sets it).
 	RequestIDHeader = "x-request-id"
@@ -170,6 +175,12 @@ type Gateway struct {
 	// ExtProcTimeout is Envoy's per-message timeout for the decision; past
 	// it Envoy fails open to the weighted route.
 	ExtProcTimeout Duration `yaml:"extproc_timeout"`
+	// The edge settings below are described in gateway.go.
+	AccessLog             string        `yaml:"access_log"`
+	XFFNumTrustedHops     int           `yaml:"xff_num_trusted_hops"`
+	RequestHeadersTimeout Duration      `yaml:"request_headers_timeout"`
+	TLS                   GatewayTLS    `yaml:"tls"`
+	Limits                GatewayLimits `yaml:"limits"`
 }
 
 // Endpoint is one model served behind the gateway, split across variants.
@@ -204,6 +215,38 @@ type Endpoint struct {
 	// (make bench-envoy); rules, targets, cookies and user-sampled shadows
 	// need the decision and are refused with it. On unless set to false.
 	Decide *bool `yaml:"decide"`
+	// Timeout bounds a whole request on this endpoint's routes (variant,
+	// fallback) and their mirrors: Envoy answers 504 past it (a stream
+	// already under way is reset). For a grpc endpoint it is the longest
+	// call, and a shorter grpc-timeout from the client wins. Default
+	// DefaultTimeout; between 1ms and MaxTimeout.
+	Timeout Duration `yaml:"timeout"`
+	// IdleTimeout bounds the silence on a request's stream: no byte either
+	// way for this long ends it (408 before the response started, a reset
+	// after). It also bounds the wait for the first response byte. Default
+	// DefaultIdleTimeout, or Timeout when that is shorter; at most Timeout.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TokensHeader names the response header (or trailer) in which the
+	// model server reports the tokens it generated for the request; the
+	// gateway's access log carries it to modelsplit_variant_response_tokens.
+	// Default DefaultTokensHeader.
+	TokensHeader string `yaml:"tokens_header"`
+
+	// Streaming marks an endpoint whose answers stream (server-sent
+	// events, gRPC streams, token-by-token generation): it may only retry
+	// failures that happen before a backend took the request.
+	Streaming bool `yaml:"streaming"`
+	// HealthCheck turns on Envoy's active health checks of the variants'
+	// backends. Off unless set.
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	// OutlierDetection tunes how Envoy ejects backends that keep failing.
+	OutlierDetection OutlierDetection `yaml:"outlier_detection"`
+	// Retries is Envoy's retry policy on the endpoint's routes.
+	Retries Retries `yaml:"retries"`
+	// Failover lets a variant's users be served by the endpoint's other
+	// variants (same protocol, config order) while none of their own
+	// variant's backends is healthy. On unless set to false.
+	Failover *bool `yaml:"failover"`
 }
 
 // Match selects the requests that belong to an endpoint.
@@ -436,6 +479,7 @@ func (c *Config) Clone() *Config {
 			d := *e.Decide
 			e.Decide = &d
 		}
+		e.cloneResilience()
 		e.Rules = append([]Rule(nil), e.Rules...)
 		for j := range e.Rules {
 			e.Rules[j].OneOf = append([]string(nil), e.Rules[j].OneOf...)

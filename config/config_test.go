@@ -58,6 +58,42 @@ endpoints:
 	if c.Gateway.ExtProcTimeout != config.DefaultExtProcTimeout {
 		t.Errorf("extproc_timeout = %v", c.Gateway.ExtProcTimeout)
 	}
+	e := c.Endpoints[0]
+	if e.Timeout != config.DefaultTimeout || e.IdleTimeout != config.DefaultIdleTimeout || e.TokensHeader != config.DefaultTokensHeader {
+		t.Errorf("timeout %v idle_timeout %v tokens_header %q, want %v %v %q", e.Timeout, e.IdleTimeout, e.TokensHeader,
+			config.DefaultTimeout, config.DefaultIdleTimeout, config.DefaultTokensHeader)
+	}
+}
+
+// The idle default never exceeds the endpoint's timeout; written values
+// are kept; a config built in code gets the defaults from ApplyDefaults.
+func TestTimeoutDefaults(t *testing.T) {
+	const variant = "    variants: [{name: a, weight: 1, backends: [\"10.0.0.1:80\"]}]\n"
+	for _, tc := range []struct {
+		extra         string
+		timeout, idle time.Duration
+		tokens        string
+	}{
+		{"", 300 * time.Second, 60 * time.Second, "x-modelsplit-tokens"},
+		{"    timeout: 2s\n", 2 * time.Second, 2 * time.Second, "x-modelsplit-tokens"},
+		{"    timeout: 10m\n", 10 * time.Minute, 60 * time.Second, "x-modelsplit-tokens"},
+		{"    timeout: 10m\n    idle_timeout: 10m\n", 10 * time.Minute, 10 * time.Minute, "x-modelsplit-tokens"},
+		{"    idle_timeout: 5s\n    tokens_header: X-Usage-Tokens\n", 300 * time.Second, 5 * time.Second, "x-usage-tokens"},
+	} {
+		c, err := config.Parse("t.yaml", []byte("endpoints:\n  - name: m\n    match: {path_prefix: /m}\n"+tc.extra+variant))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.extra, err)
+		}
+		e := c.Endpoints[0]
+		if e.Timeout.D() != tc.timeout || e.IdleTimeout.D() != tc.idle || e.TokensHeader != tc.tokens {
+			t.Errorf("%q: timeout %v idle %v tokens %q, want %v %v %q", tc.extra, e.Timeout, e.IdleTimeout, e.TokensHeader, tc.timeout, tc.idle, tc.tokens)
+		}
+	}
+	c := &config.Config{Endpoints: []config.Endpoint{{Name: "m"}}}
+	c.ApplyDefaults()
+	if e := c.Endpoints[0]; e.Timeout != config.DefaultTimeout || e.IdleTimeout != config.DefaultIdleTimeout {
+		t.Errorf("built in code: timeout %v idle %v", e.Timeout, e.IdleTimeout)
+	}
 }
 
 func TestGRPCServiceDerivedFromPrefix(t *testing.T) {
@@ -137,6 +173,42 @@ func TestInvalidConfigs(t *testing.T) {
 			"    rules: [{header: x-r, equals: eu, variant: a}]\n",
 			[]string{"9:endpoints[0].rules:needs the decision", "5:endpoints[0].allow_target:needs the decision",
 				"6:endpoints[0].sticky.mint_cookie:needs the decision", "8:endpoints[0].shadows[0]:user-sampled"}},
+		{"negative timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: -5s\n" + variant,
+			[]string{"4:endpoints[0].timeout:must not be negative, got -5s"}},
+		{"zero timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 0s\n    idle_timeout: 0s\n" + variant,
+			[]string{"4:endpoints[0].timeout:must be at least 1ms, got 0s", "5:endpoints[0].idle_timeout:must be at least 1ms"}},
+		{"sub-millisecond timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    idle_timeout: 500us\n" + variant,
+			[]string{"4:endpoints[0].idle_timeout:must be at least 1ms, got 500µs"}},
+		{"absurd timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 48h\n    idle_timeout: 8760h\n" + variant,
+			[]string{"4:endpoints[0].timeout:must be at most 24h0m0s, got 48h0m0s", "5:endpoints[0].idle_timeout:must be at most 24h0m0s, got 8760h0m0s"}},
+		{"idle longer than timeout", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 30s\n    idle_timeout: 2m\n" + variant,
+			[]string{"5:endpoints[0].idle_timeout:2m0s is longer than timeout 30s: the request would end first"}},
+		{"timeout not a duration", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 300\n" + variant,
+			[]string{"4:endpoints[0].timeout:invalid duration \"300\""}},
+		{"bad tokens header", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    tokens_header: \"x tokens\"\n" + variant,
+			[]string{"4:endpoints[0].tokens_header:not a valid header name"}},
+		{"empty tokens header", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    tokens_header: \"\"\n" + variant,
+			[]string{"4:endpoints[0].tokens_header:must not be empty"}},
+		{"health check without a path", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    health_check: {interval: 1s}\n" + variant,
+			[]string{"4:endpoints[0].health_check.path:required"}},
+		{"health check timeout and thresholds", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" +
+			"    health_check:\n      path: healthz\n      interval: 1s\n      timeout: 2s\n      unhealthy_threshold: -1\n      grpc_service: x.Y\n" + variant,
+			[]string{"5:endpoints[0].health_check.path:must start with '/'", "7:endpoints[0].health_check.timeout:longer than the interval",
+				"8:endpoints[0].health_check.unhealthy_threshold:must be 1-100", "9:endpoints[0].health_check.grpc_service:no grpc variant"}},
+		{"grpc health check with a path", "endpoints:\n  - name: m\n    protocol: grpc\n    services: [x.Y]\n    match: {path_prefix: /m}\n" +
+			"    health_check: {path: /healthz}\n" + variant,
+			[]string{"6:endpoints[0].health_check.path:gRPC health service"}},
+		{"outlier detection out of range", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" +
+			"    outlier_detection: {consecutive_5xx: -2, max_ejection_percent: 101}\n" + variant,
+			[]string{"4:endpoints[0].outlier_detection.consecutive_5xx:must be 1-1000", "4:endpoints[0].outlier_detection.max_ejection_percent:must be 0-100"}},
+		{"retries out of range and unknown condition", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n" +
+			"    retries:\n      attempts: 9\n      on: [connect-failure, retriable-4xx, connect-failure, unavailable]\n" + variant,
+			[]string{"5:endpoints[0].retries.attempts:must be 0-5", "6:endpoints[0].retries.on[1]:unknown retry condition",
+				"6:endpoints[0].retries.on[2]:listed twice", "6:endpoints[0].retries.on[3]:no grpc variant"}},
+		{"streaming endpoint asks for replaying retries", "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    streaming: true\n" +
+			"    retries: {attempts: 2, on: [connect-failure, 5xx, reset]}\n" + variant,
+			[]string{"5:endpoints[0].retries.on[1]:streaming endpoint retries only failures before a backend took the request",
+				"5:endpoints[0].retries.on[2]:can replay a request"}},
 		{"empty", "", []string{"config is empty"}},
 	}
 	for _, tc := range cases {
@@ -216,6 +288,76 @@ endpoints:
 		if i > 0 && errs[i-1].Line > e.Line {
 			t.Errorf("errors not sorted by line: %v", err)
 		}
+	}
+}
+
+// Health checks are off unless configured; outlier detection, retries and
+// failover are on with defaults; a streaming endpoint keeps the default
+// (safe) retries and may turn them off.
+func TestResilienceDefaults(t *testing.T) {
+	c, err := config.Parse("r.yaml", []byte(`
+endpoints:
+  - name: m
+    match: {path_prefix: /m}
+    variants:
+      - {name: a, weight: 1, backends: ["10.0.0.1:80"]}
+      - {name: b, weight: 1, backends: ["10.0.0.2:80"]}
+      - {name: g, weight: 0, backends: ["10.0.0.3:80"], protocol: grpc}
+  - name: s
+    match: {path_prefix: /s}
+    streaming: true
+    failover: false
+    health_check: {path: /healthz, interval: 500ms}
+    retries: {attempts: 0}
+    variants:
+      - {name: a, weight: 1, backends: ["10.0.0.1:80"]}
+      - {name: b, weight: 1, backends: ["10.0.0.2:80"]}
+  - name: t
+    match: {path_prefix: /t}
+    streaming: true
+    variants: [{name: a, weight: 1, backends: ["10.0.0.1:80"]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, s, st := &c.Endpoints[0], &c.Endpoints[1], &c.Endpoints[2]
+	if m.HealthCheck != nil {
+		t.Errorf("health checks on by default: %+v", m.HealthCheck)
+	}
+	if m.RetryAttempts() != 1 || strings.Join(m.Retries.On, ",") != "connect-failure,refused-stream,reset-before-request" {
+		t.Errorf("default retries: %d on %v", m.RetryAttempts(), m.Retries.On)
+	}
+	o := m.OutlierDetection
+	if o.Consecutive5xx != 5 || o.ConsecutiveGatewayFailure != 3 || o.BaseEjectionTime.D() != 30*time.Second || o.Interval.D() != 10*time.Second {
+		t.Errorf("default outlier detection: %+v", o)
+	}
+	// a fails over to b only (g speaks gRPC); g has no target.
+	if got := m.FailoverTargets(&m.Variants[0]); len(got) != 1 || got[0].Name != "b" {
+		t.Errorf("a fails over to %v, want [b]", got)
+	}
+	if got := m.FailoverTargets(&m.Variants[2]); len(got) != 0 {
+		t.Errorf("g (the only gRPC variant) fails over to %v", got)
+	}
+	if m.EjectionPercent(&m.Variants[0]) != 100 || m.EjectionPercent(&m.Variants[2]) != 50 || m.EjectionPercent(nil) != 50 {
+		t.Errorf("max ejection percent: with failover %d, alone %d, shadow %d; want 100, 50, 50",
+			m.EjectionPercent(&m.Variants[0]), m.EjectionPercent(&m.Variants[2]), m.EjectionPercent(nil))
+	}
+	h := s.HealthCheck
+	if h == nil || h.Timeout.D() != 500*time.Millisecond || h.UnhealthyThreshold != 2 || h.HealthyThreshold != 2 {
+		t.Errorf("health check defaults: %+v (timeout at most the interval)", h)
+	}
+	if s.RetryAttempts() != 0 || len(s.FailoverTargets(&s.Variants[0])) != 0 || s.EjectionPercent(&s.Variants[0]) != 50 {
+		t.Errorf("retries %d, failover %v, ejection %d: want 0, none, 50", s.RetryAttempts(), s.FailoverTargets(&s.Variants[0]), s.EjectionPercent(&s.Variants[0]))
+	}
+	if st.RetryAttempts() != 1 {
+		t.Errorf("a streaming endpoint keeps the safe retries: %d", st.RetryAttempts())
+	}
+	n := c.Clone()
+	*n.Endpoints[1].Retries.Attempts = 3
+	n.Endpoints[1].HealthCheck.Path = "/other"
+	n.Endpoints[0].Retries.On[0] = "5xx"
+	if s.RetryAttempts() != 0 || s.HealthCheck.Path != "/healthz" || m.Retries.On[0] != "connect-failure" {
+		t.Error("Clone shares resilience settings with the original")
 	}
 }
 

@@ -22,6 +22,21 @@ const (
 	DefaultStoreTimeout   = Duration(10 * time.Millisecond)
 	DefaultCacheSize      = 100_000
 	DefaultExtProcTimeout = Duration(50 * time.Millisecond)
+	// DefaultTimeout is an endpoint's whole-request bound. Envoy's own
+	// default (15s) cuts long generations off with a 504; five minutes
+	// lets a large model write a few thousand tokens at a few tens of
+	// tokens a second, and still frees a hung backend's connection.
+	DefaultTimeout = Duration(300 * time.Second)
+	// DefaultIdleTimeout is an endpoint's longest silence on a stream.
+	// Token streams send a chunk every few tens of milliseconds and the
+	// first one within seconds; a minute of silence is a stalled model
+	// (or a non-streaming answer longer than that: raise it there).
+	DefaultIdleTimeout = Duration(60 * time.Second)
+	// MaxTimeout caps timeout and idle_timeout: longer is a typo (or
+	// needs a job queue, not a held HTTP request).
+	MaxTimeout = Duration(24 * time.Hour)
+	// DefaultTokensHeader is where a model server reports its token count.
+	DefaultTokensHeader = "x-modelsplit-tokens"
 	// MaxWeight keeps weight sums far from overflow in Envoy's uint32 and in
 	// the hash arithmetic.
 	MaxWeight = 1_000_000
@@ -57,6 +72,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Gateway.ExtProcTimeout == 0 {
 		c.Gateway.ExtProcTimeout = DefaultExtProcTimeout
 	}
+	c.applyGatewayDefaults()
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		if e.Protocol == "" {
@@ -70,9 +86,11 @@ func (c *Config) ApplyDefaults() {
 		if e.Sticky.Header != "" {
 			e.Sticky.Header = strings.ToLower(e.Sticky.Header)
 		}
+		c.defaultTimeouts(i, e)
 		for j := range e.Rules {
 			e.Rules[j].Header = strings.ToLower(e.Rules[j].Header)
 		}
+		e.applyResilienceDefaults()
 		for j := range e.Shadows {
 			if c := e.Shadows[j].Compare; c != nil {
 				if c.Timeout == 0 {
@@ -90,6 +108,27 @@ func (c *Config) ApplyDefaults() {
 			}
 		}
 	}
+}
+
+// defaultTimeouts fills an endpoint's timeouts. A field written in the
+// file is kept as written, even 0 (refused by Validate: Envoy would read
+// it as "no timeout"); only an absent one gets the default. The idle
+// default never exceeds the endpoint's timeout.
+func (c *Config) defaultTimeouts(i int, e *Endpoint) {
+	f := fmt.Sprintf("endpoints[%d].", i)
+	if e.Timeout == 0 && c.Line(f+"timeout") == 0 {
+		e.Timeout = DefaultTimeout
+	}
+	if e.IdleTimeout == 0 && c.Line(f+"idle_timeout") == 0 {
+		e.IdleTimeout = DefaultIdleTimeout
+		if e.Timeout > 0 && e.Timeout < e.IdleTimeout {
+			e.IdleTimeout = e.Timeout
+		}
+	}
+	if e.TokensHeader == "" && c.Line(f+"tokens_header") == 0 {
+		e.TokensHeader = DefaultTokensHeader
+	}
+	e.TokensHeader = strings.ToLower(e.TokensHeader)
 }
 
 // ServiceFromPrefix derives a gRPC service name from a "/package.Service/"
@@ -142,8 +181,11 @@ func (c *Config) Validate() error {
 	v.admin()
 	v.store()
 	v.gateway()
+	v.gatewayEdge()
 	v.userLists()
 	v.endpoints()
+	v.statNames()
+	v.pathPrefixes()
 	if len(v.errs) == 0 {
 		return nil
 	}
@@ -459,6 +501,7 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 		}
 	}
 	v.sticky(f+".sticky", &e.Sticky)
+	v.timeouts(f, e)
 
 	members := map[string]string{}
 	if len(e.Variants) == 0 {
@@ -505,6 +548,36 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 	}
 	if !e.Decided() {
 		v.undecided(f, e)
+	}
+	v.resilience(f, e)
+}
+
+// timeouts checks an endpoint's timeout and idle_timeout: each between
+// 1ms (Envoy counts whole milliseconds, and 0 means no timeout at all)
+// and MaxTimeout, and the idle bound no longer than the whole.
+func (v *validator) timeouts(f string, e *Endpoint) {
+	check := func(field string, d Duration) bool {
+		switch {
+		case d < 0:
+			v.add(field, "must not be negative, got %v", d)
+		case d < Duration(time.Millisecond):
+			v.add(field, "must be at least 1ms, got %v (Envoy counts whole milliseconds and reads 0 as no timeout at all)", d)
+		case d > MaxTimeout:
+			v.add(field, "must be at most %v, got %v", MaxTimeout.D(), d)
+		default:
+			return true
+		}
+		return false
+	}
+	okTimeout := check(f+".timeout", e.Timeout)
+	okIdle := check(f+".idle_timeout", e.IdleTimeout)
+	if okTimeout && okIdle && e.IdleTimeout > e.Timeout {
+		v.add(f+".idle_timeout", "%v is longer than timeout %v: the request would end first, so it could never fire (make it at most %v)", e.IdleTimeout, e.Timeout, e.Timeout)
+	}
+	if e.TokensHeader == "" {
+		v.add(f+".tokens_header", "must not be empty (omit it for %s)", DefaultTokensHeader)
+	} else if !headerRE.MatchString(e.TokensHeader) {
+		v.add(f+".tokens_header", "%q is not a valid header name", e.TokensHeader)
 	}
 }
 

@@ -36,14 +36,17 @@ const attributesKey = "envoy.filters.http.ext_proc"
 
 // observation is one observed request.
 type observation struct {
-	start     time.Time
-	variant   string // served variant, once known
-	method    string
-	path      string
-	authority string
-	requestID string
-	header    http.Header // replayable request headers (captures only)
-	captures  []namedCapture
+	start   time.Time
+	variant string // served variant, once known
+	// failoverFrom is the variant the request was routed to when another
+	// one answered (Envoy's x-modelsplit-failover-from).
+	failoverFrom string
+	method       string
+	path         string
+	authority    string
+	requestID    string
+	header       http.Header // replayable request headers (captures only)
+	captures     []namedCapture
 
 	// grpc: a gRPC call, classed by its grpc-status, which comes in the
 	// trailers (or in the headers of a trailers-only answer), not by
@@ -74,9 +77,36 @@ type variantSeries struct {
 
 // seriesCache resolves variant series without allocating on a hit.
 type seriesCache struct {
-	m  *metrics.Metrics
-	mu sync.RWMutex
-	by map[string]map[string]*variantSeries // endpoint → variant → series
+	m         *metrics.Metrics
+	mu        sync.RWMutex
+	by        map[string]map[string]*variantSeries // endpoint → variant → series
+	failovers map[[3]string]prometheus.Counter     // endpoint, routed-to, served
+}
+
+// failover resolves a failover counter, within the same bound as the
+// variant series (its names come off the wire too).
+func (c *seriesCache) failover(endpoint, from, served string) prometheus.Counter {
+	k := [3]string{endpoint, from, served}
+	c.mu.RLock()
+	f := c.failovers[k]
+	c.mu.RUnlock()
+	if f != nil {
+		return f
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f = c.failovers[k]; f != nil {
+		return f
+	}
+	if len(c.failovers) >= maxObservedSeries {
+		return nil
+	}
+	if c.failovers == nil {
+		c.failovers = map[[3]string]prometheus.Counter{}
+	}
+	f = c.m.VariantFailover.WithLabelValues(endpoint, from, served)
+	c.failovers[k] = f
+	return f
 }
 
 // maxObservedSeries bounds the label sets created from names that come
@@ -276,7 +306,10 @@ func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
 	}
 	hv := headerView{h.GetHeaders().GetHeaders()}
 	if v, ok := hv.Get(config.VariantHeader); ok && st.servedVariant == "" {
-		o.variant = v // what the route that served the request added
+		o.variant = v // the variant of the host that answered (route header)
+	}
+	if v, ok := hv.Get(config.FailoverHeader); ok && st.servedVariant == "" {
+		o.failoverFrom = v
 	}
 	if st.client == clientGRPC {
 		// grpc-go's filter sends response headers when the answer starts,
@@ -429,6 +462,11 @@ func (st *streamState) record() {
 	s.requests.Inc()
 	s.classes[o.class()].Inc()
 	s.latency.Observe(o.latency.Seconds())
+	if o.failoverFrom != "" && o.failoverFrom != o.variant {
+		if c := st.server.series.failover(st.endpoint, o.failoverFrom, o.variant); c != nil {
+			c.Inc()
+		}
+	}
 	st.observeResult = "observed"
 }
 

@@ -240,3 +240,41 @@ func TestObserveCountsEachRequestOnce(t *testing.T) {
 	}
 	t.Logf("observe streams: %s", strings.Join(names, " "))
 }
+
+// TestObserveCountsFailovers: an answer from a failover target (Envoy's
+// x-modelsplit-failover-from names the variant the request was routed
+// to) counts under the variant that answered and as a failover; a
+// backend's own copy of the header is removed by Envoy, and a header that
+// names the answering variant itself is no failover.
+func TestObserveCountsFailovers(t *testing.T) {
+	h := start(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fromB := []extproctest.Header{extproctest.H(":status", "200"), extproctest.H(config.VariantHeader, "a"), extproctest.H(config.FailoverHeader, "b")}
+	self := []extproctest.Header{extproctest.H(":status", "200"), extproctest.H(config.VariantHeader, "a"), extproctest.H(config.FailoverHeader, "a")}
+	decided := append([]extproctest.Header{extproctest.H(config.VariantHeader, "b")}, httpRequest...)
+	for _, x := range []extproctest.Exchange{
+		{Headers: decided, ResponseHeaders: fromB},
+		{Headers: decided, ResponseHeaders: fromB},
+		{Headers: httpRequest, ResponseHeaders: fromB}, // failed open: no decision in the request
+		{Headers: httpRequest, ResponseHeaders: self},
+		{Headers: httpRequest, ResponseHeaders: response(200)},
+	} {
+		x.Metadata, x.Mode = envoyMD("face"), observeMode
+		if err := extproctest.Observe(ctx, h.conn, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readObserved(h.metrics, "face", "a"); got.requests != 5 {
+		t.Errorf("variant a (answered every request) counted %v", got)
+	}
+	if got := readObserved(h.metrics, "face", "b"); got.requests != 0 {
+		t.Errorf("variant b (answered nothing) counted %v", got)
+	}
+	if n := testutil.ToFloat64(h.metrics.VariantFailover.WithLabelValues("face", "b", "a")); n != 3 {
+		t.Errorf("variant_failovers_total{face,b,a} = %v, want 3", n)
+	}
+	if n := testutil.CollectAndCount(h.metrics.VariantFailover); n != 1 {
+		t.Errorf("%d failover series, want 1", n)
+	}
+}

@@ -26,6 +26,14 @@ type Metrics struct {
 	VariantResponses *prometheus.CounterVec   // endpoint, variant, class (2xx..5xx)
 	VariantLatency   *prometheus.HistogramVec // endpoint, variant: request headers → response headers
 	ObserveStreams   *prometheus.CounterVec   // client, result
+	VariantFailover  *prometheus.CounterVec   // endpoint, variant (routed to), served: failover answers
+
+	// Generative models (the gateway's gRPC access log, per request).
+	VariantTTFB       *prometheus.HistogramVec // endpoint, variant: request start → first upstream response byte
+	VariantDuration   *prometheus.HistogramVec // endpoint, variant: request start → last byte sent to the client
+	VariantTokens     *prometheus.HistogramVec // endpoint, variant: tokens the model server reported per response
+	AccessLogEntries  *prometheus.CounterVec   // result (recorded|no_cluster|unknown_endpoint|unobserved|unknown_variant|intermediate)
+	AccessLogMessages prometheus.Counter       // StreamAccessLogs messages (batches) received
 
 	// Shadow comparison.
 	ShadowComparisons *prometheus.CounterVec   // endpoint, shadow, result (agree|disagree)
@@ -94,6 +102,24 @@ func New() *Metrics {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"endpoint", "variant"})
 	m.ObserveStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "observe_streams_total",
 		Help: "Observe-filter streams by client kind and result (observed, no_variant, incomplete, unknown_endpoint)."}, []string{"client", "result"})
+	m.VariantFailover = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_failovers_total",
+		Help: "Requests routed to a variant (label variant) that another variant (label served) answered: Envoy failed over because the first had no healthy backend, or retried there after a connection failure. Also counted in variant_requests_total under the served variant."},
+		[]string{"endpoint", "variant", "served"})
+
+	m.VariantTTFB = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "variant_time_to_first_byte_seconds",
+		Help:    "Time from the start of a request to the first byte of its variant's answer (for a token stream, the first token's wait), from Envoy's access log; requests the variant never answered have none.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}, []string{"endpoint", "variant"})
+	m.VariantDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "variant_duration_seconds",
+		Help:    "Time from the start of a request to the last byte sent to the client (a whole generation or stream), from Envoy's access log.",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}}, []string{"endpoint", "variant"})
+	m.VariantTokens = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "variant_response_tokens",
+		Help:    "Tokens a response carried, as the model server reported them in the endpoint's tokens_header (response header or trailer), from Envoy's access log.",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 9)}, []string{"endpoint", "variant"})
+	m.AccessLogEntries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "access_log_entries_total",
+		Help: "Envoy access log entries by result (recorded; no_cluster: no variant served it, e.g. a 404; unknown_endpoint, unknown_variant, unobserved; intermediate: not a request's final entry)."},
+		[]string{"result"})
+	m.AccessLogMessages = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "access_log_messages_total",
+		Help: "Batches of access log entries Envoy sent (StreamAccessLogs messages); entries over messages is the batching."})
 
 	m.ShadowComparisons = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shadow_comparisons_total",
 		Help: "Shadow answers compared with the primary's, by endpoint, shadow and result (agree, disagree)."}, []string{"endpoint", "shadow", "result"})
@@ -155,7 +181,8 @@ func New() *Metrics {
 
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
-		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams,
+		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams, m.VariantFailover,
+		m.VariantTTFB, m.VariantDuration, m.VariantTokens, m.AccessLogEntries, m.AccessLogMessages,
 		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
 		m.ControlChanges, m.ControlWeight, m.ControlStateOK, m.ControlStateRevision, m.ControlStateLost,
 		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,

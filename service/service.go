@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/modelsplit/modelsplit/accesslog"
 	"github.com/modelsplit/modelsplit/admin"
 	"github.com/modelsplit/modelsplit/api"
 	"github.com/modelsplit/modelsplit/cohort"
@@ -70,6 +71,7 @@ type Service struct {
 	store   cohort.Store
 	engine  *cohort.Engine
 	extproc *extproc.Server
+	logs    *accesslog.Server
 	shadows *shadow.Manager
 	control *control.Controller
 
@@ -136,6 +138,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.engine = cohort.NewEngine(s.store, cohort.Options{Logger: s.log.Named("cohort"), Metrics: s.metrics, CacheSize: cfg.Store.CacheSize})
 	s.shadows = shadow.NewManager(shadow.Options{Logger: s.log.Named("shadow"), Metrics: s.metrics})
 	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics, Shadows: s.shadows})
+	s.logs = accesslog.NewServer(accesslog.Options{Logger: s.log.Named("accesslog"), Metrics: s.metrics})
 
 	// Control plane, then live state on top of the file's config.
 	s.xds = xds.NewServer(ctx, xds.ServerOptions{Logger: s.log.Named("xds"), Metrics: s.metrics})
@@ -175,6 +178,9 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	// Proxyless gRPC clients ask the same engine through the Route Lookup
 	// Service, on the same listener (their xDS names it as lookup_service).
 	rls.NewServer(s.engine, rls.Options{Logger: s.log.Named("rls"), Metrics: s.metrics}).Register(s.extprocGRPC, nil)
+	// Envoy's access log (TTFB, duration, tokens per variant) comes over
+	// the same cluster as ext_proc.
+	s.logs.Register(s.extprocGRPC)
 
 	adminHandler := admin.New(admin.Options{Metrics: s.metrics, Token: token,
 		ListenAddr: cfg.Listen.Admin, AllowedHosts: cfg.Admin.AllowedHosts, Checks: []admin.Check{
@@ -248,6 +254,7 @@ func (s *Service) serveConfig(cfg *config.Config) error {
 	}
 	s.engine.SetConfig(cfg)
 	s.shadows.SetConfig(cfg)
+	s.logs.SetConfig(cfg)
 	s.current.Store(cfg)
 	return nil
 }
@@ -324,6 +331,9 @@ func (s *Service) Close() {
 func (s *Service) stop() {
 	grace, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
 	defer cancel()
+	if s.logs != nil {
+		s.logs.Close() // Envoy's access log streams never end on their own
+	}
 	var wg sync.WaitGroup
 	for _, g := range []*grpc.Server{s.xdsGRPC, s.extprocGRPC} {
 		if g == nil {
@@ -381,7 +391,10 @@ func grpcServerOptions(creds credentials.TransportCredentials) []grpc.ServerOpti
 		// keeps one ADS stream: never let the stream limit queue them.
 		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Envoy pings its xDS and ext_proc connections every 5s (+ jitter)
+		// to notice a modelsplit that stopped answering; a client pinging
+		// faster than MinTime would be sent away (GOAWAY too_many_pings).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))

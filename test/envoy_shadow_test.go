@@ -196,8 +196,11 @@ func TestEnvoyMirrorShadows(t *testing.T) {
 	if dm, dr := m.count()-m1, r.count()-r1; dm != 0 || dr != 0 {
 		t.Errorf("paused shadows got requests: m %d, r %d", dm, dr)
 	}
-	if n := g.envoy.stat("cluster.model/m.upstream_rq_total") + g.envoy.stat("cluster.model/r.upstream_rq_total"); n != uint64(m1+r1) {
-		t.Errorf("Envoy sent %d requests to the shadow clusters, the backends counted %d before the pause", n, m1+r1)
+	// Envoy's answered mirror requests equal what the backends counted (a
+	// copy Envoy started but that was reset before reaching the backend —
+	// seen once under load — is in upstream_rq_total but not answered).
+	if n, got := g.envoy.stat("cluster.model/m.upstream_rq_2xx")+g.envoy.stat("cluster.model/r.upstream_rq_2xx"), m.count()+r.count(); n != uint64(got) {
+		t.Errorf("Envoy got %d answers from the shadow clusters, the backends counted %d requests", n, got)
 	}
 
 	g.envoy.assertNoRejections()
@@ -760,7 +763,7 @@ func TestEnvoyMintCookie(t *testing.T) {
     variants:
       - {name: a, weight: 50, backends: [%q]}
       - {name: b, weight: 50, backends: [%q]}
-`, a.addr, b.addr), "", "/web/page")
+`, a.addr, b.addr), slackDecision, "/web/page")
 
 	const users, visits = 200, 5
 	onA := 0

@@ -16,7 +16,8 @@ import (
 
 // Every config the golden files pin (xds/testdata/in) loads into a real
 // Envoy with zero NACKs: no update_rejected in Envoy, no NACK counted by
-// modelsplit, and the gateway listener, routes and every cluster in place.
+// modelsplit, the gateway listener, routes and every cluster in place, and
+// the ext_proc cluster health-checked healthy.
 // Only the listen addresses and the gateway port are rewritten (to free
 // loopback ports; a unix-socket ext_proc stays a unix socket).
 func TestEnvoyLoadsEveryTestdataConfig(t *testing.T) {
@@ -87,6 +88,9 @@ func TestEnvoyLoadsEveryTestdataConfig(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			e.assertNoRejections()
+			// The ext_proc cluster's gRPC health check reaches modelsplit
+			// (TCP or unix socket) and finds it serving.
+			e.waitStat("cluster."+xds.ExtProcClusterName+".membership_healthy", 10*time.Second, func(v uint64) bool { return v == 1 })
 			if n, _ := srv.metric("modelsplit_xds_nacks_total"); n != 0 {
 				t.Errorf("modelsplit counted %v NACKs", n)
 			}

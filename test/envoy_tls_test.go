@@ -254,6 +254,14 @@ func sumMetric(s *serveProc, family string) float64 {
 	return sum
 }
 
+// extProcUnhealthyLog is what Envoy logs for decisions when its ext_proc
+// cluster's health checks fail, on a TLS handshake as on anything else:
+// with no healthy host (panic routing is off for that cluster) no decide
+// stream reaches a handshake, so the TLS reason shows in the cluster's
+// ssl.* counters (the health checks' connections) and in modelsplit's log,
+// not in Envoy's.
+const extProcUnhealthyLog = "no healthy upstream"
+
 // TestEnvoyTLSWrongCertificate: each way Envoy and modelsplit can disagree
 // about certificates is a clear error in both logs and counted on both
 // sides, instead of decisions silently failing open.
@@ -279,7 +287,7 @@ func TestEnvoyTLSWrongCertificate(t *testing.T) {
 			bootstrap: goodXDS,
 			listener:  "extproc", reason: "rejected_by_peer",
 			envoyStat: "cluster.modelsplit_extproc.ssl.fail_verify_error",
-			envoyLog:  "CERTIFICATE_VERIFY_FAILED",
+			envoyLog:  extProcUnhealthyLog,
 			fixed:     server + fmt.Sprintf("  envoy: {ca_file: %q}\n", pki.serverCA.file),
 		},
 		{
@@ -288,7 +296,7 @@ func TestEnvoyTLSWrongCertificate(t *testing.T) {
 			bootstrap: goodXDS,
 			listener:  "extproc", reason: "rejected_by_peer",
 			envoyStat: "cluster.modelsplit_extproc.ssl.fail_verify_san",
-			envoyLog:  "CERTIFICATE_VERIFY_FAILED",
+			envoyLog:  extProcUnhealthyLog,
 		},
 		{
 			name:      "ext_proc client certificate from another CA",
@@ -296,7 +304,7 @@ func TestEnvoyTLSWrongCertificate(t *testing.T) {
 			bootstrap: goodMTLSXDS,
 			listener:  "extproc", reason: "client_cert_untrusted",
 			envoyStat: "cluster.modelsplit_extproc.ssl.connection_error",
-			envoyLog:  "TLS_error",
+			envoyLog:  extProcUnhealthyLog,
 		},
 		{
 			name:      "xDS trusts another CA",
@@ -357,6 +365,9 @@ func TestEnvoyTLSWrongCertificate(t *testing.T) {
 				t.Logf("Envoy's ext_proc failure counters: %s", strings.Join(failed, " "))
 				if v := g.envoy.stat("http.modelsplit.ext_proc.decide.streams_failed"); v == 0 {
 					t.Errorf("Envoy's decide filter counted no failed stream")
+				}
+				if v := g.envoy.stat("cluster.modelsplit_extproc.health_check.failure"); v == 0 {
+					t.Errorf("Envoy's ext_proc cluster counted no failed health check")
 				}
 			}
 			g.envoy.waitStat(tc.envoyStat, 20*time.Second, func(v uint64) bool { return v > 0 })

@@ -29,6 +29,12 @@ type BootstrapOptions struct {
 	AdminPort int
 	// TLS, when set, makes Envoy reach modelsplit's xDS over TLS.
 	TLS *BootstrapTLS
+	// MaxConnections caps the downstream connections Envoy holds open at
+	// once, across listeners (the admin API is exempt); MaxHeapBytes is
+	// the heap budget past which Envoy shrinks its heap (95%) and refuses
+	// new requests (98%, answered 503). 0 turns either off.
+	MaxConnections int64
+	MaxHeapBytes   int64
 }
 
 // BootstrapTLS is the xDS connection's TLS. The files are read by Envoy,
@@ -52,7 +58,8 @@ const xdsClusterName = "xds_cluster"
 // flags and what envoy/bootstrap.yaml holds: an Envoy on the same host as
 // `make run`.
 func DefaultBootstrapOptions() BootstrapOptions {
-	return BootstrapOptions{NodeID: "envoy-1", NodeCluster: "modelsplit-gateway", XDSAddress: "127.0.0.1:18000", AdminPort: 9901}
+	return BootstrapOptions{NodeID: "envoy-1", NodeCluster: "modelsplit-gateway", XDSAddress: "127.0.0.1:18000", AdminPort: 9901,
+		MaxConnections: DefaultMaxDownstreamConnections, MaxHeapBytes: DefaultMaxHeapBytes}
 }
 
 // Bootstrap returns an Envoy bootstrap that takes listeners, routes,
@@ -113,7 +120,7 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 			TransportSocket:               socket,
 			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: discovery},
 			ConnectTimeout:                durationpb.New(time.Second),
-			TypedExtensionProtocolOptions: http2Options(), // gRPC needs HTTP/2
+			TypedExtensionProtocolOptions: controlHTTP2Options(), // gRPC needs HTTP/2; keepalive notices a vanished modelsplit
 			LoadAssignment: &endpointv3.ClusterLoadAssignment{
 				ClusterName: xdsClusterName,
 				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
@@ -127,7 +134,12 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	if admin != nil {
-		b.Admin = &bootstrapv3.Admin{Address: admin}
+		// The admin API stays reachable when the gateway is at its
+		// connection limit.
+		b.Admin = &bootstrapv3.Admin{Address: admin, IgnoreGlobalConnLimit: true}
+	}
+	if b.OverloadManager, err = overloadManager(o); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -64,8 +64,11 @@ func buildEnvoy(cfg *config.Config) (Resources, error) {
 	res.add(resource.ClusterType, extCluster)
 	for i := range cfg.Endpoints {
 		e := &cfg.Endpoints[i]
-		for _, m := range members(e) {
+		for k, m := range members(e) {
 			c, cla := envoyCluster(m)
+			if k >= len(e.Variants) {
+				boundShadowStreams(c, e)
+			}
 			res.add(resource.ClusterType, c)
 			if cla != nil {
 				res.add(resource.EndpointType, cla)
@@ -81,17 +84,33 @@ type member struct {
 	cluster  string
 	backends []config.Backend
 	protocol string
+	// statName is the cluster's alt_stat_name (config.ClusterStatName).
+	statName string
+
+	// Health and failover (build_health.go). variant, failover and health
+	// are set for variants only.
+	variant            string
+	failover           []variantHosts // failover targets, in order
+	health             *config.HealthCheck
+	outlier            config.OutlierDetection
+	maxEjectionPercent int
 }
 
 func members(e *config.Endpoint) []member {
 	ms := make([]member, 0, len(e.Variants)+len(e.Shadows))
 	for i := range e.Variants {
 		v := &e.Variants[i]
-		ms = append(ms, member{config.ClusterName(e.Name, v.Name), v.Backends, e.VariantProtocol(v)})
+		m := member{cluster: config.ClusterName(e.Name, v.Name), backends: v.Backends, protocol: e.VariantProtocol(v),
+			statName: config.ClusterStatName(e.Name, v.Name), variant: v.Name, health: e.HealthCheck, outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(v)}
+		for _, t := range e.FailoverTargets(v) {
+			m.failover = append(m.failover, variantHosts{variant: t.Name, backends: t.Backends})
+		}
+		ms = append(ms, m)
 	}
 	for i := range e.Shadows {
 		s := &e.Shadows[i]
-		ms = append(ms, member{config.ClusterName(e.Name, s.Name), s.Backends, e.ShadowProtocol(s)})
+		ms = append(ms, member{cluster: config.ClusterName(e.Name, s.Name), backends: s.Backends, protocol: e.ShadowProtocol(s),
+			statName: config.ClusterStatName(e.Name, s.Name), outlier: e.OutlierDetection, maxEjectionPercent: e.EjectionPercent(nil)})
 	}
 	return ms
 }

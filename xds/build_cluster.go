@@ -27,16 +27,18 @@ const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 func envoyCluster(m member) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	c := &clusterv3.Cluster{
 		Name:             m.cluster,
+		AltStatName:      m.statName,
 		ConnectTimeout:   durationpb.New(2 * time.Second),
 		LbPolicy:         clusterv3.Cluster_LEAST_REQUEST,
-		OutlierDetection: outlierDetection(),
+		OutlierDetection: memberOutlierDetection(m),
 		CircuitBreakers:  circuitBreakers(4096),
+		HealthChecks:     variantHealthChecks(m),
 	}
 	if m.protocol == config.ProtocolHTTP2 || m.protocol == config.ProtocolGRPC {
 		c.TypedExtensionProtocolOptions = http2Options()
 	}
-	cla := loadAssignment(m.cluster, m.backends, false)
-	if allIPs(m.backends) {
+	cla := envoyLoadAssignment(m)
+	if allIPs(m.allBackends()) {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}
 		return c, cla
@@ -49,7 +51,9 @@ func envoyCluster(m member) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignme
 // extProcCluster points Envoy at the decision server. Envoy opens one
 // ext_proc stream per request, so the default circuit breaker of 1,024
 // requests would cap throughput (docs/envoy-notes.md §2.1). With `tls:` it
-// carries the upstream TLS context from tls.envoy.
+// carries the upstream TLS context from tls.envoy. HTTP/2 keepalive and
+// gRPC health checks notice a modelsplit that stops answering
+// (build_health.go).
 func extProcCluster(cfg *config.Config) (*clusterv3.Cluster, error) {
 	target := cfg.ExtProcTarget()
 	socket, err := extProcTLS(cfg)
@@ -60,8 +64,10 @@ func extProcCluster(cfg *config.Config) (*clusterv3.Cluster, error) {
 		TransportSocket:               socket,
 		Name:                          ExtProcClusterName,
 		ConnectTimeout:                durationpb.New(time.Second),
-		TypedExtensionProtocolOptions: http2Options(),
+		TypedExtensionProtocolOptions: controlHTTP2Options(),
 		CircuitBreakers:               circuitBreakers(100_000),
+		HealthChecks:                  extProcHealthChecks(),
+		CommonLbConfig:                noPanic(),
 	}
 	var addr *corev3.Address
 	if path, ok := strings.CutPrefix(target, "unix://"); ok {

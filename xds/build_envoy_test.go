@@ -10,6 +10,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/modelsplit/modelsplit/config"
 )
@@ -53,7 +54,7 @@ endpoints:
 	for _, r := range routes {
 		order = append(order, r.GetName())
 	}
-	if got, want := strings.Join(order, " "), "chat/a chat/fallback all/a all/fallback"; got != want {
+	if got, want := strings.Join(order, " "), "chat/a chat/fallback all/a all/fallback unmatched"; got != want {
 		t.Fatalf("route order %q, want %q", got, want)
 	}
 }
@@ -87,10 +88,11 @@ func TestDecideFilterRestrictsMutations(t *testing.T) {
 }
 
 // Every Envoy route carries the endpoint in the ext_proc stream metadata,
-// and every variant route answers with the variant header.
+// and every variant route answers with the variant header (the answering
+// host's, build_health.go).
 func TestEveryEnvoyRouteNamesItsEndpoint(t *testing.T) {
 	res := buildChecked(t, loadCase(t, "testdata/in/multi.yaml"), KindEnvoy)
-	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+	for _, r := range endpointRoutesOf(res) {
 		per := &extprocv3.ExtProcPerRoute{}
 		a := r.GetTypedPerFilterConfig()[DecideFilterName]
 		if a == nil || a.UnmarshalTo(per) != nil {
@@ -103,8 +105,7 @@ func TestEveryEnvoyRouteNamesItsEndpoint(t *testing.T) {
 			t.Errorf("route %s: metadata %v, want %s: %s", r.GetName(), md, config.EndpointMetadataKey, endpoint)
 		}
 		if c := r.GetRoute().GetCluster(); c != "" {
-			h := r.GetResponseHeadersToAdd()
-			if len(h) != 1 || h[0].GetHeader().GetValue() != strings.Split(c, "/")[1] {
+			if h := r.GetResponseHeadersToAdd(); !proto.Equal(&routev3.Route{ResponseHeadersToAdd: h}, &routev3.Route{ResponseHeadersToAdd: servedVariantHeaders()}) {
 				t.Errorf("route %s: response headers %v", r.GetName(), h)
 			}
 		}
@@ -162,8 +163,13 @@ func TestEnvoyClusters(t *testing.T) {
 	if dns.GetType() != clusterv3.Cluster_STRICT_DNS || dns.GetLoadAssignment() == nil || cla["embed/v2"] {
 		t.Errorf("embed/v2 (DNS backend): type %v, inline endpoints %v, EDS assignment %v", dns.GetType(), dns.GetLoadAssignment() != nil, cla["embed/v2"])
 	}
-	if c := clusters["embed/v1"]; c.GetType() != clusterv3.Cluster_EDS || !cla["embed/v1"] {
-		t.Errorf("embed/v1 (IP backend) should be EDS with an assignment")
+	if c := clusters["chat/small"]; c.GetType() != clusterv3.Cluster_EDS || !cla["chat/small"] {
+		t.Errorf("chat/small (IP backends, failing over to IP backends) should be EDS with an assignment")
+	}
+	// embed/v1's own backend is an IP, but its cluster also holds its
+	// failover target v2's DNS-named backend.
+	if c := clusters["embed/v1"]; c.GetType() != clusterv3.Cluster_STRICT_DNS || cla["embed/v1"] {
+		t.Errorf("embed/v1 (failing over to a DNS backend): type %v, EDS assignment %v", c.GetType(), cla["embed/v1"])
 	}
 	for _, name := range []string{"embed/v1", "embed/v2", ExtProcClusterName} {
 		if _, ok := clusters[name].GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; !ok {
@@ -200,7 +206,7 @@ endpoints:
     variants: [{name: a, weight: 50, backends: ["10.0.0.1:80"]}, {name: b, weight: 50, backends: ["10.0.0.2:80"]}]
 `)
 	res := buildChecked(t, cfg, KindEnvoy)
-	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	routes := endpointRoutesOf(res)
 	perEndpoint := map[string]int{}
 	for _, r := range routes {
 		per := &extprocv3.ExtProcPerRoute{}

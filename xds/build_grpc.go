@@ -45,6 +45,7 @@ func buildGRPC(cfg *config.Config) (Resources, error) {
 				res.add(resource.EndpointType, a)
 			}
 		}
+		withGRPCTimeouts(e, rc)
 		res.add(resource.RouteType, rc)
 		for _, v := range e.Variants {
 			name := config.ClusterName(e.Name, v.Name)

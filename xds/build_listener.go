@@ -24,6 +24,9 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: GatewayStatPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		// Long generations: see build_timeouts.go and build_accesslog.go.
+		StreamIdleTimeout: streamIdleTimeout(cfg),
+		AccessLog:         accessLogs(cfg),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: GatewayRouteName,
 			ConfigSource:    adsSource(),
@@ -47,7 +50,8 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: routerFilterName,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
-	return &listenerv3.Listener{
+	hardenHCM(cfg, hcm)
+	l := &listenerv3.Listener{
 		Name:    GatewayListenerName,
 		Address: socketAddress(cfg.Gateway.Address, cfg.Gateway.Port),
 		FilterChains: []*listenerv3.FilterChain{{
@@ -56,11 +60,16 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
 			}},
 		}},
-	}, nil
+	}
+	hardenListener(cfg, l)
+	return l, nil
 }
 
 func stripClientHeaders(cfg *config.Config) *earlyv3.HeaderMutation {
 	names := map[string]bool{config.VariantHeader: true, config.ShadowHeader: true}
+	for _, h := range clientTimeoutHeaders {
+		names[h] = true
+	}
 	for _, e := range cfg.Endpoints {
 		for _, s := range e.Shadows {
 			names[config.ShadowHeaderFor(s.Name)] = true

@@ -29,8 +29,9 @@ func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
 	sort.SliceStable(order, func(i, j int) bool { return len(order[i].Match.PathPrefix) > len(order[j].Match.PathPrefix) })
 	vh := &routev3.VirtualHost{Name: "modelsplit", Domains: []string{"*"}}
 	for _, e := range order {
-		vh.Routes = append(vh.Routes, endpointRoutes(e)...)
+		vh.Routes = append(vh.Routes, withRetries(e, withTimeouts(e, endpointRoutes(e)))...)
 	}
+	vh.Routes = append(vh.Routes, unmatchedRoute())
 	return &routev3.RouteConfiguration{
 		Name:         GatewayRouteName,
 		VirtualHosts: []*routev3.VirtualHost{vh},
@@ -80,27 +81,26 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 					ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
 					RequestMirrorPolicies: mirrors,
 				}},
-				ResponseHeadersToAdd: []*corev3.HeaderValueOption{variantResponseHeader(v.Name)},
-				TypedPerFilterConfig: comparePerRoute,
+				ResponseHeadersToAdd:    servedVariantHeaders(),
+				ResponseHeadersToRemove: servedVariantHeaderNames,
+				TypedPerFilterConfig:    comparePerRoute,
 			})
 		}
 		routes = append(routes, &routev3.Route{
-			Name: config.ClusterName(e.Name, v.Name),
-			Match: &routev3.RouteMatch{
-				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix},
-				Headers:       []*routev3.HeaderMatcher{exactHeader(config.VariantHeader, v.Name)},
-			},
+			Name:  config.ClusterName(e.Name, v.Name),
+			Match: withHeaders(pathMatch(e.Match.PathPrefix), exactHeader(config.VariantHeader, v.Name)),
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier:      &routev3.RouteAction_Cluster{Cluster: config.ClusterName(e.Name, v.Name)},
 				RequestMirrorPolicies: mirrors,
 			}},
-			ResponseHeadersToAdd: []*corev3.HeaderValueOption{variantResponseHeader(v.Name)},
-			TypedPerFilterConfig: perRoute,
+			ResponseHeadersToAdd:    servedVariantHeaders(),
+			ResponseHeadersToRemove: servedVariantHeaderNames,
+			TypedPerFilterConfig:    perRoute,
 		})
 	}
 	routes = append(routes, &routev3.Route{
 		Name:  e.Name + "/fallback",
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: e.Match.PathPrefix}},
+		Match: pathMatch(e.Match.PathPrefix),
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier:      &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(e, true)},
 			HashPolicy:            stickyHashPolicy(e),
@@ -132,7 +132,8 @@ func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 			Weight: wrapperspb.UInt32(scaled[i]),
 		}
 		if envoy {
-			cw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{variantResponseHeader(v.Name)}
+			cw.ResponseHeadersToAdd = servedVariantHeaders()
+			cw.ResponseHeadersToRemove = servedVariantHeaderNames
 		}
 		wc.Clusters = append(wc.Clusters, cw)
 	}
@@ -259,13 +260,6 @@ func exactHeader(name, value string) *routev3.HeaderMatcher {
 	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}},
 	}}
-}
-
-func variantResponseHeader(variant string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: config.VariantHeader, Value: variant},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-	}
 }
 
 // decidePerRoute turns the decision off for an endpoint with decide:

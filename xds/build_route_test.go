@@ -43,7 +43,7 @@ func TestPercent(t *testing.T) {
 // fallback one.
 func TestEnvoyShadowMirrors(t *testing.T) {
 	res := buildChecked(t, loadCase(t, "testdata/in/three.yaml"), KindEnvoy)
-	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	routes := endpointRoutesOf(res)
 	if len(routes) != 4 {
 		t.Fatalf("%d routes, want 3 variant routes + fallback", len(routes))
 	}
@@ -91,14 +91,14 @@ func TestEnvoyVariantRoutesThenStickyFallback(t *testing.T) {
 	res := buildChecked(t, loadCase(t, "testdata/in/zero.yaml"), KindEnvoy)
 	cfg := loadCase(t, "testdata/in/zero.yaml")
 	e := cfg.Endpoints[0]
-	routes := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes()
+	routes := endpointRoutesOf(res)
 	if len(routes) != len(e.Variants)+1 {
 		t.Fatalf("%d routes, want %d", len(routes), len(e.Variants)+1)
 	}
 	for i, v := range e.Variants {
 		r := routes[i]
 		h := r.GetMatch().GetHeaders()
-		if r.GetMatch().GetPrefix() != e.Match.PathPrefix || len(h) != 1 || h[0].GetName() != config.VariantHeader ||
+		if r.GetMatch().GetPathSeparatedPrefix() != e.Match.PathPrefix || len(h) != 1 || h[0].GetName() != config.VariantHeader ||
 			h[0].GetStringMatch().GetExact() != v.Name {
 			t.Errorf("route %d: match %v, want prefix %s and %s: %s", i, r.GetMatch(), e.Match.PathPrefix, config.VariantHeader, v.Name)
 		}
@@ -115,7 +115,8 @@ func TestEnvoyVariantRoutesThenStickyFallback(t *testing.T) {
 	for _, cw := range wc.GetClusters() {
 		names = append(names, cw.GetName())
 		rh := cw.GetResponseHeadersToAdd()
-		if len(rh) != 1 || rh[0].GetHeader().GetKey() != config.VariantHeader || !strings.HasSuffix(cw.GetName(), "/"+rh[0].GetHeader().GetValue()) {
+		if len(rh) != 2 || rh[0].GetHeader().GetKey() != config.VariantHeader || rh[1].GetHeader().GetKey() != config.FailoverHeader ||
+			!strings.Contains(rh[0].GetHeader().GetValue(), "%UPSTREAM_METADATA") {
 			t.Errorf("cluster weight %s: response headers %v", cw.GetName(), rh)
 		}
 	}
@@ -243,6 +244,7 @@ func TestEnvoyCompareRoutesStreamBodiesOnlyWhenMarked(t *testing.T) {
 		"classify/v1/compare/v3", "classify/v1", "classify/v2/compare/v3", "classify/v2", "classify/fallback",
 		"legacy/only", "legacy/fallback", // longer prefixes first
 		"scorer/a/compare/c", "scorer/a", "scorer/b/compare/c", "scorer/b", "scorer/fallback",
+		UnmatchedRouteName, // last: the fast 404 for paths no endpoint matches
 	}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Errorf("routes\n %v\nwant\n %v", names, want)
@@ -275,6 +277,7 @@ endpoints:
 			if mode != nil || capture != "" {
 				t.Errorf("variant route: observe mode %v, capture %q; want none (no decision selects it)", mode, capture)
 			}
+		case UnmatchedRouteName:
 		default:
 			t.Errorf("unexpected route %s", r.GetName())
 		}
