@@ -537,8 +537,42 @@ func (g *gateway) admin() string { return g.serve.current().admin }
 
 // signal sends sig to the modelsplit process (SIGSTOP pauses it: a peer
 // that stops answering without closing its connections).
+// SIGSTOP returns once the kernel reports the process stopped (every
+// thread; state T in /proc), so requests sent next meet a paused peer.
 func (s *serveProc) signal(sig syscall.Signal) {
 	_ = s.cmd.Process.Signal(sig)
+	if sig != syscall.SIGSTOP {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if allThreadsStopped(s.cmd.Process.Pid) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.t.Errorf("modelsplit (pid %d) not stopped 5s after SIGSTOP", s.cmd.Process.Pid)
+}
+
+// allThreadsStopped reads /proc/<pid>/task/*/stat: true when every thread
+// is in state T (stopped). Elsewhere than Linux it trusts the signal.
+func allThreadsStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, tk := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tk.Name()))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return true
 }
 
 // kill ends modelsplit at once, as a crash would.
