@@ -51,7 +51,7 @@ vet: ## go vet and gofmt check
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-test: test-deps vet ## Run every test (real redis-server, real gRPC, grpc-go xDS clients)
+test: test-deps vet ## Run every test (real Envoy, real redis-server, real gRPC, grpc-go xDS clients)
 	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -v /test$$)
 	@# test/ runs without -race: the race detector reports a race inside
 	@# grpc-go 1.85's experimental client ext_proc filter (handleHeaderError
