@@ -48,6 +48,7 @@ type Metrics struct {
 	ControlChanges *prometheus.CounterVec // action, result (ok|refused)
 	ControlWeight  *prometheus.GaugeVec   // endpoint, variant: weight in force
 	ControlStateOK prometheus.Gauge       // 1 when the last persist/load of live state succeeded
+	ConfigFileOK   prometheus.Gauge       // 1 while the config file can be read
 	// ControlStateRevision is the live state's revision in memory and as
 	// last read from the store (source: memory|store; -1 unreadable).
 	ControlStateRevision *prometheus.GaugeVec
@@ -144,6 +145,8 @@ func New() *Metrics {
 		[]string{"action", "result"})
 	m.ControlWeight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "variant_weight",
 		Help: "Weight in force (config file or live override), by endpoint and variant."}, []string{"endpoint", "variant"})
+	m.ConfigFileOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "config_file_ok",
+		Help: "1 while the config file can be read; 0 while it is missing, unreadable or not a file (the config in force stays)."})
 	m.ControlStateOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "control_state_ok",
 		Help: "1 when the store holds the live state in force here, 0 while it does not (a failed save or read, a store that lost it, a stored state that could not be applied)."})
 	m.ControlStateRevision = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "control_state_revision",
@@ -184,7 +187,7 @@ func New() *Metrics {
 		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams, m.VariantFailover,
 		m.VariantTTFB, m.VariantDuration, m.VariantTokens, m.AccessLogEntries, m.AccessLogMessages,
 		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
-		m.ControlChanges, m.ControlWeight, m.ControlStateOK, m.ControlStateRevision, m.ControlStateLost,
+		m.ControlChanges, m.ControlWeight, m.ControlStateOK, m.ConfigFileOK, m.ControlStateRevision, m.ControlStateLost,
 		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,
 		m.XDSClients, m.XDSNacks, m.XDSSnapshotRefused, m.XDSSnapshotVersion, m.ConfigReloads,
 		m.TLSHandshakeFailures,

@@ -30,6 +30,7 @@ func signature(path string) (fileSignature, error) {
 func (s *Service) watch(ctx context.Context) {
 	t := time.NewTicker(s.opts.ReloadInterval)
 	defer t.Stop()
+	misses := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -37,8 +38,22 @@ func (s *Service) watch(ctx context.Context) {
 		case <-t.C:
 			sig, err := signature(s.opts.ConfigPath)
 			if err != nil {
-				continue // mid-rename or briefly missing; the next tick sees it
+				// One miss can be an editor's rename in flight; two in a
+				// row is a file that is gone, unreadable or a directory.
+				// Said once per state change, never per tick.
+				misses++
+				if misses == 2 {
+					s.metrics.ConfigFileOK.Set(0)
+					s.log.Error("config file unreadable; the config in force stays until it can be read again",
+						zap.String("file", s.opts.ConfigPath), zap.Error(err))
+				}
+				continue
 			}
+			if misses >= 2 {
+				s.log.Info("config file readable again", zap.String("file", s.opts.ConfigPath))
+			}
+			misses = 0
+			s.metrics.ConfigFileOK.Set(1)
 			s.reloadMu.Lock()
 			changed := sig != s.fileSig
 			s.reloadMu.Unlock()

@@ -108,6 +108,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s := &Service{opts: opts, log: opts.Logger, metrics: metrics.New(),
 		cancel: cancel, done: make(chan struct{}), errc: make(chan error, 3)}
 	s.current.Store(cfg)
+	s.metrics.ConfigFileOK.Set(1) // the config in hand was read (or given) just now
 	ok := false
 	defer func() {
 		if !ok {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -156,5 +157,54 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	assertShare(t, "0/100 after SIGHUP", callN(ctx, client, 200, 4), "b", 1, 0)
 	if n, _ := srv.metric(`modelsplit_xds_connected_clients{node_kind="grpc"}`); n != 1 {
 		t.Errorf("connected gRPC clients = %v after reload, want 1 (stream kept)", n)
+	}
+}
+
+// A config file that cannot be read (removed, replaced by a directory) is
+// said once in the log and shown by modelsplit_config_file_ok, the config
+// in force stays, and its return is said once too.
+func TestUnreadableConfigFileIsVisible(t *testing.T) {
+	p := newPorts(t)
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	cfgPath := tempConfig(t, echoConfig(p, a, b, 70, 30))
+	srv := startServe(t, cfgPath, p, "-watch-interval", "50ms")
+	if v, ok := srv.metric("modelsplit_config_file_ok"); !ok || v != 1 {
+		t.Fatalf("modelsplit_config_file_ok = %v (present %v) with a readable file, want 1", v, ok)
+	}
+	good, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(cfgPath, 0o755); err != nil { // a directory where the file was
+		t.Fatal(err)
+	}
+	srv.waitLog(5*time.Second, "config file unreadable", "is a directory")
+	deadline := time.Now().Add(5 * time.Second)
+	for v, _ := srv.metric("modelsplit_config_file_ok"); v != 0; v, _ = srv.metric("modelsplit_config_file_ok") {
+		if time.Now().After(deadline) {
+			t.Fatal("modelsplit_config_file_ok stayed 1 with a directory in place of the config")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // ten more ticks: still one line
+	if n := strings.Count(srv.Logs(), "config file unreadable"); n != 1 {
+		t.Errorf("%d 'config file unreadable' lines over ~10 ticks, want 1", n)
+	}
+	if code, _ := httpGet("http://" + srv.admin + "/readyz"); code != 200 {
+		t.Errorf("/readyz %d while the file is unreadable: the config in force still serves", code)
+	}
+	if err := os.Remove(cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfgPath, string(good))
+	srv.waitLog(5*time.Second, "config file readable again")
+	for v, _ := srv.metric("modelsplit_config_file_ok"); v != 1; v, _ = srv.metric("modelsplit_config_file_ok") {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatal("modelsplit_config_file_ok not back to 1 after the file returned")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
