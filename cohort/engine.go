@@ -185,6 +185,17 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 			return i, src, cookie
 		}
 	}
+	// A freshly minted id is neither cached nor stored: most cookie-less
+	// clients (bots, health checkers) never send it back, and each would
+	// otherwise leave a key in Redis for the whole TTL. The pick is a hash
+	// of the id, so the browser that returns with it gets the same variant
+	// (unless the weights changed meanwhile) and is stored then.
+	if cookie != "" {
+		if degraded {
+			return hashed, SourceFallback, cookie
+		}
+		return hashed, SourceHash, cookie
+	}
 	// 4. New user: the weighted hash, stored write-behind. Should another
 	// replica have stored a different variant first, the store drops our
 	// cached copy and the next request reads theirs.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,6 +266,14 @@ func TestDrainAndRollback(t *testing.T) {
 	}
 }
 
+// countingStore is a real memory store that counts writes.
+type countingStore struct {
+	cohort.Store
+	puts atomic.Int64
+}
+
+func (c *countingStore) PutIfAbsent(a cohort.Assignment) { c.puts.Add(1); c.Store.PutIfAbsent(a) }
+
 func TestCookieKeyAndMinting(t *testing.T) {
 	cfg, err := config.Parse("c.yaml", []byte(`
 endpoints:
@@ -278,7 +287,7 @@ endpoints:
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := cohort.NewMemoryStore(0)
+	store := &countingStore{Store: cohort.NewMemoryStore(0)}
 	e, _ := newEngine(t, store, cfg)
 	d := decide(t, e, headers{})
 	if !strings.HasPrefix(d.SetCookie, "uid=") || !strings.Contains(d.SetCookie, "Max-Age=3600") || !strings.Contains(d.SetCookie, "HttpOnly") {
@@ -288,23 +297,36 @@ endpoints:
 	if len(id) != 32 || d.Source != cohort.SourceHash {
 		t.Fatalf("minted id %q (want 128 bits, hex), source %s (want hash)", id, d.Source)
 	}
-	for i := 0; i < 5; i++ {
-		again := decide(t, e, headers{"cookie": "theme=dark; uid=" + id + "; x=1"})
-		if again.Variant != d.Variant || again.SetCookie != "" || again.Source != cohort.SourceStore {
-			t.Fatalf("returning user: %+v, first %+v", again, d)
-		}
+	// Nothing is stored (or cached) for a minted id until the client sends
+	// it back: bots that never return leave no key behind.
+	if n := store.puts.Load(); n != 0 {
+		t.Fatalf("minting an id wrote %d assignments", n)
 	}
-	// The minted id's assignment was stored: a fresh engine on the same
-	// store, with weights that would now hash everyone to one variant,
-	// still returns it.
 	cfg2 := cfg.Clone()
 	cfg2.Endpoints[0].Variants[0].Weight, cfg2.Endpoints[0].Variants[1].Weight = 1, 1_000_000
 	if d.Variant == "b" {
 		cfg2.Endpoints[0].Variants[0].Weight, cfg2.Endpoints[0].Variants[1].Weight = 1_000_000, 1
 	}
-	e2, _ := newEngine(t, store, cfg2)
-	if again := decide(t, e2, headers{"cookie": "uid=" + id}); again.Variant != d.Variant || again.Source != cohort.SourceStore {
-		t.Fatalf("minted user on a fresh engine: %+v, first %+v", again, d)
+	// Coming back with the cookie: the same variant (the pick hashes the
+	// id), stored from now on, never a new cookie.
+	for i := 0; i < 5; i++ {
+		again := decide(t, e, headers{"cookie": "theme=dark; uid=" + id + "; x=1"})
+		want := cohort.SourceStore
+		if i == 0 {
+			want = cohort.SourceHash
+		}
+		if again.Variant != d.Variant || again.SetCookie != "" || again.Source != want {
+			t.Fatalf("returning user, visit %d: %+v, first %+v", i, again, d)
+		}
+	}
+	if n := store.puts.Load(); n != 1 {
+		t.Errorf("the returning minted user wrote %d assignments, want 1", n)
+	}
+	// Now it is stored: a fresh engine with weights that hash everyone to
+	// the other variant returns it.
+	e3, _ := newEngine(t, store, cfg2)
+	if again := decide(t, e3, headers{"cookie": "uid=" + id}); again.Variant != d.Variant || again.Source != cohort.SourceStore {
+		t.Fatalf("returned minted user on a fresh engine: %+v, first %+v", again, d)
 	}
 	// Distinct anonymous users get distinct ids.
 	if other := decide(t, e, headers{}); other.SetCookie == d.SetCookie {
