@@ -37,17 +37,31 @@ export ENVOY_BIN
 # mutant's timeout, and a cached run would make that timeout a few ms.
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-count=1"
 
-# files_excluded PKG prints the gremlins --exclude-files regexps for PKG
-# (matched against file paths relative to the package directory).
+# A target is a package (./admin) or a package and a part of it
+# (./xds:check); each is one gremlins run with its own score. For each,
+# files_excluded prints the gremlins --exclude-files regexps (matched against
+# file paths relative to the package directory) and tests_skipped a go test
+# -skip regexp, for tests of files that the run does not mutate and that
+# would only make every mutant slower. A target not listed is its package
+# whole, with all its tests.
+xds_server='server|nack|node|bootstrap|render|version|types'
+xds_server_tests='TestNack[A-Za-z]*|TestDeltaStreamAndNack|TestGRPCClientFollowsApply|TestGRPCClientNackKeepsLastGoodConfig|TestClientsAndACKsFollowStreams|TestStreamsEndOnContextCancel|TestApplyRepeatKeepsVersion|TestFingerprintStable|TestVersionsUniqueAcrossRestarts|TestReadyAfterFirstApply|TestCacheInfoLinesDemotedToDebug'
 files_excluded() {
 	case "$1" in
 	# xds: the Envoy/gRPC configuration it builds and checks; the server,
 	# NACK, node and bootstrap files are exercised through streams and
 	# Envoy and are left for another run.
-	./xds) echo '^(server|nack|node|bootstrap|render|version|types)[a-z_]*\.go$' ;;
+	./xds) echo "^($xds_server)[a-z_]*\.go\$" ;;
+	./xds:check) echo "^($xds_server|build)[a-z_]*\.go\$" ;;
+	./xds:build) echo "^($xds_server|check)[a-z_]*\.go\$" ;;
 	# cohort/picktest is a test helper (the documented rule, written apart
 	# from the engine), not product code.
 	./cohort) echo '^picktest/' ;;
+	esac
+}
+tests_skipped() {
+	case "$1" in
+	./xds | ./xds:*) echo "^($xds_server_tests)\$" ;;
 	esac
 }
 
@@ -58,23 +72,31 @@ trap 'rm -rf "$stage"' EXIT
 tar -C "$root" --exclude=./.tools --exclude=./bin --exclude=./.git --exclude=./mutate.out -cf - . | tar -C "$stage" -xf -
 
 summary=()
-for pkg in "$@"; do
-	pkg=./${pkg#./}
+for target in "$@"; do
+	target=./${target#./}
+	pkg=${target%%:*}
 	pkg=${pkg%/}
-	name=$(echo "${pkg#./}" | tr / -)
+	[ "$target" = "${target#*:}" ] && target=$pkg || target=$pkg:${target#*:}
+	name=$(echo "${target#./}" | tr /: --)
 	excl=()
-	while read -r re; do [ -n "$re" ] && excl+=(--exclude-files "$re"); done < <(files_excluded "$pkg")
-	echo "=== mutate $pkg (timeout coefficient $coef${excl[*]:+, ${excl[*]}})"
+	while read -r re; do [ -n "$re" ] && excl+=(--exclude-files "$re"); done < <(files_excluded "$target")
+	skip=$(tests_skipped "$target")
+	echo "=== mutate $target (timeout coefficient $coef${excl[*]:+, ${excl[*]}}${skip:+, go test -skip '$skip'})"
 	start=$(date +%s)
-	(cd "$stage" && nice -n 19 "$gremlins" unleash \
+	(cd "$stage" && GOFLAGS="$GOFLAGS${skip:+ -skip=$skip}" nice -n 19 "$gremlins" unleash \
 		--workers 1 --timeout-coefficient "$coef" \
 		--invert-logical --invert-loopctrl \
 		${MUTATE_DRY_RUN:+--dry-run} \
 		"${excl[@]}" \
 		--output "$out/$name.json" \
-		"$pkg") >"$out/$name.log" 2>&1 || { echo "gremlins failed on $pkg (log: $out/$name.log)"; tail -20 "$out/$name.log"; summary+=("$pkg: gremlins failed"); continue; }
+		"$pkg") >"$out/$name.log" 2>&1 || { echo "gremlins failed on $pkg (log: $out/$name.log)"; tail -20 "$out/$name.log"; summary+=("$target: gremlins failed"); continue; }
+	# gremlins reports mutants in switch case expressions NOT COVERED (Go's
+	# cover blocks leave them out): run those too.
+	if [ -z "${MUTATE_DRY_RUN:-}" ]; then
+		GOFLAGS="$GOFLAGS${skip:+ -skip=$skip}" python3 "$root/scripts/mutate-recheck.py" "$out/$name.json" "$out/$name.log" "$stage" "${pkg#./}" "$coef" | tee -a "$out/$name.log"
+	fi
 	secs=$(($(date +%s) - start))
-	line=$(jq -r --arg pkg "$pkg" --arg secs "$secs" '
+	line=$(jq -r --arg pkg "$target" --arg secs "$secs" '
 		[.files[].mutations[]] as $m
 		| ($m | map(select(.status == "KILLED")) | length) as $k
 		| ($m | map(select(.status == "LIVED")) | length) as $l
