@@ -14,9 +14,13 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/modelsplit/modelsplit/rls"
 )
 
 // problems returns Check's problem lines, failing the test when Check
@@ -274,4 +278,108 @@ func TestCheckExtProcAfterAnotherFilter(t *testing.T) {
 		}
 	}
 	t.Fatalf("no problem mentions %q:\n%s", want, strings.Join(problems(t, res), "\n"))
+}
+
+// A route without a cluster action (a redirect) does not end the walk over
+// its virtual host: the routes after it are still held to existing clusters.
+func TestCheckRoutesAfterARedirect(t *testing.T) {
+	res := buildOrFail(t, "testdata/in/ab.yaml", KindEnvoy)
+	rc := res[resource.RouteType][0].(*routev3.RouteConfiguration)
+	vh := rc.GetVirtualHosts()[0]
+	redirect := &routev3.Route{
+		Name:   "redirect",
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/old"}},
+		Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{PathRewriteSpecifier: &routev3.RedirectAction_PathRedirect{PathRedirect: "/new"}}},
+	}
+	missing := &routev3.Route{
+		Name:   "missing",
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/m"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "no-such-cluster"}}},
+	}
+	vh.Routes = append([]*routev3.Route{redirect, missing}, vh.Routes...)
+	want := `route ` + rc.GetName() + `/missing: cluster "no-such-cluster" does not exist`
+	for _, p := range problems(t, res) {
+		if p == want {
+			return
+		}
+	}
+	t.Fatalf("no problem %q:\n%s", want, strings.Join(problems(t, res), "\n"))
+}
+
+// grpc-go's rules reach every load assignment and every ext_proc filter of
+// a gRPC set, past a foreign resource or a filter with its own problem.
+func TestCheckGRPCRulesSeeEveryAssignmentAndFilter(t *testing.T) {
+	res := buildOrFail(t, "testdata/in/ab.yaml", KindGRPC)
+	var cla *endpointv3.ClusterLoadAssignment
+	for _, r := range res[resource.EndpointType] {
+		cla = r.(*endpointv3.ClusterLoadAssignment)
+	}
+	cla.GetEndpoints()[0].Locality = nil
+	res[resource.EndpointType] = append([]types.Resource{&routev3.RouteConfiguration{Name: "foreign"}}, res[resource.EndpointType]...)
+
+	l := res[resource.ListenerType][0].(*listenerv3.Listener)
+	hcm := listenerHCMs(l)[0]
+	var withoutMode *hcmv3.HttpFilter
+	for _, f := range hcm.GetHttpFilters() {
+		ep := &extprocv3.ExternalProcessor{}
+		if f.GetTypedConfig().UnmarshalTo(ep) != nil {
+			continue
+		}
+		// A copy without processing_mode goes first; the original streams
+		// its request body, which grpc-go refuses.
+		bare := proto.Clone(ep).(*extprocv3.ExternalProcessor)
+		bare.ProcessingMode = nil
+		withoutMode = &hcmv3.HttpFilter{Name: "bare", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(bare)}}
+		ep.ProcessingMode.RequestBodyMode = extprocv3.ProcessingMode_STREAMED
+		f.ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(ep)}
+		break
+	}
+	if withoutMode == nil {
+		t.Fatal("precondition: no ext_proc filter")
+	}
+	hcm.HttpFilters = append([]*hcmv3.HttpFilter{withoutMode}, hcm.HttpFilters...)
+	l.GetApiListener().ApiListener = mustAny(hcm)
+
+	got := strings.Join(problems(t, res), "\n")
+	for _, want := range []string{
+		"load assignment " + cla.GetClusterName() + ": endpoints[0] has no locality",
+		"ext_proc filter bare has no processing_mode",
+		"request_body_mode STREAMED: grpc-go accepts NONE or GRPC only",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no problem mentions %q:\n%s", want, got)
+		}
+	}
+}
+
+// An RLS plugin's default_target is checked whatever plugins come before
+// it in the route configuration: another kind of plugin, or an RLS plugin
+// that cannot be decoded (reported on its own).
+func TestCheckRLSDefaultTargetAfterOtherPlugins(t *testing.T) {
+	res := buildOrFail(t, "testdata/in/grpc.yaml", KindGRPC)
+	target := rls.WeightedCluster("triton")
+	var kept []types.Resource
+	for _, r := range res[resource.ClusterType] {
+		if r.(*clusterv3.Cluster).GetName() != target {
+			kept = append(kept, r)
+		}
+	}
+	res[resource.ClusterType] = kept
+	var rc *routev3.RouteConfiguration
+	for _, r := range res[resource.RouteType] {
+		if len(r.(*routev3.RouteConfiguration).GetClusterSpecifierPlugins()) > 0 {
+			rc = r.(*routev3.RouteConfiguration)
+		}
+	}
+	if rc == nil {
+		t.Fatal("precondition: grpc.yaml has no RLS plugin")
+	}
+	other := &routev3.ClusterSpecifierPlugin{Extension: &corev3.TypedExtensionConfig{
+		Name: "other", TypedConfig: mustAny(wrapperspb.String("not RLS")),
+	}}
+	broken := &routev3.ClusterSpecifierPlugin{Extension: &corev3.TypedExtensionConfig{
+		Name: "broken", TypedConfig: &anypb.Any{TypeUrl: rls.ClusterSpecifierTypeURL, Value: []byte{0xff, 0xff, 0xff}},
+	}}
+	rc.ClusterSpecifierPlugins = append([]*routev3.ClusterSpecifierPlugin{other, broken}, rc.ClusterSpecifierPlugins...)
+	wantProblem(t, Check(res), `default_target "`+target+`" does not exist`)
 }

@@ -30,4 +30,12 @@
 //     read before append writes, grpcVariantRoutes reserves two spare slots
 //     (so n+1 is in range), and the old slice is not kept anywhere, so the
 //     resulting routes are the same.
+//   - build_tls.go, transportSocket: `u.cert != nil && u.key != nil` as
+//     `||`. Both callers set the two together or neither (extProcTLS loads
+//     both; the bootstrap refuses one without the other).
+//   - build_tls.go, redactPrivateKeys: the `continue` after redacting a
+//     private_key turned into `break`, which skips that map's remaining
+//     keys. In Envoy's protos a private_key's siblings (certificate_chain,
+//     password, ocsp_staple, ...) never hold another private_key, so the
+//     rendered output is the same.
 package xds
