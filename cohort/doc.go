@@ -42,4 +42,23 @@
 //     Both flags only gate a call to endpoint.sample, which applies the
 //     same conditions to each shadow itself: a flag set wrongly makes a
 //     call that samples nothing.
+//   - engine.go, cachedAssignment, and rules.go, cachedList: `now >=
+//     expires` as `now > expires`. The two differ at one nanosecond of an
+//     entry's life, on a clock Decide reads itself; no caller can choose it.
+//   - engine.go, random: `r < c` as `r <= c`, and `weights[i] > 0` as
+//     `>= 0`. A variant of weight 0 has an empty interval (its cumulative
+//     weight equals the previous one), so r lands in it only if r equals a
+//     boundary exactly (a float draw, probability about 2^-53), and the
+//     weight check still refuses it. The final `return len(ep.cum) - 1`
+//     (as `+ 1`, or its -1 negated) is reached only when rounding makes
+//     r equal the total, about 2^-53 per request as well.
+//   - hash.go, pickInterval: `return len(cum) - 1` (as `+ 1`, or its -1
+//     negated) is unreachable: sel = h % cum[last] is below cum[last], so
+//     the loop returns first.
+//   - rules.go, prefetch: `cached && j > from` as `j >= from`. The caller
+//     runs prefetch only after finding rule from's answer uncached at the
+//     same instant, so for j == from cached is false either way.
+//   - rules.go, cachedList and cacheList: `listTTL <= 0` as `< 0` and
+//     `listTTL > 0` as `>= 0`. NewEngine replaces a zero ListCacheTTL by
+//     DefaultListCacheTTL, so listTTL is never 0.
 package cohort
