@@ -9,7 +9,7 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy golden clean
+.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy golden mutate gremlins-install clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -80,8 +80,29 @@ bench-envoy: envoy-install ## Envoy alone vs Envoy + decide filter at fixed rate
 	  BENCH_WARMUP=$(BENCH_WARMUP) BENCH_USERS=$(BENCH_USERS) \
 	  $(GO) test -run '^$$' -bench '^BenchmarkEnvoyDecide$$' -benchtime 1x -count 1 -timeout 60m ./test | tee bench-envoy.out
 
+# Mutation testing, not part of `make test`: gremlins mutates each package of
+# PKGS in turn (comparisons, boundaries, && and ||, arithmetic, loop control)
+# and runs that package's tests against every mutant, one at a time under
+# nice; it prints each package's score and the mutants that survived. What
+# each package mutates (files left out) is in scripts/mutate.sh. A mutant's
+# `go test` may take MUTATE_TIMEOUT_COEFFICIENT times the package's coverage
+# run before it counts as timed out. JSON results and logs: mutate.out/.
+MUTATE_PKGS := ./admin ./xds:check ./xds:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control
+PKGS ?= $(MUTATE_PKGS)
+GREMLINS_VERSION := v0.6.0
+mutate: test-deps gremlins-install ## Mutation testing (gremlins) of PKGS (default: admin xds cohort control extproc): score, surviving mutants
+	scripts/mutate.sh $(PKGS)
+
+# gremlins is a tool, not a dependency of the product: it is installed into
+# .tools/bin at a pinned version and stays out of go.mod.
+gremlins-install: ## Install the pinned gremlins (mutation testing) into .tools/bin
+	@if ! $(GO) version -m $(ENVOY_TOOLS)/bin/gremlins 2>/dev/null | grep -qE 'mod\s+github.com/go-gremlins/gremlins\s+$(GREMLINS_VERSION)\b'; then \
+	  echo "installing gremlins $(GREMLINS_VERSION) into $(ENVOY_TOOLS)/bin"; \
+	  GOBIN=$(CURDIR)/$(ENVOY_TOOLS)/bin GOFLAGS= $(GO) install github.com/go-gremlins/gremlins/cmd/gremlins@$(GREMLINS_VERSION); \
+	fi
+
 golden: ## Rewrite the xds golden files after an intended change
 	$(GO) test ./xds -run Golden -update
 
 clean: ## Remove build outputs
-	rm -rf bin bench.out bench-envoy.out
+	rm -rf bin bench.out bench-envoy.out mutate.out

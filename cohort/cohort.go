@@ -1,30 +1,3 @@
-// Package cohort decides which variant a user belongs to and keeps that
-// decision sticky: explicit target, targeting rules, stored assignment, then a
-// salted weighted hash of the user key. Stores: Redis (shared by replicas)
-// and in-memory (single replica).
-//
-// Decision order (Engine.Decide):
-//  1. x-modelsplit-target names a variant of an allow_target endpoint → SourceTarget, not stored.
-//  2. The first matching rule (header equals / one_of / prefix; user_list
-//     from the config, else the Redis set <prefix>list:<name>) → SourceRule.
-//  3. The stored assignment (in-process cache, then the store) → SourceStore,
-//     while that variant's weight is > 0; a drained variant's users are
-//     hashed elsewhere (SourceHash) and their stored value is kept for a rollback.
-//  4. The weighted hash of the user key, the same pick as Envoy's fail-open
-//     route (hash.go) → SourceHash, stored
-//     write-behind (SET NX). No user key: weighted random (SourceRandom), or
-//     a minted id cookie. Store down or over budget: the hash, SourceFallback.
-//
-// Redis layout (prefix = store.key_prefix):
-//
-//	<prefix>a:<endpoint>:<hex salt hash>:<hex user hash>  string, the variant; TTL sticky.ttl
-//	<prefix>list:<name>                                   set of raw user keys (SISMEMBER)
-//	<prefix>users:<endpoint>:<variant>                    HyperLogLog of user hashes assigned there
-//
-// sticky.ttl slides: reads renew it (GETEX), so it forgets users unseen
-// for that long and never moves an active user. The in-process cache keeps
-// an entry for half the TTL, so an active user's store entry is renewed
-// before it could lapse.
 package cohort
 
 import "errors"

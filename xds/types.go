@@ -1,6 +1,3 @@
-// Package xds translates the config model into Envoy v3 resources, checks
-// them the way Envoy would, and serves them over ADS to Envoy and proxyless
-// gRPC clients.
 package xds
 
 import (

@@ -1,0 +1,64 @@
+// Package cohort decides which variant a user belongs to and keeps that
+// decision sticky: explicit target, targeting rules, stored assignment, then a
+// salted weighted hash of the user key. Stores: Redis (shared by replicas)
+// and in-memory (single replica).
+//
+// Decision order (Engine.Decide):
+//  1. x-modelsplit-target names a variant of an allow_target endpoint → SourceTarget, not stored.
+//  2. The first matching rule (header equals / one_of / prefix; user_list
+//     from the config, else the Redis set <prefix>list:<name>) → SourceRule.
+//  3. The stored assignment (in-process cache, then the store) → SourceStore,
+//     while that variant's weight is > 0; a drained variant's users are
+//     hashed elsewhere (SourceHash) and their stored value is kept for a rollback.
+//  4. The weighted hash of the user key, the same pick as Envoy's fail-open
+//     route (hash.go) → SourceHash, stored
+//     write-behind (SET NX). No user key: weighted random (SourceRandom), or
+//     a minted id cookie. Store down or over budget: the hash, SourceFallback.
+//
+// Redis layout (prefix = store.key_prefix):
+//
+//	<prefix>a:<endpoint>:<hex salt hash>:<hex user hash>  string, the variant; TTL sticky.ttl
+//	<prefix>list:<name>                                   set of raw user keys (SISMEMBER)
+//	<prefix>users:<endpoint>:<variant>                    HyperLogLog of user hashes assigned there
+//
+// sticky.ttl slides: reads renew it (GETEX), so it forgets users unseen
+// for that long and never moves an active user. The in-process cache keeps
+// an entry for half the TTL, so an active user's store entry is renewed
+// before it could lapse.
+//
+// # Mutation testing
+//
+// `make mutate PKGS='./cohort:compile ./cohort:engine ./cohort:parts'`
+// mutates this package (scripts/mutate.sh). These surviving mutants are
+// equivalent: no input can tell them from the code as written.
+//
+//   - compile.go, Engine.space: `len(e.spaces) + 1` as `- 1`. A space is a
+//     cache namespace that only has to differ from the others for the
+//     Engine's life; `- 1` numbers them MaxUint32, 0, 1, ... — still
+//     distinct, and no number has a meaning of its own.
+//   - compile.go, compileEndpoint: in `hasMirror = hasMirror ||
+//     (!compare && !perRequest && !paused)` either `&&` as `||`, and in
+//     `hasCompare = hasCompare || (compare && !paused)` the `&&` as `||`.
+//     Both flags only gate a call to endpoint.sample, which applies the
+//     same conditions to each shadow itself: a flag set wrongly makes a
+//     call that samples nothing.
+//   - engine.go, cachedAssignment, and rules.go, cachedList: `now >=
+//     expires` as `now > expires`. The two differ at one nanosecond of an
+//     entry's life, on a clock Decide reads itself; no caller can choose it.
+//   - engine.go, random: `r < c` as `r <= c`, and `weights[i] > 0` as
+//     `>= 0`. A variant of weight 0 has an empty interval (its cumulative
+//     weight equals the previous one), so r lands in it only if r equals a
+//     boundary exactly (a float draw, probability about 2^-53), and the
+//     weight check still refuses it. The final `return len(ep.cum) - 1`
+//     (as `+ 1`, or its -1 negated) is reached only when rounding makes
+//     r equal the total, about 2^-53 per request as well.
+//   - hash.go, pickInterval: `return len(cum) - 1` (as `+ 1`, or its -1
+//     negated) is unreachable: sel = h % cum[last] is below cum[last], so
+//     the loop returns first.
+//   - rules.go, prefetch: `cached && j > from` as `j >= from`. The caller
+//     runs prefetch only after finding rule from's answer uncached at the
+//     same instant, so for j == from cached is false either way.
+//   - rules.go, cachedList and cacheList: `listTTL <= 0` as `< 0` and
+//     `listTTL > 0` as `>= 0`. NewEngine replaces a zero ListCacheTTL by
+//     DefaultListCacheTTL, so listTTL is never 0.
+package cohort
