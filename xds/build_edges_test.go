@@ -116,6 +116,9 @@ endpoints:
 `), KindEnvoy)
 	var order []string
 	for _, r := range res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
+		if r.GetName() == UnmatchedRouteName {
+			continue
+		}
 		ep, _, _ := strings.Cut(r.GetName(), "/")
 		if len(order) == 0 || order[len(order)-1] != ep {
 			order = append(order, ep)
