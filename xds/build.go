@@ -136,9 +136,13 @@ func resourceName(m types.Resource) string {
 
 // mustAny packs a message built here; marshalling a well-formed message
 // cannot fail, so a failure is a programming error worth a panic in tests.
+//
+// The payload is encoded deterministically: maps inside it (a Struct such
+// as the access log's JSON format) would otherwise encode in random order,
+// and an unchanged config would fingerprint differently and be pushed again.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(fmt.Sprintf("xds: packing %T: %v", m, err))
 	}
 	return a
