@@ -61,4 +61,11 @@
 //   - rules.go, cachedList and cacheList: `listTTL <= 0` as `< 0` and
 //     `listTTL > 0` as `>= 0`. NewEngine replaces a zero ListCacheTTL by
 //     DefaultListCacheTTL, so listTTL is never 0.
+//   - shadows.go, sample: `draw < threshold` as `<=`. The two differ for a
+//     user whose 32-bit draw equals the threshold exactly: one user in 2^32
+//     per shadow, which no test can find short of searching that space.
+//   - userkey.go, cookieFor: `len(ep.cookie) + len(id) + 64` as
+//     `len(ep.cookie) - len(id) + 64` in b.Grow. A capacity hint: a minted
+//     id is 32 characters, so the hint stays positive and the cookie is the
+//     same.
 package cohort
