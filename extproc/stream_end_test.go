@@ -12,10 +12,14 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/extproc"
+	"github.com/modelsplit/modelsplit/extproc/extproctest"
 )
 
 func streamCount(h *harness, result string) float64 {
@@ -107,5 +111,54 @@ func TestListenReplacesOnlyStaleSockets(t *testing.T) {
 	}
 	if b, err := os.ReadFile(regular); err != nil || string(b) != "keep me" {
 		t.Fatalf("regular file at the socket path: %q %v, want it untouched", b, err)
+	}
+}
+
+// Without compare capture (no shadow manager), the decision marks the
+// user-sampled mirror shadows only: a compare-mode shadow's mark would
+// select a body-streaming route for nothing.
+func TestMarksMirrorShadowsWithoutCompareCapture(t *testing.T) {
+	cfg, err := config.Parse("m.yaml", []byte(`
+endpoints:
+  - name: face
+    match: {path_prefix: /face}
+    sticky: {header: x-user-id}
+    variants:
+      - {name: a, weight: 1, backends: ["10.0.0.1:80"]}
+    shadows:
+      - {name: mirror, percent: 100, backends: ["10.0.0.2:80"]}
+      - {name: cmp, percent: 100, backends: ["10.0.0.3:80"], compare: {}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := cohort.NewEngine(cohort.NewMemoryStore(100), cohort.Options{})
+	engine.SetConfig(cfg)
+	t.Cleanup(func() { engine.Close() })
+	lis, err := extproc.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	extproc.NewServer(engine, extproc.Options{}).Register(g) // the engine samples; no shadow manager
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	res, err := extproctest.Do(context.Background(), conn, extproctest.Request{
+		Metadata: envoyMD("face"),
+		Headers:  []extproctest.Header{extproctest.H(":path", "/face/x"), extproctest.H("x-user-id", "u1")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := extproctest.Get(res.RequestHeaders, config.ShadowHeaderFor("mirror")); !ok || v != "face/mirror" {
+		t.Errorf("mirror shadow mark %q (%v), want face/mirror", v, ok)
+	}
+	if v, ok := extproctest.Get(res.RequestHeaders, config.ShadowHeaderFor("cmp")); ok {
+		t.Errorf("compare shadow marked (%q) without compare capture", v)
 	}
 }
