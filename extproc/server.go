@@ -1,6 +1,3 @@
-// Package extproc is the ext_proc gRPC server that Envoy (and grpc-go's
-// ext_proc filter) calls once per request: it asks the cohort engine for the
-// user's variant and answers with the header that steers Envoy's router.
 package extproc
 
 import (

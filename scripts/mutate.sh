@@ -75,6 +75,8 @@ files_excluded() {
 	./cohort:engine) echo "^picktest/|^($cohort_compile|$cohort_redis|shadows|store|userkey)\\.go\$" ;;
 	./cohort:redis) echo "^picktest/|^($cohort_compile|$cohort_engine|shadows|store|userkey)\\.go\$" ;;
 	./cohort:parts) echo "^picktest/|^($cohort_compile|$cohort_engine|$cohort_redis)\\.go\$" ;;
+	# extproc/extproctest is a test client, not product code.
+	./extproc) echo '^extproctest/' ;;
 	esac
 }
 tests_skipped() {

@@ -1,0 +1,25 @@
+// Package extproc is the ext_proc gRPC server that Envoy (and grpc-go's
+// ext_proc filter) calls once per request: it asks the cohort engine for the
+// user's variant and answers with the header that steers Envoy's router.
+//
+// # Mutation testing
+//
+// `make mutate PKGS=./extproc` mutates this package (scripts/mutate.sh).
+// These surviving mutants are equivalent: no input can tell them from the
+// code as written.
+//
+//   - server.go, Process: `status.Code(err) == codes.Canceled` negated, in
+//     `errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled ||
+//     ctx.Err() != nil`. Apart from io.EOF (a half-close, tested), a Recv
+//     error on a grpc-go server stream comes with the stream's context
+//     already done (a client that cancels or whose deadline passes resets
+//     the stream; on any other failure grpc-go cancels the context too), so
+//     the last condition decides either way.
+//
+// Two more survive there and are not equivalent: the second `||` as `&&`,
+// and `ctx.Err() != nil` negated. Both count a stream as "error" where the
+// code counts it "ok" only when Recv fails with a code other than Canceled
+// on a done context — what a message that does not decode does (Internal).
+// Such a stream is counted "ok" today; whether it should be "error" (or
+// "malformed") is a product decision, so no test pins it either way.
+package extproc
