@@ -87,7 +87,7 @@ bench-envoy: envoy-install ## Envoy alone vs Envoy + decide filter at fixed rate
 # each package mutates (files left out) is in scripts/mutate.sh. A mutant's
 # `go test` may take MUTATE_TIMEOUT_COEFFICIENT times the package's coverage
 # run before it counts as timed out. JSON results and logs: mutate.out/.
-MUTATE_PKGS := ./admin ./xds:check ./xds:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control
+MUTATE_PKGS := ./admin ./xds:check ./xds:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control:changes ./control:state ./control:http
 PKGS ?= $(MUTATE_PKGS)
 GREMLINS_VERSION := v0.6.0
 mutate: test-deps gremlins-install ## Mutation testing (gremlins) of PKGS (default: admin xds cohort control extproc): score, surviving mutants

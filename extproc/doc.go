@@ -16,10 +16,12 @@
 //     the stream; on any other failure grpc-go cancels the context too), so
 //     the last condition decides either way.
 //
-// Two more survive there and are not equivalent: the second `||` as `&&`,
-// and `ctx.Err() != nil` negated. Both count a stream as "error" where the
-// code counts it "ok" only when Recv fails with a code other than Canceled
-// on a done context — what a message that does not decode does (Internal).
-// Such a stream is counted "ok" today; whether it should be "error" (or
-// "malformed") is a product decision, so no test pins it either way.
+// Not equivalent, and left alive on purpose: `ctx.Err() != nil` negated
+// there (and the second `||` as `&&`, which the package's tests kill only
+// through streams whose Recv error is not Canceled, a matter of timing).
+// The code counts a stream "ok" when Recv fails with any code on a done
+// context; the mutants count it "error" when the code is not Canceled —
+// what a message that does not decode does (Internal). Such a stream is
+// counted "ok" today; whether it should be "error" (or "malformed") is a
+// product decision, so no test pins it either way.
 package extproc

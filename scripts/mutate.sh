@@ -77,6 +77,12 @@ files_excluded() {
 	./cohort:parts) echo "^picktest/|^($cohort_compile|$cohort_engine|$cohort_redis)\\.go\$" ;;
 	# extproc/extproctest is a test client, not product code.
 	./extproc) echo '^extproctest/' ;;
+	# control: the changes (control.go), the state and its persisters
+	# (state.go), and the REST handlers with the traffic shares (http.go,
+	# traffic.go).
+	./control:changes) echo '^(state|http|traffic)\.go$' ;;
+	./control:state) echo '^(control|http|traffic)\.go$' ;;
+	./control:http) echo '^(control|state)\.go$' ;;
 	esac
 }
 tests_skipped() {
