@@ -97,6 +97,16 @@ type AuditEntry struct {
 	Remote    string         `json:"remote,omitempty"`     // client address
 	UserAgent string         `json:"user_agent,omitempty"` // e.g. modelsplit-cli/dev
 	Detail    string         `json:"detail,omitempty"`
+	// Actor is who made an automated change ("rollout", "bandit"); empty
+	// for a person's change through the API or CLI.
+	Actor string `json:"actor,omitempty"`
+	Plan  string `json:"plan,omitempty"` // the automated plan's id
+	Step  int    `json:"step,omitempty"` // its step, from 1
+	// Count is how many automated changes this entry stands for:
+	// consecutive changes of the same actor, plan and action are merged
+	// into one entry (First is the time of the first of them).
+	Count int        `json:"count,omitempty"`
+	First *time.Time `json:"first,omitempty"`
 }
 
 // AuditList is GET /v1/audit.

@@ -215,6 +215,12 @@ type Endpoint struct {
 	// (make bench-envoy); rules, targets, cookies and user-sampled shadows
 	// need the decision and are refused with it. On unless set to false.
 	Decide *bool `yaml:"decide"`
+	// Rollout, when set, is a plan that moves traffic to a canary by
+	// itself and rolls back on evidence (see package rollout).
+	Rollout *Rollout `yaml:"rollout"`
+	// Ramp is set at run time, never from YAML, while a rollout moves
+	// traffic to a canary: see Ramp.
+	Ramp *Ramp `yaml:"-" json:"ramp,omitempty"`
 	// Timeout bounds a whole request on this endpoint's routes (variant,
 	// fallback) and their mirrors: Envoy answers 504 past it (a stream
 	// already under way is reset). For a grpc endpoint it is the longest
@@ -493,4 +499,16 @@ func (c *Config) Clone() *Config {
 		}
 	}
 	return &n
+}
+
+// Ramp marks a rollout in progress on an endpoint. Without it a weight
+// change moves only new users; with it, a returning user who was assigned
+// by the hash moves to Canary as soon as the weights in force would hash
+// them there, and never back while the canary keeps rising. New users are
+// stored as Base (the weights before the rollout) would place them, so
+// taking the ramp away (a rollback) restores exactly the earlier groups.
+// Users placed by a rule or a target header are never moved.
+type Ramp struct {
+	Canary string         `json:"canary"`
+	Base   map[string]int `json:"base"`
 }
