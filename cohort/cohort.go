@@ -13,9 +13,10 @@ const (
 	SourceHash                   // new user: the weighted hash picked, result stored
 	SourceRandom                 // no user key: weighted random
 	SourceFallback               // store unavailable or over budget: the hash decided
+	SourceRamp                   // a rollout's ramp moved an assigned user to the canary
 )
 
-var sourceNames = [...]string{"target", "rule", "store", "hash", "random", "fallback"}
+var sourceNames = [...]string{"target", "rule", "store", "hash", "random", "fallback", "ramp"}
 
 func (s Source) String() string {
 	if int(s) < len(sourceNames) {

@@ -38,6 +38,10 @@ type endpoint struct {
 	index    map[string]int
 	cum      []float64 // cumulative weights for weighted random
 	pickCum  []uint64  // cumulative config.ScaledWeights, the new-user pick's intervals
+	// A rollout's ramp (config.Ramp): canary is its variant (-1: no
+	// ramp), baseCum the pick's intervals under the weights before it.
+	canary  int
+	baseCum []uint64
 	rules    []rule
 	counters [][numSources]prometheus.Counter // [variant][source]
 	userKeys []string                         // <prefix>users:<endpoint>:<variant>, per variant
@@ -47,7 +51,7 @@ type endpoint struct {
 	hasCompare bool // a compare-mode shadow: the observe filter samples
 }
 
-const numSources = int(SourceFallback) + 1
+const numSources = int(SourceRamp) + 1
 
 type rule struct {
 	header   string
@@ -140,6 +144,25 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 		}
 		ep.counters = append(ep.counters, cs)
 		ep.userKeys = append(ep.userKeys, c.keyPrefix+"users:"+ce.Name+":"+v.Name)
+	}
+	ep.canary = -1
+	if r := ce.Ramp; r != nil {
+		if ci, ok := ep.index[r.Canary]; ok && ep.weights[ci] > 0 && total > 0 {
+			base := make([]config.Variant, len(ce.Variants))
+			for j, v := range ce.Variants {
+				base[j] = config.Variant{Name: v.Name, Weight: r.Base[v.Name]}
+			}
+			ep.canary = ci
+			for _, w := range config.ScaledWeights(base) {
+				var last uint64
+				if n := len(ep.baseCum); n > 0 {
+					last = ep.baseCum[n-1]
+				}
+				ep.baseCum = append(ep.baseCum, last+uint64(w))
+			}
+		} else {
+			e.log.Warn("rollout ramp names a variant without traffic; ignored", zap.String("endpoint", ce.Name), zap.String("canary", r.Canary))
+		}
 	}
 	ep.shadows = compileShadows(ce)
 	for _, sp := range ep.shadows {

@@ -18,8 +18,8 @@ import (
 func TestSourceNames(t *testing.T) {
 	for s, want := range map[cohort.Source]string{
 		cohort.SourceTarget: "target", cohort.SourceRule: "rule", cohort.SourceStore: "store",
-		cohort.SourceHash: "hash", cohort.SourceRandom: "random", cohort.SourceFallback: "fallback",
-		cohort.SourceFallback + 1: "unknown", 255: "unknown",
+		cohort.SourceHash: "hash", cohort.SourceRandom: "random", cohort.SourceFallback: "fallback", cohort.SourceRamp: "ramp",
+		cohort.SourceRamp + 1: "unknown", 255: "unknown",
 	} {
 		if got := s.String(); got != want {
 			t.Errorf("Source(%d) = %q, want %q", s, got, want)

@@ -156,7 +156,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 		return i, src, cookie
 	}
 	e.metrics.CacheMisses.Inc()
-	hashed := ep.pick(key)
+	hashed, stored := ep.assign(key)
 	storeKey := ep.storeKey(kh)
 	if cookie == "" { // a freshly minted id cannot have an assignment yet
 		var (
@@ -176,7 +176,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 			if ce := e.log.Check(zap.DebugLevel, "assignment store unavailable; the hash decided"); ce != nil {
 				ce.Write(zap.String("endpoint", ep.name), zap.Error(err))
 			}
-			e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[hashed], TTL: ep.ttl, Users: ep.userKeys[hashed]})
+			e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[stored], TTL: ep.ttl, Users: ep.userKeys[stored]})
 			return hashed, SourceFallback, cookie
 		}
 		if found {
@@ -199,8 +199,8 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	// 4. New user: the weighted hash, stored write-behind. Should another
 	// replica have stored a different variant first, the store drops our
 	// cached copy and the next request reads theirs.
-	e.cache.put(ck, cached{variant: ep.variants[hashed], expires: cacheExpiry(now, ep.ttl)})
-	e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[hashed], TTL: ep.ttl, Users: ep.userKeys[hashed],
+	e.cache.put(ck, cached{variant: ep.variants[stored], expires: cacheExpiry(now, ep.ttl)})
+	e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[stored], TTL: ep.ttl, Users: ep.userKeys[stored],
 		OnConflict: func() { e.cache.remove(ck) }})
 	if degraded {
 		return hashed, SourceFallback, cookie
@@ -242,8 +242,16 @@ func (ep *endpoint) storeKey(kh uint64) string {
 // > 0); otherwise the hash picks among serving variants (SourceHash). The
 // stored value is kept, so restoring the weight (a rollback) brings the
 // user back.
+//
+// During a rollout's ramp a user the weights in force would hash onto the
+// canary is served by it whatever is stored: raising the canary thus
+// moves returning users onto it (never off it: its intervals only grow),
+// and the stored value, left as it was, brings them back on a rollback.
 func (ep *endpoint) honour(stored, key string) (int, Source) {
 	if i, ok := ep.index[stored]; ok && ep.weights[i] > 0 {
+		if ep.canary >= 0 && i != ep.canary && ep.pick(key) == ep.canary {
+			return ep.canary, SourceRamp
+		}
 		return i, SourceStore
 	}
 	return ep.pick(key), SourceHash
@@ -253,6 +261,24 @@ func (ep *endpoint) honour(stored, key string) (int, Source) {
 // this key (see hash.go).
 func (ep *endpoint) pick(key string) int {
 	return pickInterval(pickHash(ep.salt, key), ep.pickCum)
+}
+
+// assign is a new user's variant (decided) and the one to store. They
+// differ only during a rollout's ramp: the user is stored where the
+// weights before the rollout put them, so a rollback restores exactly the
+// earlier groups, and served by the canary when the weights in force
+// hash them onto it.
+func (ep *endpoint) assign(key string) (decided, stored int) {
+	h := pickHash(ep.salt, key)
+	decided = pickInterval(h, ep.pickCum)
+	if ep.canary < 0 {
+		return decided, decided
+	}
+	stored = pickInterval(h, ep.baseCum)
+	if decided != ep.canary {
+		decided = stored
+	}
+	return decided, stored
 }
 
 func (ep *endpoint) random() int {

@@ -2,6 +2,9 @@ package cohort_test
 
 import (
 	"fmt"
+	"github.com/modelsplit/modelsplit/cohort/picktest"
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"testing"
 
 	"github.com/modelsplit/modelsplit/cohort"
@@ -62,6 +65,111 @@ func TestWeightChangesMoveNoStoredUser(t *testing.T) {
 					t.Fatalf("%v→%v moved stored user %d from %s to %s", base, w, i, before[i], after[i])
 				}
 			}
+		}
+	}
+}
+
+// rampConfig is splitConfig at weights with a rollout's ramp onto v1
+// from base.
+func rampConfig(t testing.TB, base []int, weights ...int) *config.Config {
+	cfg := splitConfig(t, "", weights...)
+	b := map[string]int{}
+	for i, w := range base {
+		b[fmt.Sprintf("v%d", i)] = w
+	}
+	cfg.Endpoints[0].Ramp = &config.Ramp{Canary: "v1", Base: b}
+	return cfg
+}
+
+// A rollout's ramp moves returning users too: 90/10 → 50/50 puts half of
+// the returning users on the canary (exactly those the rule puts there),
+// moves nobody off it at any step, leaves rule users alone, and taking
+// the ramp away restores every user's earlier variant.
+func TestRampMovesReturningUsersMonotonically(t *testing.T) {
+	const n = 2000
+	names := []string{"v0", "v1"}
+	store := cohort.NewMemoryStore(0)
+	base := []int{90, 10}
+	e, _ := newEngine(t, store, splitConfig(t, "", base...))
+	first := make([]string, n)
+	for i := range first {
+		first[i] = decide(t, e, user(fmt.Sprintf("r%d", i))).Variant
+	}
+	ruleUser := headers{"x-user-id": "r7", "x-region": "eu"}
+	prev := first
+	for _, canary := range []int{50, 80, 100} {
+		// A fresh engine each step: what counts is the store, not the cache.
+		e, m := newEngine(t, store, rampConfig(t, base, 100-canary, canary))
+		now := make([]string, n)
+		on := 0
+		for i := range now {
+			key := fmt.Sprintf("r%d", i)
+			now[i] = decide(t, e, user(key)).Variant
+			want := first[i]
+			if picktest.Variant("", key, names, []int{100 - canary, canary}) == "v1" {
+				want = "v1"
+			}
+			if now[i] != want {
+				t.Fatalf("canary at %d%%: user %s on %s, the rule says %s (was %s before the rollout)", canary, key, now[i], want, first[i])
+			}
+			if prev[i] == "v1" && now[i] != "v1" {
+				t.Fatalf("canary raised to %d%% moved user %s off the canary", canary, key)
+			}
+			if now[i] == "v1" {
+				on++
+			}
+		}
+		share := 100 * float64(on) / n
+		t.Logf("canary at %d%%: %.2f%% of %d returning users on it", canary, share, n)
+		if share < float64(canary)-2 || share > float64(canary)+2 {
+			t.Errorf("canary at %d%%: %.2f%% of returning users on it, want %d ± 2", canary, share, canary)
+		}
+		if canary < 100 {
+			if got := testutil.ToFloat64(m.Decisions.WithLabelValues("m", "v1", "ramp")); got == 0 {
+				t.Errorf("no decision counted with source ramp")
+			}
+		}
+		if d := decide(t, e, ruleUser); d.Variant != "v0" || d.Source != cohort.SourceRule {
+			t.Fatalf("rule user moved by the ramp: %+v", d)
+		}
+		prev = now
+	}
+	// Rollback: the pre-rollout weights, no ramp. Everyone is where they were.
+	e, _ = newEngine(t, store, splitConfig(t, "", base...))
+	for i := range first {
+		if got := decide(t, e, user(fmt.Sprintf("r%d", i))).Variant; got != first[i] {
+			t.Fatalf("after the rollback user r%d is on %s, was on %s before the rollout", i, got, first[i])
+		}
+	}
+}
+
+// New users who arrive during a ramp are served as the weights in force
+// say, but stored as the weights before the rollout would have placed
+// them: a rollback puts them back in the groups the old split makes.
+func TestRampStoresNewUsersByBaseWeights(t *testing.T) {
+	const n = 2000
+	names := []string{"v0", "v1"}
+	store := cohort.NewMemoryStore(0)
+	e, _ := newEngine(t, store, rampConfig(t, []int{90, 10}, 40, 60))
+	on := 0
+	for i := range n {
+		key := fmt.Sprintf("new%d", i)
+		got := decide(t, e, user(key)).Variant
+		if want := picktest.Variant("", key, names, []int{40, 60}); got != want {
+			t.Fatalf("new user %s on %s during the ramp, the rule says %s", key, got, want)
+		}
+		if got == "v1" {
+			on++
+		}
+	}
+	if share := float64(on) / n; share < 0.6-0.055 || share > 0.6+0.055 { // 5σ at n=2000
+		t.Errorf("%.3f of new users on the canary at 60%%", share)
+	}
+	e, _ = newEngine(t, store, splitConfig(t, "", 90, 10))
+	for i := range n {
+		key := fmt.Sprintf("new%d", i)
+		if got, want := decide(t, e, user(key)).Variant, picktest.Variant("", key, names, []int{90, 10}); got != want {
+			t.Fatalf("after the rollback new user %s is on %s, the old split says %s", key, got, want)
 		}
 	}
 }
