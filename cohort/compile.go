@@ -40,8 +40,8 @@ type endpoint struct {
 	pickCum  []uint64  // cumulative config.ScaledWeights, the new-user pick's intervals
 	// A rollout's ramp (config.Ramp): canary is its variant (-1: no
 	// ramp), baseCum the pick's intervals under the weights before it.
-	canary  int
-	baseCum []uint64
+	canary   int
+	baseCum  []uint64
 	rules    []rule
 	counters [][numSources]prometheus.Counter // [variant][source]
 	userKeys []string                         // <prefix>users:<endpoint>:<variant>, per variant
