@@ -46,6 +46,7 @@ func commands() []command {
 		{"rollback", "restore an endpoint's previous weights", runRollback},
 		{"reset", "drop live overrides: the config file is in force again", runReset},
 		{"shadow", "pause or resume a shadow, or list its disagreements", runShadow},
+		{"rollout", "start, follow, pause, resume, promote or abort an endpoint's rollout plan", runRollout},
 		{"audit", "list recent live changes", runAudit},
 		{"version", "print the version", runVersion},
 	}

@@ -71,6 +71,9 @@ type Metrics struct {
 
 	// TLS on the xDS and ext_proc listeners.
 	TLSHandshakeFailures *prometheus.CounterVec // listener (xds|extproc), reason
+
+	// Automatic rollouts.
+	Rollout Rollout
 }
 
 // New registers every series on a fresh registry, plus Go and process
@@ -79,9 +82,10 @@ func New() *Metrics {
 	r := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &Metrics{Registry: r}
+	m.Rollout = newRollout(f)
 
 	m.Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "decisions_total",
-		Help: "Variant decisions by endpoint, variant and source (target, rule, store, hash, random, fallback)."},
+		Help: "Variant decisions by endpoint, variant and source (target, rule, store, hash, random, fallback, ramp)."},
 		[]string{"endpoint", "variant", "source"})
 	m.DecisionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "decision_duration_seconds",
 		Help:    "Time to decide one request's variant, store lookups included.",
