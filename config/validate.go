@@ -550,6 +550,9 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 		v.undecided(f, e)
 	}
 	v.resilience(f, e)
+	if e.Rollout != nil {
+		v.rollout(f+".rollout", e, e.Rollout)
+	}
 }
 
 // timeouts checks an endpoint's timeout and idle_timeout: each between
