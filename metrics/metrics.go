@@ -73,7 +73,12 @@ type Metrics struct {
 	TLSHandshakeFailures *prometheus.CounterVec // listener (xds|extproc), reason
 
 	// Automatic rollouts.
-	Rollout Rollout
+	RolloutStep        *prometheus.GaugeVec   // endpoint: the step in force, 0 when no rollout runs
+	RolloutRollbacks   *prometheus.CounterVec // endpoint, gate: automatic rollbacks
+	RolloutGateErrors  *prometheus.CounterVec // endpoint, gate: checks that could not be computed (the step holds)
+	RolloutGatePValue  *prometheus.GaugeVec   // endpoint, gate: the latest p-value
+	RolloutTransitions *prometheus.CounterVec // endpoint, action: start, step, promote, pause, resume, abort, auto_rollback
+	RolloutDriving     prometheus.Gauge       // 1 while this replica holds the rollout lease
 }
 
 // New registers every series on a fresh registry, plus Go and process
@@ -82,7 +87,7 @@ func New() *Metrics {
 	r := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &Metrics{Registry: r}
-	m.Rollout = newRollout(f)
+	m.newRollout(f)
 
 	m.Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "decisions_total",
 		Help: "Variant decisions by endpoint, variant and source (target, rule, store, hash, random, fallback, ramp)."},

@@ -40,12 +40,12 @@ func (m *Manager) check(ctx context.Context, e *config.Endpoint, rec *record, r 
 	for i, g := range p.Gates {
 		v := m.gate(ctx, e, rec, r, i, g, minN)
 		if v.Verdict == api.VerdictError {
-			m.m.GateErrors.WithLabelValues(e.Name, v.Gate).Inc()
+			m.m.RolloutGateErrors.WithLabelValues(e.Name, v.Gate).Inc()
 			m.log.Warn("rollout gate could not be computed; the step holds", zap.String("endpoint", e.Name),
 				zap.String("gate", v.Gate), zap.String("detail", v.Detail))
 		}
 		if v.PValue != nil {
-			m.m.GatePValue.WithLabelValues(e.Name, v.Gate).Set(*v.PValue)
+			m.m.RolloutGatePValue.WithLabelValues(e.Name, v.Gate).Set(*v.PValue)
 		}
 		out = append(out, v)
 	}

@@ -73,7 +73,7 @@ var (
 type Manager struct {
 	opts Options
 	log  *zap.Logger
-	m    metrics.Rollout
+	m    *metrics.Metrics
 
 	mu      sync.Mutex
 	runs    map[string]*run // endpoint → evidence of its current plan run (driver only)
@@ -107,7 +107,7 @@ func New(opts Options) *Manager {
 	if opts.Prometheus == nil {
 		opts.Prometheus = httpPromQL{}
 	}
-	return &Manager{opts: opts, log: opts.Logger, m: opts.Metrics.Rollout, runs: map[string]*run{}}
+	return &Manager{opts: opts, log: opts.Logger, m: opts.Metrics, runs: map[string]*run{}}
 }
 
 // Run drives rollouts until ctx ends, while this replica holds the lease.
@@ -150,10 +150,10 @@ func (m *Manager) Tick(ctx context.Context) {
 		m.driving = leader
 		if leader {
 			m.log.Info("driving rollouts (lease taken)", zap.String("replica", m.replica()))
-			m.m.Driving.Set(1)
+			m.m.RolloutDriving.Set(1)
 		} else {
 			m.log.Info("following rollouts (lease held elsewhere)", zap.String("replica", m.replica()))
-			m.m.Driving.Set(0)
+			m.m.RolloutDriving.Set(0)
 			m.runs = map[string]*run{}
 		}
 	}
@@ -170,7 +170,7 @@ func (m *Manager) Tick(ctx context.Context) {
 			m.mu.Lock()
 			step := rec.Step
 			m.mu.Unlock()
-			m.m.Step.WithLabelValues(e.Name).Set(float64(step))
+			m.m.RolloutStep.WithLabelValues(e.Name).Set(float64(step))
 			if leader {
 				m.drive(ctx, e, rec)
 			}
@@ -179,7 +179,7 @@ func (m *Manager) Tick(ctx context.Context) {
 				m.log.Warn("rollout auto_start refused", zap.String("endpoint", e.Name), zap.Error(err))
 			}
 		default:
-			m.m.Step.WithLabelValues(e.Name).Set(0)
+			m.m.RolloutStep.WithLabelValues(e.Name).Set(0)
 		}
 	}
 }
@@ -346,7 +346,7 @@ func (m *Manager) apply(endpoint string, rec *record, ch control.AutoChange) err
 	if _, err := m.opts.Controller.ApplyAutomated(endpoint, ch); err != nil {
 		return fmt.Errorf("%s on %s: %w", ch.Action, endpoint, err)
 	}
-	m.m.Transitions.WithLabelValues(endpoint, strings.TrimPrefix(ch.Action, "rollout_")).Inc()
+	m.m.RolloutTransitions.WithLabelValues(endpoint, strings.TrimPrefix(ch.Action, "rollout_")).Inc()
 	return nil
 }
 
@@ -426,7 +426,7 @@ func (m *Manager) finish(e *config.Endpoint, rec *record, phase, action, reason 
 	m.mu.Lock()
 	delete(m.runs, e.Name)
 	m.mu.Unlock()
-	m.m.Step.WithLabelValues(e.Name).Set(0)
+	m.m.RolloutStep.WithLabelValues(e.Name).Set(0)
 	level := zap.InfoLevel
 	if phase == api.PhaseRolledBack {
 		level = zap.WarnLevel
@@ -488,7 +488,7 @@ func (m *Manager) drive(ctx context.Context, e *config.Endpoint, rec *record) {
 				reason += fmt.Sprintf(", p=%.3g", *v.PValue)
 			}
 			reason += "; " + v.Detail
-			m.m.Rollbacks.WithLabelValues(e.Name, v.Gate).Inc()
+			m.m.RolloutRollbacks.WithLabelValues(e.Name, v.Gate).Inc()
 			if _, err := m.finish(e, rec, api.PhaseRolledBack, "auto_rollback", reason, rec.Before); err != nil {
 				m.log.Error("automatic rollback failed; retried at the next check", zap.String("endpoint", e.Name), zap.Error(err))
 				r.nextCheck = now
