@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"testing"
+
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // The reference values come from SciPy and statsmodels through
@@ -36,6 +38,10 @@ func (j *jnum) UnmarshalJSON(b []byte) error {
 }
 
 type reference struct {
+	NormalSF []struct {
+		Z float64
+		P jnum
+	}
 	ZTest []struct {
 		X1, N1, X2, N2                uint64
 		Z, PTwoSided, PGreater, PLess jnum
@@ -368,6 +374,25 @@ func TestReferenceSequential(t *testing.T) {
 			w.check(t, "SequentialProportion", name+" bound", bound, jnum{v: l.Bound}, 1e-15)
 			if v.Reject != l.Reject || other != trivial {
 				t.Errorf("%s: reject %v other bound %v, want %v and %v", name, v.Reject, other, l.Reject, trivial)
+			}
+		}
+	}
+}
+
+// normalSF against SciPy's norm.sf, out to z = 37 (p near 6e-300), and
+// why it does not call gonum's Normal.Survival: that is 1-Erf, which
+// returns 0 from z near 8.3 on.
+func TestReferenceNormalSF(t *testing.T) {
+	ref := loadReference(t)
+	w := worst{}
+	defer w.log(t)
+	for _, c := range ref.NormalSF {
+		w.check(t, "normalSF", fmt.Sprintf("z=%v", c.Z), normalSF(c.Z), c.P, 0)
+		if c.Z == 9.5 {
+			if got := distuv.UnitNormal.Survival(c.Z); got != 0 {
+				t.Logf("gonum Normal.Survival(9.5) = %v: no longer 0, gonum may have fixed it", got)
+			} else {
+				t.Logf("gonum Normal.Survival(9.5) = 0, SciPy norm.sf = %v", c.P.v)
 			}
 		}
 	}

@@ -318,6 +318,7 @@ def main():
     ref = {
         "generated_with": {"python": sys.version.split()[0], "scipy": scipy.__version__,
                             "statsmodels": statsmodels.__version__, "numpy": np.__version__},
+        "normal_sf": [{"z": z, "p": num(st.norm.sf(z))} for z in (-3.0, 0.0, 1.0, 5.0, 8.5, 9.5, 20.0, 37.0)],
         "ztest": ztests(), "welch": welch(), "srm": srm(), "mannwhitney": mwu(),
         "quantile": quantiles(), "sequential": sequential(),
     }
