@@ -9,7 +9,7 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy golden mutate gremlins-install clean
+.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy golden reference-values mutate gremlins-install clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -103,6 +103,14 @@ gremlins-install: ## Install the pinned gremlins (mutation testing) into .tools/
 
 golden: ## Rewrite the xds golden files after an intended change
 	$(GO) test ./xds -run Golden -update
+
+# SciPy and statsmodels, at the versions pinned in the script's header,
+# live in a project-local virtualenv; the Go tests read only the JSON.
+SCIPY_VENV := $(ENVOY_TOOLS)/scipy
+reference-values: ## Regenerate statistics/testdata/reference.json from SciPy/statsmodels (venv in .tools/scipy)
+	@[ -x $(SCIPY_VENV)/bin/python ] || python3 -m venv $(SCIPY_VENV)
+	$(SCIPY_VENV)/bin/pip install -q --disable-pip-version-check scipy==1.17.1 statsmodels==0.15.0 numpy==2.4.6
+	$(SCIPY_VENV)/bin/python statistics/testdata/reference.py
 
 clean: ## Remove build outputs
 	rm -rf bin bench.out bench-envoy.out mutate.out
