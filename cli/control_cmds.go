@@ -161,6 +161,21 @@ requests, users assigned, and shadows with their comparison results.`+adminHelp)
 		return err
 	}
 	printStatus(env.Stdout, list)
+	// Rollouts in progress or ended, under the table (a server without
+	// rollouts answers 404: nothing to add).
+	var rl api.RolloutList
+	if err := c.call(ctx, http.MethodGet, "/v1/rollouts", nil, &rl); err == nil {
+		for _, st := range rl.Rollouts {
+			if len(pos) == 1 && st.Endpoint != pos[0] {
+				continue
+			}
+			if st.Plan == "" {
+				continue // a plan never started
+			}
+			fmt.Fprintln(env.Stdout)
+			printRollout(env.Stdout, st)
+		}
+	}
 	return nil
 }
 

@@ -135,10 +135,7 @@ func (m *Manager) gate(ctx context.Context, e *config.Endpoint, rec *record, r *
 		}
 		return v
 	case "shadow_agreement":
-		s := r.stepEv.shadows[g.Shadow]
-		if s == nil || s.Compared == 0 {
-			s = r.allEv.shadows[g.Shadow]
-		}
+		s := r.allEv.shadows[g.Shadow] // cumulative, as the sequential test needs
 		v := apiVerdict{Gate: "shadow_agreement:" + g.Shadow, Baseline: g.MinAgreement}
 		if s == nil || s.Compared < minN {
 			v.Verdict, v.Detail = api.VerdictPending, fmt.Sprintf("needs %d compared requests", minN)
@@ -148,16 +145,20 @@ func (m *Manager) gate(ctx context.Context, e *config.Endpoint, rec *record, r *
 			return v
 		}
 		v.CanaryN, v.Canary = s.Compared, ratio(s.Agreed, s.Compared)
-		spent := spentAlpha(alpha, r.checks)
-		p, err := proportionBelow(s.Agreed, s.Compared, g.MinAgreement)
+		at := r.agree[i]
+		if at == nil {
+			at = newAgreementTest(g.MinAgreement, alpha)
+			r.agree[i] = at
+		}
+		p, reject, err := at.update(s.Agreed, s.Compared)
 		if err != nil {
 			v.Verdict, v.Detail = api.VerdictError, err.Error()
 			return v
 		}
 		v.PValue = &p
-		v.Detail = fmt.Sprintf("agreement below %.4g? one-sided p against %.3g (alpha spent per check)", g.MinAgreement, spent)
+		v.Detail = fmt.Sprintf("agreement below %.4g with %.0f%% confidence? (always-valid sequential test)", g.MinAgreement, 100*(1-alpha))
 		v.Verdict = api.VerdictPass
-		if p < spent {
+		if reject {
 			v.Verdict = api.VerdictFail
 		}
 		return v

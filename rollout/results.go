@@ -137,6 +137,7 @@ type run struct {
 	checks    int // gate checks made in this step (alpha spending)
 	seq       map[int]*sequential
 	reverse   *sequential // an experiment's canary-better test
+	agree     map[int]*agreementTest
 	verdicts  []apiVerdict
 	lastCheck time.Time
 	nextCheck time.Time
@@ -146,7 +147,7 @@ type run struct {
 
 func newRun(plan string, step int, stepStarted time.Time) *run {
 	return &run{plan: plan, step: step, stepStarted: stepStarted,
-		stepClosed: newEvidence(), allClosed: newEvidence(), seq: map[int]*sequential{}}
+		stepClosed: newEvidence(), allClosed: newEvidence(), seq: map[int]*sequential{}, agree: map[int]*agreementTest{}}
 }
 
 // collect adds the windows closed since the last call, and the open one
