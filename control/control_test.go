@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/modelsplit/modelsplit/api"
 	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/control/httpapi"
+	"github.com/modelsplit/modelsplit/control/live"
 )
 
 const controlConfig = `
@@ -59,7 +60,7 @@ func weightsOf(t *testing.T, cfg *config.Config) map[string]int {
 	if !ok {
 		t.Fatal("no endpoint face")
 	}
-	return fileWeights(e)
+	return live.WeightsOf(e)
 }
 
 func pausedOf(t *testing.T, cfg *config.Config) map[string]bool {
@@ -72,48 +73,12 @@ func pausedOf(t *testing.T, cfg *config.Config) map[string]bool {
 	return out
 }
 
+// status is the HTTP status the admin API answers err with.
 func status(err error) int {
-	var re *RequestError
-	if errors.As(err, &re) {
-		return re.Status
+	if err == nil {
+		return 0
 	}
-	return 0
-}
-
-func TestValidateWeights(t *testing.T) {
-	cfg, err := config.Parse("control.yaml", []byte(controlConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, _ := cfg.Endpoint("face")
-	for _, tc := range []struct {
-		w    map[string]int
-		want string // "" when valid
-	}{
-		{map[string]int{"stable": 50, "canary": 50}, ""},
-		{map[string]int{"stable": 0, "canary": 1}, ""},
-		{map[string]int{"stable": config.MaxWeight, "canary": 0}, ""},
-		{nil, `"weights" is required`},
-		{map[string]int{"stable": 1, "canary": 1, "other": 1}, `unknown variant "other"`},
-		{map[string]int{"stable": -1, "canary": 1}, "weights.stable: must not be negative, got -1"},
-		{map[string]int{"stable": config.MaxWeight + 1, "canary": 1}, fmt.Sprintf("weights.stable: must be at most %d", config.MaxWeight)},
-		{map[string]int{"stable": 1}, `variant "canary" is missing`},
-		{map[string]int{"stable": 0, "canary": 0}, "sum to zero"},
-	} {
-		err := ValidateWeights(e, tc.w)
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%v: %v, want valid", tc.w, err)
-		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || status(err) != 400):
-			t.Errorf("%v: %v, want a 400 mentioning %q", tc.w, err, tc.want)
-		}
-	}
-	// Every problem is named, in a stable order.
-	err = ValidateWeights(e, map[string]int{"stable": -1, "nope": 2})
-	if err == nil || !strings.Contains(err.Error(), "must not be negative") || !strings.Contains(err.Error(), `unknown variant "nope"`) ||
-		!strings.Contains(err.Error(), `variant "canary" is missing`) {
-		t.Fatalf("several problems: %v", err)
-	}
+	return httpapi.Status(err)
 }
 
 func TestSetWeightsRollbackReset(t *testing.T) {
@@ -265,7 +230,7 @@ func TestPauseAndResumeShadows(t *testing.T) {
 	c.mu.Lock()
 	shadows := maps.Clone(c.state.Endpoints["face"].Shadows)
 	c.mu.Unlock()
-	if len(shadows) != 1 || shadows["parked"] != (ShadowState{Paused: false, Base: true}) {
+	if len(shadows) != 1 || shadows["parked"] != (live.ShadowState{Paused: false, Base: true}) {
 		t.Fatalf("shadow overrides %+v, want only parked resumed against a paused file", shadows)
 	}
 	// Reset drops shadow overrides too.
@@ -279,18 +244,18 @@ func TestPauseAndResumeShadows(t *testing.T) {
 
 func TestRollbackHistoryIsBounded(t *testing.T) {
 	c, _ := newController(t, nil)
-	for i := 1; i <= maxHistory+5; i++ {
+	for i := 1; i <= live.MaxHistory+5; i++ {
 		if _, err := c.SetWeights("face", map[string]int{"stable": i, "canary": 1}, Requester{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for i := 0; i < maxHistory; i++ {
+	for i := 0; i < live.MaxHistory; i++ {
 		if _, err := c.Rollback("face", Requester{}); err != nil {
-			t.Fatalf("rollback %d of %d: %v", i+1, maxHistory, err)
+			t.Fatalf("rollback %d of %d: %v", i+1, live.MaxHistory, err)
 		}
 	}
 	if got := weightsOf(t, c.Effective()); got["stable"] != 5 {
-		t.Fatalf("after %d rollbacks: %v, want stable 5 (the oldest weights kept)", maxHistory, got)
+		t.Fatalf("after %d rollbacks: %v, want stable 5 (the oldest weights kept)", live.MaxHistory, got)
 	}
 	if _, err := c.Rollback("face", Requester{}); status(err) != 409 {
 		t.Fatalf("rollback past the kept history: %v, want 409", err)
