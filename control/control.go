@@ -84,7 +84,7 @@ func New(ctx context.Context, opts Options) *Controller {
 		opts.Now = time.Now
 	}
 	c := &Controller{opts: opts, log: opts.Logger, state: &State{Endpoints: map[string]*EndpointState{}}, storedRev: -1}
-	c.traffic = newTraffic(opts.Metrics, opts.Now)
+	c.traffic = newTraffic(opts.Metrics.Stats, opts.Now)
 	if opts.Persister != nil {
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := opts.Persister.Load(lctx)
@@ -227,7 +227,6 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.traffic.sample()
 			if c.opts.Persister != nil {
 				c.sync(ctx)
 			}
