@@ -168,69 +168,79 @@ func TestRetentionIsBounded(t *testing.T) {
 func TestConcurrentRecordersWhileWindowsRotate(t *testing.T) {
 	c := newClock(at(0))
 	r := newRecorder(c, stats.Options{Window: time.Second, Retention: time.Hour, MaxWindows: 1 << 20})
-	const workers, each = 4, 20000
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	var rot sync.WaitGroup
-	rot.Add(1)
-	go func() { // rotates, splits windows and reads while recorders run
-		defer rot.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			c.Advance(100 * time.Millisecond)
-			if i%5 == 0 {
-				r.SetWeights("ep", map[string]int{"a": i})
-			}
-			r.Rotate()
-			_ = r.Windows("ep", time.Time{})
-			runtime.Gosched()
-		}
-	}()
+	const workers, rotations = 4, 100
+	var (
+		wg, started sync.WaitGroup
+		done        atomic.Bool
+		progress    atomic.Uint64 // records, in steps of 64
+		recorded    [workers]uint64
+	)
 	for w := range workers {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
 			a, b := r.Variant("ep", "a"), r.Variant("ep", "b")
 			s := r.Shadow("ep", "s")
-			for i := range each {
+			started.Done()
+			i := uint64(0)
+			for ; !done.Load() || i < 1000; i++ {
 				a.Request(stats.Class(i%stats.NumClasses), time.Duration(i)*time.Microsecond)
 				b.Assigned()
 				s.Compared(i%2 == 0)
-				if i == each/2 && w == 0 {
+				if i%64 == 0 {
+					progress.Add(1)
+					runtime.Gosched() // let the rotator run: 2 shared cores
+				}
+				if i == 500 && w == 0 {
 					r.Variant("ep", "late") // a variant added mid-window
 				}
 			}
+			recorded[w] = i
 		}()
 	}
+	started.Wait()
+	// Rotate, split windows by weight changes and read while they record.
+	for i := range rotations {
+		for p := progress.Load(); progress.Load() < p+2; { // some records in every window
+			runtime.Gosched()
+		}
+		c.Advance(100 * time.Millisecond)
+		if i%5 == 0 {
+			r.SetWeights("ep", map[string]int{"a": i})
+		}
+		r.Rotate()
+		_ = r.Windows("ep", time.Time{})
+		runtime.Gosched()
+	}
+	done.Store(true)
 	wg.Wait()
-	close(stop)
-	rot.Wait()
+	var n, answered, agreed uint64
+	for _, k := range recorded {
+		n += k
+		answered += k - (k+stats.NumClasses-1)/stats.NumClasses // i%NumClasses == ClassNone: no latency
+		agreed += (k + 1) / 2
+	}
 	all := r.Windows("ep", time.Time{})
 	if cur, ok := r.Current("ep"); ok {
 		all = append(all, cur)
 	}
 	sum := stats.Sum(all)
-	const n = workers * each
-	const answered = n - workers*((each+stats.NumClasses-1)/stats.NumClasses) // i%NumClasses == ClassNone: no latency
 	if a := sum.Variants["a"]; a.Requests != n || a.Latency.Count() != answered {
 		t.Errorf("windows: a requests %d latency %d, want %d and %d", a.Requests, a.Latency.Count(), n, answered)
 	}
 	if b := sum.Variants["b"]; b.Assigned != n {
 		t.Errorf("windows: b assigned %d, want %d", b.Assigned, n)
 	}
-	if s := sum.Shadows["s"]; s.Compared != n || s.Agreed != n/2 {
-		t.Errorf("windows: shadow %+v, want %d compared, %d agreed", s, n, n/2)
+	if s := sum.Shadows["s"]; s.Compared != n || s.Agreed != agreed {
+		t.Errorf("windows: shadow %+v, want %d compared, %d agreed", s, n, agreed)
 	}
 	tot := r.Totals("ep")
 	if tot.Variants["a"].Requests != n || tot.Variants["b"].Assigned != n || tot.Shadows["s"].Compared != n {
-		t.Errorf("totals %+v", tot)
+		t.Errorf("totals %+v, want %d each", tot, n)
 	}
-	if len(all) < 3 {
-		t.Errorf("only %d windows: the test did not rotate while recording", len(all))
+	if len(all) < rotations/10 {
+		t.Errorf("only %d windows over %d rotations", len(all), rotations)
 	}
 }
 
