@@ -1,5 +1,7 @@
 // Package metrics defines every Prometheus series modelsplit exports, in one
-// place, so names and labels stay consistent across packages.
+// place, so names and labels stay consistent across packages. The observe
+// series (variant requests, responses, latency) are the exception: package
+// stats counts them in windows and exports them from its totals (Stats).
 package metrics
 
 import (
