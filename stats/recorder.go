@@ -36,6 +36,8 @@ type Recorder struct {
 
 	mu        sync.RWMutex
 	endpoints map[string]*endpoint
+
+	publisher atomic.Pointer[publisher] // set by Publish
 }
 
 // New returns an empty Recorder.
@@ -76,21 +78,21 @@ type endpoint struct {
 	weights   map[string]int // in force; replaced, never modified
 	nextStart time.Time      // end of the last closed window
 	closed    []*window      // oldest first
-	total     []VariantCounts
-	stotal    []ShadowCounts
+	total     []*counters    // since start, by variant
+	stotal    []*shadowCounters
 }
 
 // window is one window's counters. vars and shadows are fixed per
 // struct: a variant added mid-window makes a new struct sharing the
 // existing counters (grow), so no add is lost.
 type window struct {
-	start    time.Time
-	deadline time.Time // the aligned boundary it closes at, at the latest
-	end      time.Time // set at close (under ep.mu)
-	weights  map[string]int
-	vars     []*counters
-	shadows  []*shadowCounters
-	folded   bool // in ep.total (under ep.mu)
+	start     time.Time
+	deadline  time.Time // the aligned boundary it closes at, at the latest
+	end       time.Time // set at close (under ep.mu)
+	weights   map[string]int
+	vars      []*counters
+	shadows   []*shadowCounters
+	published bool // handed to the publisher, if any (under ep.mu)
 }
 
 func (r *Recorder) endpoint(name string) *endpoint {
@@ -129,8 +131,9 @@ func (r *Recorder) all() []*endpoint {
 // once (Recorder.Variant) and keep it: its methods take no lock and
 // allocate nothing. A nil *VariantRecorder records nothing.
 type VariantRecorder struct {
-	ep  *endpoint
-	idx int
+	ep    *endpoint
+	idx   int
+	total *counters
 }
 
 // Variant returns the handle for endpoint's variant; the same one for the
@@ -144,16 +147,17 @@ func (r *Recorder) Variant(endpoint, variant string) *VariantRecorder {
 		i = len(ep.variants)
 		ep.vindex[variant] = i
 		ep.variants = append(ep.variants, variant)
-		ep.total = append(ep.total, VariantCounts{})
+		ep.total = append(ep.total, new(counters))
 	}
-	return &VariantRecorder{ep: ep, idx: i}
+	return &VariantRecorder{ep: ep, idx: i, total: ep.total[i]}
 }
 
 // ShadowRecorder records one shadow's comparisons. A nil one records
 // nothing.
 type ShadowRecorder struct {
-	ep  *endpoint
-	idx int
+	ep    *endpoint
+	idx   int
+	total *shadowCounters
 }
 
 // Shadow returns the handle for endpoint's shadow.
@@ -166,9 +170,9 @@ func (r *Recorder) Shadow(endpoint, shadow string) *ShadowRecorder {
 		i = len(ep.shadows)
 		ep.sindex[shadow] = i
 		ep.shadows = append(ep.shadows, shadow)
-		ep.stotal = append(ep.stotal, ShadowCounts{})
+		ep.stotal = append(ep.stotal, new(shadowCounters))
 	}
-	return &ShadowRecorder{ep: ep, idx: i}
+	return &ShadowRecorder{ep: ep, idx: i, total: ep.stotal[i]}
 }
 
 func (v *VariantRecorder) counters() *counters {
@@ -184,12 +188,14 @@ func (v *VariantRecorder) Request(c Class, latency time.Duration) {
 	if v == nil || int(c) >= NumClasses {
 		return
 	}
-	k := v.counters()
-	k.requests.Add(1)
-	k.responses[c].Add(1)
-	if c != ClassNone {
-		k.latency[bucket(latency)].Add(1)
-		k.latencyNanos.Add(int64(latency))
+	k, b := v.counters(), bucket(latency)
+	for _, k := range [2]*counters{k, v.total} {
+		k.requests.Add(1)
+		k.responses[c].Add(1)
+		if c != ClassNone {
+			k.latency[b].Add(1)
+			k.latencyNanos.Add(int64(latency))
+		}
 	}
 }
 
@@ -197,6 +203,7 @@ func (v *VariantRecorder) Request(c Class, latency time.Duration) {
 func (v *VariantRecorder) Decided() {
 	if v != nil {
 		v.counters().decisions.Add(1)
+		v.total.decisions.Add(1)
 	}
 }
 
@@ -205,6 +212,7 @@ func (v *VariantRecorder) Decided() {
 func (v *VariantRecorder) Assigned() {
 	if v != nil {
 		v.counters().assigned.Add(1)
+		v.total.assigned.Add(1)
 	}
 }
 
@@ -213,10 +221,11 @@ func (v *VariantRecorder) Reward(x float64) {
 	if v == nil {
 		return
 	}
-	k := v.counters()
-	k.rewards.Add(1)
-	addFloat(&k.rewardSum, x)
-	addFloat(&k.rewardSq, x*x)
+	for _, k := range [2]*counters{v.counters(), v.total} {
+		k.rewards.Add(1)
+		addFloat(&k.rewardSum, x)
+		addFloat(&k.rewardSq, x*x)
+	}
 }
 
 // Compared records one comparison of the shadow with the primary.
@@ -228,10 +237,11 @@ func (s *ShadowRecorder) Compared(agreed bool) {
 	if w == nil || s.idx >= len(w.shadows) {
 		w = s.ep.open()
 	}
-	k := w.shadows[s.idx]
-	k.compared.Add(1)
-	if agreed {
-		k.agreed.Add(1)
+	for _, k := range [2]*shadowCounters{w.shadows[s.idx], s.total} {
+		k.compared.Add(1)
+		if agreed {
+			k.agreed.Add(1)
+		}
 	}
 }
 
@@ -302,19 +312,19 @@ func (ep *endpoint) closeLocked(w *window, end, now time.Time) {
 	ep.trimLocked(now)
 }
 
-// trimLocked folds windows closed for a whole window length into the
-// totals (late adds have had that long to land), then drops windows past
-// the retention or the count bound, folding them first if needed.
+// trimLocked publishes windows closed for a whole window length (late
+// adds have had that long to land), then drops windows past the
+// retention or the count bound.
 func (ep *endpoint) trimLocked(now time.Time) {
 	o := ep.r.opts
 	for _, w := range ep.closed {
-		if !w.folded && !now.Before(w.end.Add(o.Window)) {
-			ep.foldLocked(w)
+		if !w.published && !now.Before(w.end.Add(o.Window)) {
+			ep.publishLocked(w)
 		}
 	}
 	drop := 0
 	for drop < len(ep.closed) && (len(ep.closed)-drop > o.MaxWindows || ep.closed[drop].end.Before(now.Add(-o.Retention))) {
-		ep.foldLocked(ep.closed[drop])
+		ep.publishLocked(ep.closed[drop])
 		drop++
 	}
 	if drop > 0 {
@@ -324,16 +334,13 @@ func (ep *endpoint) trimLocked(now time.Time) {
 	}
 }
 
-func (ep *endpoint) foldLocked(w *window) {
-	if w.folded {
+func (ep *endpoint) publishLocked(w *window) {
+	if w.published {
 		return
 	}
-	w.folded = true
-	for i, k := range w.vars {
-		ep.total[i].Add(k.read())
-	}
-	for i, k := range w.shadows {
-		ep.stotal[i].Add(k.read())
+	w.published = true
+	if p := ep.r.publisher.Load(); p != nil {
+		p.enqueue(ep.name, ep.snapshotLocked(w, false))
 	}
 }
 
@@ -444,32 +451,17 @@ func (r *Recorder) Totals(endpoint string) Totals {
 func (ep *endpoint) totals(t *Totals) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
-	vs := append([]VariantCounts(nil), ep.total...)
-	ss := append([]ShadowCounts(nil), ep.stotal...)
-	add := func(w *window) {
-		for i, k := range w.vars {
-			vs[i].Add(k.read())
-		}
-		for i, k := range w.shadows {
-			ss[i].Add(k.read())
-		}
-	}
-	for _, w := range ep.closed {
-		if !w.folded {
-			add(w)
-		}
-	}
-	if w := ep.cur.Load(); w != nil {
-		add(w)
-	}
-	for i, c := range vs {
+	for i, k := range ep.total {
 		s := t.Variants[ep.variants[i]]
-		s.Add(c)
+		s.Add(k.read())
 		t.Variants[ep.variants[i]] = s
 	}
-	for i, c := range ss {
+	for i, k := range ep.stotal {
+		if t.Shadows == nil {
+			t.Shadows = map[string]ShadowCounts{}
+		}
 		s := t.Shadows[ep.shadows[i]]
-		s.Add(c)
+		s.Add(k.read())
 		t.Shadows[ep.shadows[i]] = s
 	}
 }
