@@ -199,6 +199,10 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
 	go s.control.Run(ctx)
 	go s.metrics.Stats.Run(ctx)
+	if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
+		// Replicas share their closed windows (stats.Recorder.MergedWindows).
+		s.metrics.Stats.Publish(ctx, rc.Client(), cfg.Store.KeyPrefix)
+	}
 
 	go func() { s.errc <- serveErr("xds", s.xdsGRPC.Serve(xdsLis)) }()
 	go func() { s.errc <- serveErr("extproc", s.extprocGRPC.Serve(extLis)) }()
