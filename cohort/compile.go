@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/stats"
 )
 
 // compiled is the config in the form decisions need: lookups by name,
@@ -44,6 +45,7 @@ type endpoint struct {
 	baseCum  []uint64
 	rules    []rule
 	counters [][numSources]prometheus.Counter // [variant][source]
+	results  []*stats.VariantRecorder         // [variant]: windows of decisions and new users
 	userKeys []string                         // <prefix>users:<endpoint>:<variant>, per variant
 
 	shadows    []shadowSpec
@@ -143,6 +145,7 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 			cs[s] = e.metrics.Decisions.WithLabelValues(ce.Name, v.Name, Source(s).String())
 		}
 		ep.counters = append(ep.counters, cs)
+		ep.results = append(ep.results, e.metrics.Stats.Variant(ce.Name, v.Name))
 		ep.userKeys = append(ep.userKeys, c.keyPrefix+"users:"+ce.Name+":"+v.Name)
 	}
 	ep.canary = -1

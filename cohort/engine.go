@@ -104,6 +104,7 @@ func (e *Engine) Decide(ctx context.Context, endpointName string, h Headers) (De
 	}
 	idx, src, cookie := e.decide(ctx, c, ep, h, start)
 	ep.counters[idx][src].Inc()
+	ep.results[idx].Decided()
 	d := Decision{Endpoint: ep.name, Variant: ep.variants[idx], Cluster: ep.clusters[idx], Source: src, SetCookie: cookie}
 	if ep.hasMirror {
 		key, hasKey := ep.userKey(h)
@@ -205,6 +206,9 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 	if degraded {
 		return hashed, SourceFallback, cookie
 	}
+	// Only here is a user with a key placed by the hash alone: what a
+	// sample-ratio test compares with the weights (stats.VariantCounts.Assigned).
+	ep.results[hashed].Assigned()
 	return hashed, SourceHash, cookie
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/modelsplit/modelsplit/control"
 	"github.com/modelsplit/modelsplit/internal/testredis"
 	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/stats"
 )
 
 // manyEndpoints is a valid config with n endpoints of two variants each.
@@ -75,10 +76,13 @@ func newFixture(tb testing.TB, n int, p control.Persister, withEngine bool) *lis
 	}
 	for _, e := range cfg.Endpoints {
 		for _, v := range e.Variants {
-			for _, src := range []string{"target", "rule", "store", "hash", "random", "fallback"} {
-				m.Decisions.WithLabelValues(e.Name, v.Name, src).Add(3)
+			rec := m.Stats.Variant(e.Name, v.Name)
+			for range 18 {
+				rec.Decided()
 			}
-			m.VariantRequests.WithLabelValues(e.Name, v.Name).Add(7)
+			for range 7 {
+				rec.Request(stats.Class2xx, time.Millisecond)
+			}
 		}
 	}
 	h := admin.New(admin.Options{Metrics: m})

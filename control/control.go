@@ -82,7 +82,7 @@ func New(ctx context.Context, opts Options) *Controller {
 		opts.Now = time.Now
 	}
 	c := &Controller{opts: opts, log: opts.Logger, state: live.NewState(), storedRev: -1}
-	c.traffic = newTraffic(opts.Metrics, opts.Now)
+	c.traffic = newTraffic(opts.Metrics.Stats, opts.Now)
 	if opts.Persister != nil {
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := opts.Persister.Load(lctx)

@@ -110,7 +110,7 @@ func (c *Controller) statusView(ctx context.Context, only string) *statusView {
 			names = append(names, e.Name)
 		}
 	}
-	v.traffic = c.traffic.snapshot()
+	v.traffic = c.traffic.snapshot(only)
 	if c.opts.Users != nil {
 		uctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		v.users, _ = c.opts.Users.UsersMany(uctx, names)

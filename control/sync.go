@@ -96,7 +96,6 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.traffic.sample()
 			if c.opts.Persister != nil {
 				c.sync(ctx)
 			}

@@ -11,10 +11,13 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/stats"
 )
 
 // dashboard is the part of Grafana's dashboard model the tests read.
@@ -173,6 +176,7 @@ func registered(t *testing.T) map[string]family {
 			out[name] = family{kind: k, labels: labels}
 		}
 	}
+	statsFamilies(t, m, out)
 	if len(out) < 25 {
 		t.Fatalf("only %d metric families described: %v", len(out), out)
 	}
@@ -188,6 +192,42 @@ func registered(t *testing.T) map[string]family {
 		}
 	}
 	return out
+}
+
+// statsFamilies adds the families m.Stats exports (the observe series:
+// requests, responses, latency), after checking m.Registry serves them.
+// Its collector makes series from its totals, so a series exists only
+// once something was recorded: the types and labels are read from what
+// a recorder with one request gathers.
+func statsFamilies(t *testing.T, m *metrics.Metrics, out map[string]family) {
+	t.Helper()
+	var already prometheus.AlreadyRegisteredError
+	if err := m.Registry.Register(m.Stats.Collector()); !errors.As(err, &already) {
+		t.Fatalf("Metrics.Stats's collector is not registered in metrics.New().Registry (Register: %v)", err)
+	}
+	r := stats.New(stats.Options{})
+	r.Variant("e", "v").Request(stats.Class2xx, time.Millisecond)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(r.Collector())
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) == 0 {
+		t.Fatalf("gather stats: %d families, %v", len(mfs), err)
+	}
+	kinds := map[dto.MetricType]kind{dto.MetricType_COUNTER: counter, dto.MetricType_GAUGE: gauge, dto.MetricType_HISTOGRAM: histogram}
+	for _, mf := range mfs {
+		k, ok := kinds[mf.GetType()]
+		if !ok {
+			t.Fatalf("%s is a %v; teach this test its metric type", mf.GetName(), mf.GetType())
+		}
+		if _, dup := out[mf.GetName()]; dup {
+			t.Fatalf("Metrics.Stats exports %s, already described by a field", mf.GetName())
+		}
+		var labels []string
+		for _, l := range mf.GetMetric()[0].GetLabel() {
+			labels = append(labels, l.GetName())
+		}
+		out[mf.GetName()] = family{kind: k, labels: labels}
+	}
 }
 
 // descRE matches client_golang's Desc.String() (v1.25):

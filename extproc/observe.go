@@ -17,6 +17,7 @@ import (
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/metrics"
 	"github.com/modelsplit/modelsplit/shadow"
+	"github.com/modelsplit/modelsplit/stats"
 )
 
 // The observe filter runs in observability mode: Envoy (and grpc-go) send
@@ -67,20 +68,13 @@ type namedCapture struct {
 	c      *shadow.Capture
 }
 
-// variantSeries are one (endpoint, variant)'s observe series, resolved
-// once so the per-request path does no label lookups.
-type variantSeries struct {
-	requests prometheus.Counter
-	classes  [4]prometheus.Counter // 2xx, 3xx, 4xx, 5xx
-	latency  prometheus.Observer
-}
-
-// seriesCache resolves variant series without allocating on a hit.
+// seriesCache resolves the per-variant stats handles and failover
+// counters without allocating on a hit.
 type seriesCache struct {
 	m         *metrics.Metrics
 	mu        sync.RWMutex
-	by        map[string]map[string]*variantSeries // endpoint → variant → series
-	failovers map[[3]string]prometheus.Counter     // endpoint, routed-to, served
+	by        map[string]map[string]*stats.VariantRecorder // endpoint → variant → handle
+	failovers map[[3]string]prometheus.Counter             // endpoint, routed-to, served
 }
 
 // failover resolves a failover counter, within the same bound as the
@@ -114,7 +108,7 @@ func (c *seriesCache) failover(endpoint, from, served string) prometheus.Counter
 // variant names cannot grow the registry without bound.
 const maxObservedSeries = 4096
 
-func (c *seriesCache) get(endpoint, variant string) *variantSeries {
+func (c *seriesCache) get(endpoint, variant string) *stats.VariantRecorder {
 	c.mu.RLock()
 	s := c.by[endpoint][variant]
 	c.mu.RUnlock()
@@ -124,7 +118,7 @@ func (c *seriesCache) get(endpoint, variant string) *variantSeries {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.by == nil {
-		c.by = map[string]map[string]*variantSeries{}
+		c.by = map[string]map[string]*stats.VariantRecorder{}
 	}
 	if s = c.by[endpoint][variant]; s != nil {
 		return s
@@ -136,47 +130,45 @@ func (c *seriesCache) get(endpoint, variant string) *variantSeries {
 	if n >= maxObservedSeries {
 		return nil
 	}
-	s = &variantSeries{
-		requests: c.m.VariantRequests.WithLabelValues(endpoint, variant),
-		latency:  c.m.VariantLatency.WithLabelValues(endpoint, variant),
-	}
-	for i, class := range []string{"2xx", "3xx", "4xx", "5xx"} {
-		s.classes[i] = c.m.VariantResponses.WithLabelValues(endpoint, variant, class)
-	}
+	s = c.m.Stats.Variant(endpoint, variant)
 	if c.by[endpoint] == nil {
-		c.by[endpoint] = map[string]*variantSeries{}
+		c.by[endpoint] = map[string]*stats.VariantRecorder{}
 	}
 	c.by[endpoint][variant] = s
 	return s
 }
 
-// statusClass maps an HTTP status to 0..3 (2xx..5xx); 1xx and other
-// oddities count as 5xx only when >= 500, else 2xx.
-func statusClass(code int) int {
+// statusClass maps an HTTP status to its class; oddities count as 5xx
+// when >= 500, else 2xx.
+func statusClass(code int) stats.Class {
 	switch {
 	case code >= 500:
-		return 3
+		return stats.Class5xx
 	case code >= 400:
-		return 2
+		return stats.Class4xx
 	case code >= 300:
-		return 1
+		return stats.Class3xx
+	case code >= 200:
+		return stats.Class2xx
+	case code >= 100:
+		return stats.Class1xx
 	default:
-		return 0
+		return stats.Class2xx
 	}
 }
 
 // grpcClass maps a gRPC status code to an HTTP class the way
 // grpc-gateway maps codes to statuses: caller mistakes are 4xx, server
 // trouble 5xx.
-func grpcClass(code int) int {
+func grpcClass(code int) stats.Class {
 	switch codes.Code(code) {
 	case codes.OK:
-		return 0
+		return stats.Class2xx
 	case codes.Canceled, codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
 		codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange, codes.Unauthenticated:
-		return 2
+		return stats.Class4xx
 	default:
-		return 3
+		return stats.Class5xx
 	}
 }
 
@@ -436,14 +428,15 @@ func (o *observation) primaryStatus() (int, bool) {
 // never came (no trailers: the stream was reset after the headers, or
 // the route sends no trailers) by its HTTP status, as Envoy's router
 // counts it.
-func (o *observation) class() int {
+func (o *observation) class() stats.Class {
 	if o.hasCode {
 		return grpcClass(o.code)
 	}
 	return statusClass(o.httpStatus)
 }
 
-// record writes the request's metrics once, when its status is known.
+// record counts the request once, when its status is known: into the
+// stats windows, which also export the Prometheus series.
 func (st *streamState) record() {
 	o := st.obs
 	if o.recorded || !o.responded || !o.hasCode && !o.hasHTTP {
@@ -459,9 +452,7 @@ func (st *streamState) record() {
 		st.observeResult = "too_many_series"
 		return
 	}
-	s.requests.Inc()
-	s.classes[o.class()].Inc()
-	s.latency.Observe(o.latency.Seconds())
+	s.Request(o.class(), o.latency)
 	if o.failoverFrom != "" && o.failoverFrom != o.variant {
 		if c := st.server.series.failover(st.endpoint, o.failoverFrom, o.variant); c != nil {
 			c.Inc()
@@ -481,6 +472,14 @@ func (st *streamState) observeEnd() string {
 	// An answer that started but never said how it ended (a gRPC call
 	// without trailers) still counts, once, by what is known.
 	st.record()
+	if !o.recorded && o.variant != "" && st.endpoint != "" {
+		// No status ever came (reset, or the client left): the windows
+		// count it as ClassNone; Prometheus' series leave it out, as
+		// they always did.
+		if s := st.server.series.get(st.endpoint, o.variant); s != nil {
+			s.Request(stats.ClassNone, 0)
+		}
+	}
 	if !o.finished {
 		for _, c := range o.captures {
 			c.c.Abort("incomplete")

@@ -8,9 +8,7 @@ import (
 	"time"
 
 	filterpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/extproc/extproctest"
@@ -44,17 +42,42 @@ func (o observed) String() string {
 	return fmt.Sprintf("requests=%v 2xx=%v 3xx=%v 4xx=%v 5xx=%v latency=%v", o.requests, o.c2xx, o.c3xx, o.c4xx, o.c5, o.latency)
 }
 
+// readObserved reads the exported series (gathered from the registry,
+// as /metrics serves them) for one endpoint variant.
 func readObserved(m *metrics.Metrics, endpoint, variant string) observed {
-	cls := func(c string) float64 {
-		return testutil.ToFloat64(m.VariantResponses.WithLabelValues(endpoint, variant, c))
+	var o observed
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		panic(err)
 	}
-	o := observed{
-		requests: testutil.ToFloat64(m.VariantRequests.WithLabelValues(endpoint, variant)),
-		c2xx:     cls("2xx"), c3xx: cls("3xx"), c4xx: cls("4xx"), c5: cls("5xx"),
-	}
-	var h dto.Metric
-	if err := m.VariantLatency.WithLabelValues(endpoint, variant).(prometheus.Metric).Write(&h); err == nil {
-		o.latency = float64(h.GetHistogram().GetSampleCount())
+	for _, mf := range mfs {
+		for _, x := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range x.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["endpoint"] != endpoint || l["variant"] != variant {
+				continue
+			}
+			switch mf.GetName() {
+			case "modelsplit_variant_requests_total":
+				o.requests = x.GetCounter().GetValue()
+			case "modelsplit_variant_responses_total":
+				v := x.GetCounter().GetValue()
+				switch l["class"] {
+				case "2xx":
+					o.c2xx = v
+				case "3xx":
+					o.c3xx = v
+				case "4xx":
+					o.c4xx = v
+				case "5xx":
+					o.c5 = v
+				}
+			case "modelsplit_variant_latency_seconds":
+				o.latency = float64(x.GetHistogram().GetSampleCount())
+			}
+		}
 	}
 	return o
 }

@@ -1,10 +1,14 @@
 // Package metrics defines every Prometheus series modelsplit exports, in one
-// place, so names and labels stay consistent across packages.
+// place, so names and labels stay consistent across packages. The observe
+// series (variant requests, responses, latency) are the exception: package
+// stats counts them in windows and exports them from its totals (Stats).
 package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/modelsplit/modelsplit/stats"
 )
 
 const namespace = "modelsplit"
@@ -21,12 +25,16 @@ type Metrics struct {
 	ExtProcStreams   *prometheus.CounterVec // client (envoy|grpc), result (ok|error|malformed)
 	RLSLookups       *prometheus.CounterVec // result (ok|bad_request|unknown_endpoint|error)
 
+	// Stats holds the per-variant results of recent windows (requests,
+	// status classes and latency from the observe filter, decisions and
+	// new users from the cohort engine); it exports
+	// modelsplit_variant_requests_total, modelsplit_variant_responses_total
+	// and modelsplit_variant_latency_seconds from its totals.
+	Stats *stats.Recorder
+
 	// Observation (the observe ext_proc filter, observability mode).
-	VariantRequests  *prometheus.CounterVec   // endpoint, variant: requests seen
-	VariantResponses *prometheus.CounterVec   // endpoint, variant, class (2xx..5xx)
-	VariantLatency   *prometheus.HistogramVec // endpoint, variant: request headers → response headers
-	ObserveStreams   *prometheus.CounterVec   // client, result
-	VariantFailover  *prometheus.CounterVec   // endpoint, variant (routed to), served: failover answers
+	ObserveStreams  *prometheus.CounterVec // client, result
+	VariantFailover *prometheus.CounterVec // endpoint, variant (routed to), served: failover answers
 
 	// Generative models (the gateway's gRPC access log, per request).
 	VariantTTFB       *prometheus.HistogramVec // endpoint, variant: request start → first upstream response byte
@@ -102,14 +110,7 @@ func New() *Metrics {
 	m.RLSLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rls_lookups_total",
 		Help: "RouteLookup calls from proxyless gRPC clients by result; any non-ok result sends the client to its default target."}, []string{"result"})
 
-	m.VariantRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_requests_total",
-		Help: "Requests seen by the observe filter, by endpoint and the variant that served them."}, []string{"endpoint", "variant"})
-	m.VariantResponses = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_responses_total",
-		Help: "Responses by endpoint, variant and status class (2xx, 3xx, 4xx, 5xx; gRPC codes mapped as grpc-gateway does)."},
-		[]string{"endpoint", "variant", "class"})
-	m.VariantLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "variant_latency_seconds",
-		Help:    "Time from request headers to response headers as the observe filter saw them, by endpoint and variant.",
-		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"endpoint", "variant"})
+	m.Stats = stats.New(stats.Options{})
 	m.ObserveStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "observe_streams_total",
 		Help: "Observe-filter streams by client kind and result (observed, no_variant, incomplete, unknown_endpoint)."}, []string{"client", "result"})
 	m.VariantFailover = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_failovers_total",
@@ -193,7 +194,7 @@ func New() *Metrics {
 
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
-		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams, m.VariantFailover,
+		m.Stats.Collector(), m.ObserveStreams, m.VariantFailover,
 		m.VariantTTFB, m.VariantDuration, m.VariantTokens, m.AccessLogEntries, m.AccessLogMessages,
 		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
 		m.ControlChanges, m.ControlWeight, m.ControlStateOK, m.ConfigFileOK, m.ControlStateRevision, m.ControlStateLost,

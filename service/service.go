@@ -198,6 +198,11 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.adminHandler = adminHandler
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
 	go s.control.Run(ctx)
+	go s.metrics.Stats.Run(ctx)
+	if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
+		// Replicas share their closed windows (stats.Recorder.MergedWindows).
+		s.metrics.Stats.Publish(ctx, rc.Client(), cfg.Store.KeyPrefix)
+	}
 
 	go func() { s.errc <- serveErr("xds", s.xdsGRPC.Serve(xdsLis)) }()
 	go func() { s.errc <- serveErr("extproc", s.extprocGRPC.Serve(extLis)) }()
@@ -256,6 +261,16 @@ func (s *Service) serveConfig(cfg *config.Config) error {
 	s.engine.SetConfig(cfg)
 	s.shadows.SetConfig(cfg)
 	s.logs.SetConfig(cfg)
+	// Each stats window records one set of weights: a change closes the
+	// endpoint's window (unchanged weights are a no-op).
+	for i := range cfg.Endpoints {
+		e := &cfg.Endpoints[i]
+		w := make(map[string]int, len(e.Variants))
+		for _, v := range e.Variants {
+			w[v.Name] = v.Weight
+		}
+		s.metrics.Stats.SetWeights(e.Name, w)
+	}
 	s.current.Store(cfg)
 	return nil
 }

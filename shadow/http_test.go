@@ -131,6 +131,9 @@ func testAgreement(t *testing.T, protocol string) {
 				testutil.ToFloat64(mt.ShadowComparisons.WithLabelValues("m", "s", "disagree")); a != 140 || d != 60 {
 				t.Errorf("comparisons agree %v disagree %v, want 140 and 60", a, d)
 			}
+			if w := mt.Stats.Totals("m").Shadows["s"]; w.Compared != n || w.Agreed != 140 {
+				t.Errorf("stats windows: %+v, want 200 compared, 140 agreed", w)
+			}
 			if c := testutil.CollectAndCount(mt.ShadowLatencyDiff); c != 1 {
 				t.Errorf("latency diff series %d, want 1", c)
 			}

@@ -35,6 +35,7 @@ import (
 	"github.com/modelsplit/modelsplit/api"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/stats"
 )
 
 // Options configures a Manager.
@@ -121,6 +122,7 @@ type target struct {
 
 	agree, disagree           prometheus.Counter
 	agreement                 prometheus.Gauge
+	results                   *stats.ShadowRecorder // per-window compared / agreed
 	latencyDiff               prometheus.Observer
 	errTransport, errStatus   prometheus.Counter
 	drops                     map[string]prometheus.Counter
@@ -240,6 +242,7 @@ func (m *Manager) newTarget(e *config.Endpoint, s *config.Shadow, fp string) (*t
 	t.agree = mt.ShadowComparisons.WithLabelValues(e.Name, s.Name, "agree")
 	t.disagree = mt.ShadowComparisons.WithLabelValues(e.Name, s.Name, "disagree")
 	t.agreement = mt.ShadowAgreement.WithLabelValues(e.Name, s.Name)
+	t.results = mt.Stats.Shadow(e.Name, s.Name)
 	t.latencyDiff = mt.ShadowLatencyDiff.WithLabelValues(e.Name, s.Name)
 	t.errTransport = mt.ShadowErrors.WithLabelValues(e.Name, s.Name, "transport")
 	t.errStatus = mt.ShadowErrors.WithLabelValues(e.Name, s.Name, "status")
@@ -569,6 +572,7 @@ func (t *target) replay(x Exchange, reqBody, primary []byte) {
 	}
 	t.agreement.Set(float64(agreed) / float64(n))
 	t.resultMu.Unlock()
+	t.results.Compared(reason == "")
 	t.latencyDiff.Observe((latency - x.PrimaryLatency).Seconds())
 	t.log.Debug("shadow compared", zap.String("request_id", x.RequestID), zap.Bool("agree", reason == ""),
 		zap.String("reason", reason), zap.Int("primary_status", x.PrimaryStatus), zap.Int("shadow_status", a.status),
