@@ -331,7 +331,7 @@ func (m *Manager) enterStep(e *config.Endpoint, rec *record, n int, action, deta
 		return api.RolloutStatus{}, err
 	}
 	m.mu.Lock()
-	m.runs[e.Name] = newRun(rec.Plan, n, now)
+	m.runs[e.Name] = m.runs[e.Name].next(rec.Plan, n, now)
 	m.mu.Unlock()
 	return rec.RolloutStatus, nil
 }

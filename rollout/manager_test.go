@@ -35,7 +35,7 @@ func (f *fakeResults) Windows(endpoint string, since time.Time) []Window {
 	defer f.mu.Unlock()
 	var out []Window
 	for _, w := range f.windows[endpoint] {
-		if !w.Start.Before(since) {
+		if w.End.After(since) {
 			out = append(out, w)
 		}
 	}

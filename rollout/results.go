@@ -8,8 +8,8 @@ import (
 // Results is where a rollout reads what each variant did: the windowed
 // per-variant results the observe filter and the decision engine record.
 type Results interface {
-	// Windows returns the endpoint's windows that start at or after
-	// since, oldest first: the closed ones, then the open one (Partial).
+	// Windows returns the endpoint's windows that end after since,
+	// oldest first: the closed ones, then the open one (Partial).
 	// A weight change closes a window, so each has one set of weights.
 	Windows(endpoint string, since time.Time) []Window
 	// LatencyBounds are the latency histogram's bucket upper bounds in
@@ -131,7 +131,7 @@ type run struct {
 	stepStarted time.Time
 
 	stepClosed, allClosed *evidence // closed windows so far
-	through               time.Time // start of the newest closed window added
+	through               time.Time // end of the newest closed window added
 	stepEv, allEv         *evidence // the closed ones plus the open window
 
 	checks    int // gate checks made in this step (alpha spending)
@@ -150,6 +150,19 @@ func newRun(plan string, step int, stepStarted time.Time) *run {
 		stepClosed: newEvidence(), allClosed: newEvidence(), seq: map[int]*sequential{}, agree: map[int]*agreementTest{}}
 }
 
+// next is the run of step n of plan: the whole rollout's evidence and
+// its sequential tests carry over from the previous step of the same
+// plan (so the error-ratio test is one test over the whole rollout);
+// the step's evidence starts empty.
+func (r *run) next(plan string, n int, stepStarted time.Time) *run {
+	nr := newRun(plan, n, stepStarted)
+	if r == nil || r.plan != plan {
+		return nr
+	}
+	nr.allClosed, nr.through, nr.seq, nr.agree, nr.reverse = r.allClosed, r.through, r.seq, r.agree, r.reverse
+	return nr
+}
+
 // collect adds the windows closed since the last call, and the open one
 // on top (so a check sees the newest results without counting them twice).
 func (r *run) collect(res Results, endpoint string, rec *record) {
@@ -158,13 +171,13 @@ func (r *run) collect(res Results, endpoint string, rec *record) {
 		return
 	}
 	since := rec.Started
-	if !r.through.IsZero() {
-		since = r.through.Add(time.Nanosecond)
+	if r.through.After(since) {
+		since = r.through
 	}
 	r.stepEv, r.allEv = nil, nil
 	for _, w := range res.Windows(endpoint, since) {
-		if w.Start.Before(rec.Started) {
-			continue
+		if w.Start.Before(rec.Started) || (!w.Partial && !w.End.After(r.through)) {
+			continue // before the rollout, or already added
 		}
 		if w.Partial {
 			r.stepEv, r.allEv = r.stepClosed.clone(), r.allClosed.clone()
@@ -178,7 +191,7 @@ func (r *run) collect(res Results, endpoint string, rec *record) {
 			r.stepClosed.add(&w)
 		}
 		r.allClosed.add(&w)
-		r.through = w.Start
+		r.through = w.End
 	}
 	if r.stepEv == nil {
 		r.stepEv, r.allEv = r.stepClosed, r.allClosed

@@ -33,6 +33,7 @@ import (
 	"github.com/modelsplit/modelsplit/extproc"
 	"github.com/modelsplit/modelsplit/metrics"
 	"github.com/modelsplit/modelsplit/rls"
+	"github.com/modelsplit/modelsplit/rollout"
 	"github.com/modelsplit/modelsplit/shadow"
 	"github.com/modelsplit/modelsplit/xds"
 )
@@ -74,6 +75,8 @@ type Service struct {
 	logs    *accesslog.Server
 	shadows *shadow.Manager
 	control *control.Controller
+	// rollouts drives rollout plans (on the replica holding the lease).
+	rollouts *rollout.Manager
 
 	xdsGRPC     *grpc.Server
 	extprocGRPC *grpc.Server
@@ -195,9 +198,17 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 			{Name: "live_state", Fn: s.control.Check},
 		}})
 	s.control.Register(adminHandler)
+	var lease rollout.Lease
+	if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
+		lease = rollout.NewRedisLease(rc.Client(), cfg.Store.KeyPrefix+"rollout:lease", rolloutLeasePeriod)
+	}
+	s.rollouts = rollout.New(rollout.Options{Controller: s.control, Results: statsResults{s.metrics.Stats}, Lease: lease,
+		Logger: s.log.Named("rollout"), Metrics: s.metrics})
+	s.rollouts.Register(adminHandler)
 	s.adminHandler = adminHandler
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
 	go s.control.Run(ctx)
+	go s.rollouts.Run(ctx)
 	go s.metrics.Stats.Run(ctx)
 	if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
 		// Replicas share their closed windows (stats.Recorder.MergedWindows).
