@@ -30,7 +30,11 @@ func (m *Manager) check(ctx context.Context, e *config.Endpoint, rec *record, r 
 	sample := apiVerdict{Gate: "min_requests", Verdict: api.VerdictPass, Canary: float64(cs.Responses), Baseline: float64(bs.Responses),
 		CanaryN: cs.Responses, BaseN: bs.Responses, Detail: fmt.Sprintf("at least %d answered requests per variant in the step", minN)}
 	needBase := rec.Weights[rec.Baseline] > 0
-	if cs.Responses < minN || (needBase && bs.Responses < minN) {
+	if len(p.Gates) == 0 {
+		// A plan without gates is a timed shift (SageMaker's linear or
+		// canary traffic shifting): nothing to judge, no sample needed.
+		sample.Detail = "no gates: the step advances on its bake time alone"
+	} else if cs.Responses < minN || (needBase && bs.Responses < minN) {
 		sample.Verdict = api.VerdictPending
 	}
 	if canaryW == 0 && cs.Responses < minN {
@@ -176,8 +180,12 @@ func (m *Manager) gate(ctx context.Context, e *config.Endpoint, rec *record, r *
 		}
 		c := r.stepEv.variant(rec.Canary)
 		v.CanaryN, v.BaseN = c.Assigned, total-c.Assigned
-		if total < minN {
+		if total < minN && splitInStep(r.stepEv.srm) {
 			v.Verdict, v.Detail = api.VerdictPending, fmt.Sprintf("needs %d new users in the step", minN)
+			return v
+		}
+		if !splitInStep(r.stepEv.srm) {
+			v.Verdict, v.Detail = api.VerdictPass, "one variant takes every new user at this step: no ratio to test"
 			return v
 		}
 		names := variantNames(e)
@@ -258,4 +266,21 @@ func (r *run) experimentDecided(rec *record) bool {
 			ratio(b.Errors, b.Responses), b.Responses, ratio(c.Errors, c.Responses), c.Responses, p)
 	}
 	return r.winner != ""
+}
+
+// splitInStep reports whether new users were split between variants in
+// any of the step's windows (two or more variants with weight).
+func splitInStep(ws []srmWindow) bool {
+	for _, w := range ws {
+		n := 0
+		for _, x := range w.weights {
+			if x > 0 {
+				n++
+			}
+		}
+		if n > 1 {
+			return true
+		}
+	}
+	return false
 }
