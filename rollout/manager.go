@@ -303,11 +303,12 @@ func (m *Manager) start(e *config.Endpoint, who string) (api.RolloutStatus, erro
 		Phase: api.PhaseRunning, Canary: p.Canary, Baseline: baselineOf(p, e, before),
 		Steps: len(steps), Before: before, Started: now,
 	}}
-	return m.enterStep(e, &rec, 1, "rollout_start", fmt.Sprintf("started (%s)", who))
+	return m.enterStep(e, &rec, nil, 1, "rollout_start", fmt.Sprintf("started (%s)", who))
 }
 
-// enterStep puts step n (from 1) in force.
-func (m *Manager) enterStep(e *config.Endpoint, rec *record, n int, action, detail string) (api.RolloutStatus, error) {
+// enterStep puts step n (from 1) in force; loaded is the stored record
+// it follows (nil for the start).
+func (m *Manager) enterStep(e *config.Endpoint, rec *record, loaded *api.RolloutStatus, n int, action, detail string) (api.RolloutStatus, error) {
 	steps := schedule(e.Rollout)
 	st := steps[n-1]
 	w, err := stepWeights(e, rec.Canary, st.Weight, rec.Before)
@@ -319,14 +320,11 @@ func (m *Manager) enterStep(e *config.Endpoint, rec *record, n int, action, deta
 	rec.BakeRemaining = 0
 	due := now.Add(st.Bake)
 	rec.NextStepDue = &due
-	var ramp *config.Ramp
-	if st.Weight > 0 && st.Weight < 100 {
-		ramp = &config.Ramp{Canary: rec.Canary, Base: maps.Clone(rec.Before)}
-	}
+	ramp := rampOf(rec, st.Weight)
 	if detail == "" {
 		detail = fmt.Sprintf("step %d of %d: %s at %d%% for %s", n, len(steps), rec.Canary, st.Weight, st.Bake)
 	}
-	if err := m.apply(e.Name, rec, control.AutoChange{Action: action, Detail: detail, Weights: w, Ramp: ramp,
+	if err := m.apply(e.Name, rec, loaded, control.AutoChange{Action: action, Detail: detail, Weights: w, Ramp: ramp,
 		Owner: "rollout plan " + rec.Plan}); err != nil {
 		return api.RolloutStatus{}, err
 	}
@@ -336,13 +334,36 @@ func (m *Manager) enterStep(e *config.Endpoint, rec *record, n int, action, deta
 	return rec.RolloutStatus, nil
 }
 
-// apply stores rec with the change, audited as the rollout's.
-func (m *Manager) apply(endpoint string, rec *record, ch control.AutoChange) error {
+// apply stores rec with the change, audited as the rollout's. loaded is
+// the record the change was made from (nil: none, a start): the change
+// is refused if the stored one moved on meanwhile (another replica, a
+// person's pause), so nothing is overwritten.
+func (m *Manager) apply(endpoint string, rec *record, loaded *api.RolloutStatus, ch control.AutoChange) error {
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
 	ch.Actor, ch.Plan, ch.Step, ch.State = Actor, rec.Plan, rec.Step, raw
+	ch.Expect = func(current json.RawMessage) error {
+		var cur *record
+		if len(current) > 0 {
+			cur = &record{}
+			if err := json.Unmarshal(current, cur); err != nil {
+				cur = nil
+			}
+		}
+		switch {
+		case loaded == nil && cur != nil && (cur.Phase == api.PhaseRunning || cur.Phase == api.PhasePaused):
+			return fmt.Errorf("%w: plan %s started meanwhile", ErrRunning, cur.Plan)
+		case loaded == nil:
+			return nil
+		case cur == nil:
+			return fmt.Errorf("%w: the rollout's state is gone (the config file superseded it)", ErrNotRunning)
+		case cur.Plan != loaded.Plan || cur.Step != loaded.Step || cur.Phase != loaded.Phase:
+			return fmt.Errorf("the rollout moved on meanwhile (now %s step %d, %s)", cur.Plan, cur.Step, cur.Phase)
+		}
+		return nil
+	}
 	if _, err := m.opts.Controller.ApplyAutomated(endpoint, ch); err != nil {
 		return fmt.Errorf("%s on %s: %w", ch.Action, endpoint, err)
 	}
@@ -360,8 +381,10 @@ func (m *Manager) Pause(endpoint, who string) (api.RolloutStatus, error) {
 	if rec.NextStepDue != nil {
 		left = max(rec.NextStepDue.Sub(m.opts.Now()), 0)
 	}
+	loaded := rec.RolloutStatus
 	rec.Phase, rec.BakeRemaining, rec.NextStepDue = api.PhasePaused, left.Seconds(), nil
-	if err := m.apply(e.Name, rec, control.AutoChange{Action: "rollout_pause", Detail: "paused (" + who + ")", Owner: "rollout plan " + rec.Plan}); err != nil {
+	if err := m.apply(e.Name, rec, &loaded, control.AutoChange{Action: "rollout_pause", Detail: "paused (" + who + ")",
+		Ramp: rampOf(rec, rec.Weights[rec.Canary]), Owner: "rollout plan " + rec.Plan}); err != nil {
 		return api.RolloutStatus{}, err
 	}
 	return rec.RolloutStatus, nil
@@ -374,8 +397,10 @@ func (m *Manager) Resume(endpoint, who string) (api.RolloutStatus, error) {
 		return api.RolloutStatus{}, err
 	}
 	due := m.opts.Now().UTC().Add(time.Duration(rec.BakeRemaining * float64(time.Second)))
+	loaded := rec.RolloutStatus
 	rec.Phase, rec.BakeRemaining, rec.NextStepDue = api.PhaseRunning, 0, &due
-	if err := m.apply(e.Name, rec, control.AutoChange{Action: "rollout_resume", Detail: "resumed (" + who + ")", Owner: "rollout plan " + rec.Plan}); err != nil {
+	if err := m.apply(e.Name, rec, &loaded, control.AutoChange{Action: "rollout_resume", Detail: "resumed (" + who + ")",
+		Ramp: rampOf(rec, rec.Weights[rec.Canary]), Owner: "rollout plan " + rec.Plan}); err != nil {
 		return api.RolloutStatus{}, err
 	}
 	return rec.RolloutStatus, nil
@@ -419,8 +444,9 @@ func (m *Manager) active(endpoint string, phases ...string) (*config.Endpoint, *
 // finish ends a rollout with weights, releasing the endpoint to people.
 func (m *Manager) finish(e *config.Endpoint, rec *record, phase, action, reason string, weights map[string]int) (api.RolloutStatus, error) {
 	now := m.opts.Now().UTC()
+	loaded := rec.RolloutStatus
 	rec.Phase, rec.Reason, rec.Ended, rec.NextStepDue, rec.Weights = phase, reason, &now, nil, maps.Clone(weights)
-	if err := m.apply(e.Name, rec, control.AutoChange{Action: action, Detail: reason, Weights: weights, DropOwner: true}); err != nil {
+	if err := m.apply(e.Name, rec, &loaded, control.AutoChange{Action: action, Detail: reason, Weights: weights, DropOwner: true}); err != nil {
 		return api.RolloutStatus{}, err
 	}
 	m.mu.Lock()
@@ -515,7 +541,8 @@ func (m *Manager) drive(ctx context.Context, e *config.Endpoint, rec *record) {
 		}
 		_, err = m.finish(e, rec, api.PhasePromoted, "rollout_promote", reason, promotedWeights(e, rec.Canary))
 	} else {
-		_, err = m.enterStep(e, rec, rec.Step+1, "rollout_step", "")
+		loaded := rec.RolloutStatus
+		_, err = m.enterStep(e, rec, &loaded, rec.Step+1, "rollout_step", "")
 	}
 	if err != nil {
 		m.log.Error("rollout transition failed; retried at the next check", zap.String("endpoint", e.Name), zap.Error(err))
@@ -555,4 +582,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// rampOf is the ramp a step at canary percent keeps in force: returning
+// users move onto the canary as it rises. None at 0% (a preview) or 100%
+// (everyone is on the canary anyway).
+func rampOf(rec *record, percent int) *config.Ramp {
+	if percent <= 0 || percent >= 100 {
+		return nil
+	}
+	return &config.Ramp{Canary: rec.Canary, Base: maps.Clone(rec.Before)}
 }

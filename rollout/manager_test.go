@@ -57,15 +57,17 @@ const planYAML = `endpoints:
   - name: chat
     match: {path_prefix: /chat}
     sticky: {header: x-user-id}
+    allow_target: true
     variants:
       - {name: stable, weight: 90, backends: ["10.0.0.1:80"]}
       - {name: canary, weight: 10, backends: ["10.0.0.2:80"]}
     rollout:
       canary: canary
-      steps: [{weight: 20, bake: 1m}, {weight: 50, bake: 1m}, {weight: 100, bake: 1m}]
       interval: 10s
       min_requests: 200
 %s`
+
+const defaultSteps = "      steps: [{weight: 20, bake: 1m}, {weight: 50, bake: 1m}, {weight: 100, bake: 1m}]\n"
 
 const defaultGates = `      gates:
         - {metric: error_ratio, max_increase: 0}
@@ -83,12 +85,18 @@ type sim struct {
 	met     *metrics.Metrics
 	src     rand.Source
 	applied []map[string]int // every config's weights, in order
+	// preview is the canary's answers per window from x-modelsplit-target
+	// requests (they reach it at weight 0).
+	preview int
 }
 
 func newSim(t testing.TB, extra string, persister control.Persister, seed uint64) *sim {
 	t.Helper()
 	if extra == "" {
 		extra = defaultGates
+	}
+	if !strings.Contains(extra, "strategy:") && !strings.Contains(extra, "steps:") {
+		extra = defaultSteps + extra
 	}
 	cfg, err := config.Parse("plan.yaml", []byte(fmt.Sprintf(planYAML, extra)))
 	if err != nil {
@@ -134,6 +142,9 @@ func (s *sim) window(requests int, errRatio map[string]float64, srmBias float64)
 	}
 	for _, name := range []string{"stable", "canary"} {
 		n := uint64(requests * w[name] / total)
+		if name == "canary" {
+			n += uint64(s.preview)
+		}
 		var errs uint64
 		if n > 0 && errRatio[name] > 0 {
 			errs = uint64(distuv.Binomial{N: float64(n), P: errRatio[name], Src: s.src}.Rand())

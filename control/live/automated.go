@@ -37,6 +37,12 @@ type AutoChange struct {
 	// naming the owner; DropOwner releases it.
 	Owner     string
 	DropOwner bool
+	// Expect, when set, is given the actor state in force (nil: none)
+	// just before the change applies, on the newest state of every
+	// replica; an error refuses the change (ErrConflict). It keeps an
+	// actor from overwriting what another replica or a person changed
+	// since it read the state (a pause racing a step).
+	Expect func(current json.RawMessage) error
 }
 
 // validate names what is wrong with ch for endpoint e.
@@ -90,6 +96,15 @@ func Automated(ch AutoChange) Change {
 		}
 		if old := st.Endpoints[e.Name]; old != nil && old.Owner != "" && ch.Owner != "" && old.Owner != ch.Owner {
 			return a, Errorf(ErrOwned, "endpoint %s is driven by %s; %s cannot take it over until it is released", e.Name, old.Owner, ch.Owner)
+		}
+		if ch.Expect != nil {
+			var current json.RawMessage
+			if old := st.Endpoints[e.Name]; old != nil {
+				current = old.ActorState
+			}
+			if err := ch.Expect(current); err != nil {
+				return a, Errorf(ErrConflict, "automated change on %s refused: %v", e.Name, err)
+			}
 		}
 		es := st.Endpoint(e.Name)
 		weights := cur
