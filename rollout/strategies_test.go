@@ -150,3 +150,47 @@ func TestRollbackPostsTheWebhook(t *testing.T) {
 		t.Error("no webhook call within 5s of the rollback")
 	}
 }
+
+// fakePrometheus stands in for a Prometheus server's /api/v1/query: it
+// answers the value set by the test (as Prometheus' JSON), or the series
+// count, so the gate's parsing and verdicts are checked without a server.
+func fakePrometheus(t *testing.T, value *string, series *int) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/query" || r.URL.Query().Get("query") != "sum(rate(gpu_oom_total[1m]))" {
+			http.Error(w, "unexpected query "+r.URL.String(), http.StatusBadRequest)
+			return
+		}
+		res := make([]string, *series)
+		for i := range res {
+			res[i] = `{"metric":{},"value":[1764417600,"` + *value + `"]}`
+		}
+		_, _ = w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[` + strings.Join(res, ",") + `]}}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestPromQLGate(t *testing.T) {
+	value, series := "0", 1
+	srv := fakePrometheus(t, &value, &series)
+	plan := "      prometheus: " + srv.URL + "\n      gates:\n        - {metric: promql, query: 'sum(rate(gpu_oom_total[1m]))', max: 0.5}\n"
+	s := newSim(t, plan, nil, 30)
+	seen, st := runPlan(t, s, 100, healthy)
+	if st.Phase != api.PhasePromoted {
+		t.Fatalf("promql at 0 (max 0.5): %s after weights %v", st.Phase, seen)
+	}
+	// Two series: a gate error that holds the step.
+	series = 2
+	s = newSim(t, plan, nil, 31)
+	_, st = runPlan(t, s, 30, healthy)
+	if st.Phase != api.PhaseRunning || st.Step != 1 || !strings.Contains(st.Gates[1].Detail, "returned 2 series") {
+		t.Fatalf("promql with two series: %+v", st)
+	}
+	// Above max: rolled back.
+	value, series = "3", 1
+	s = newSim(t, plan, nil, 32)
+	_, st = runPlan(t, s, 30, healthy)
+	if st.Phase != api.PhaseRolledBack || !strings.Contains(st.Reason, "promql") {
+		t.Fatalf("promql at 3 (max 0.5): %+v", st)
+	}
+}
