@@ -215,3 +215,50 @@ func TestOOMRefusedWritesAreCounted(t *testing.T) {
 		t.Errorf("%d assignments stored by an out-of-memory Redis", k)
 	}
 }
+
+// A few slow reads in a row do not mark a Redis down that answers the
+// rest in time (the flap the earlier rule, three in a row, caused under
+// load); one that misses every read is down, and each up→down transition
+// is counted (modelsplit_store_down_total).
+func TestSlowReadsAloneDoNotMarkRedisDown(t *testing.T) {
+	r := testredis.Start(t)
+	proxy := testredis.StartSlowProxy(t, r.Addr(), 0, 0)
+	m := metrics.New()
+	store, err := cohort.NewRedisStore(config.Store{Redis: proxy.URL(), KeyPrefix: "t:", Timeout: config.Duration(50 * time.Millisecond)}, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	read := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, _, err := store.Get(ctx, "t:a:x", time.Hour)
+		return err
+	}
+	for range 20 {
+		if err := read(); err != nil {
+			t.Fatalf("read through an idle proxy: %v", err)
+		}
+	}
+	proxy.Set(1, 200*time.Millisecond)
+	for i := range 4 {
+		if err := read(); err == nil {
+			t.Fatalf("slow read %d answered in time", i)
+		}
+	}
+	proxy.Set(0, 0)
+	time.Sleep(250 * time.Millisecond) // the held-back replies drain
+	for range 20 {
+		_ = read()
+	}
+	if !store.Healthy() || testutil.ToFloat64(m.StoreDown) != 0 {
+		t.Fatalf("4 slow reads among 44: healthy %v, went down %v times; want up, 0", store.Healthy(), testutil.ToFloat64(m.StoreDown))
+	}
+	proxy.Set(1, 200*time.Millisecond)
+	for range 30 {
+		_ = read()
+	}
+	if store.Healthy() || testutil.ToFloat64(m.StoreDown) != 1 {
+		t.Fatalf("every read late: healthy %v, went down %v times; want down, once", store.Healthy(), testutil.ToFloat64(m.StoreDown))
+	}
+}
