@@ -18,8 +18,10 @@ type Metrics struct {
 	Decisions        *prometheus.CounterVec // endpoint, variant, source
 	DecisionDuration prometheus.Histogram   // seconds, whole decision
 	UnknownEndpoint  prometheus.Counter     // requests naming an endpoint not in config
-	ExtProcStreams   *prometheus.CounterVec // client (envoy|grpc), result (ok|error|malformed)
-	RLSLookups       *prometheus.CounterVec // result (ok|bad_request|unknown_endpoint|error)
+	ExtProcStreams   *prometheus.CounterVec // client (envoy|grpc), result (ok|passthrough|error|malformed|refused|idle)
+	// ExtProcOpenStreams is the ext_proc streams open now (extproc.max_streams bounds it).
+	ExtProcOpenStreams prometheus.Gauge
+	RLSLookups         *prometheus.CounterVec // result (ok|bad_request|unknown_endpoint|error)
 
 	// Observation (the observe ext_proc filter, observability mode).
 	VariantRequests  *prometheus.CounterVec   // endpoint, variant: requests seen
@@ -100,7 +102,9 @@ func New() *Metrics {
 	m.UnknownEndpoint = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "unknown_endpoint_total",
 		Help: "Requests that named an endpoint missing from the config; passed through unchanged."})
 	m.ExtProcStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "extproc_streams_total",
-		Help: "ext_proc streams by client kind and result."}, []string{"client", "result"})
+		Help: "ext_proc streams by client kind and result: ok, passthrough, error, malformed, refused (past extproc.max_streams: RESOURCE_EXHAUSTED, Envoy fails open), idle (closed by extproc.first_message_timeout or idle_timeout)."}, []string{"client", "result"})
+	m.ExtProcOpenStreams = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "extproc_streams_open",
+		Help: "ext_proc streams (decide and observe) open now; extproc.max_streams bounds it."})
 	m.RLSLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rls_lookups_total",
 		Help: "RouteLookup calls from proxyless gRPC clients by result; any non-ok result sends the client to its default target."}, []string{"result"})
 
@@ -200,7 +204,7 @@ func New() *Metrics {
 		[]string{"listener", "reason"})
 
 	for _, c := range []prometheus.Collector{
-		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
+		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.ExtProcOpenStreams, m.RLSLookups,
 		m.VariantRequests, m.VariantResponses, m.VariantLatency, m.ObserveStreams, m.VariantFailover,
 		m.VariantTTFB, m.VariantDuration, m.VariantTokens, m.AccessLogEntries, m.AccessLogMessages,
 		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
