@@ -168,7 +168,7 @@ endpoints:
 		rows = append(rows, row{at: time.Since(start).Round(time.Second), decisions: decisions.Load(), failed: failed.Load(), moved: moved.Load(),
 			goroutines: m("go_goroutines"), heapMB: m("go_memstats_heap_inuse_bytes") / 1e6, rssMB: rssMB(pid),
 			flaps: m("modelsplit_store_down_total"), storeUp: m("modelsplit_store_up"),
-			fallback: m(`modelsplit_decisions_total{endpoint="echo",source="fallback",variant="a"}`) + m(`modelsplit_decisions_total{endpoint="echo",source="fallback",variant="b"}`),
+			fallback:   m(`modelsplit_decisions_total{endpoint="echo",source="fallback",variant="a"}`) + m(`modelsplit_decisions_total{endpoint="echo",source="fallback",variant="b"}`),
 			xdsClients: m(`modelsplit_xds_connected_clients{node_kind="grpc"}`)})
 		x := rows[len(rows)-1]
 		t.Logf("%8v %10d %7d %6d %10.0f %8.1f %7.1f %6.0f %9.0f %8.0f %11.0f", x.at, x.decisions, x.failed, x.moved, x.goroutines, x.heapMB, x.rssMB, x.storeUp, x.flaps, x.fallback, x.xdsClients)
