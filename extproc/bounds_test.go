@@ -109,7 +109,7 @@ func TestIdleAndExcessStreamsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := extproc.NewServer(engine, extproc.Options{Metrics: m,
-		Limits: config.ExtProc{MaxStreams: 8000, FirstMessageTimeout: config.Duration(3 * time.Second), IdleTimeout: config.Duration(6 * time.Second)}})
+		Limits: config.ExtProc{MaxStreams: 8000, FirstMessageTimeout: config.Duration(10 * time.Second), IdleTimeout: config.Duration(12 * time.Second)}})
 	g := grpc.NewServer()
 	srv.Register(g)
 	go g.Serve(lis)
