@@ -9,7 +9,7 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy golden reference-values mutate gremlins-install clean
+.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy soak golden reference-values mutate gremlins-install clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -80,6 +80,15 @@ bench-envoy: envoy-install ## Envoy alone vs Envoy + decide filter at fixed rate
 	  BENCH_WARMUP=$(BENCH_WARMUP) BENCH_USERS=$(BENCH_USERS) \
 	  $(GO) test -run '^$$' -bench '^BenchmarkEnvoyDecide$$' -benchtime 1x -count 1 -timeout 60m ./test | tee bench-envoy.out
 
+# Soak, not part of `make test`: modelsplit serve for SOAK_DURATION (default
+# 10m) under 2,000 decisions/s over 200,000 users, a weight change every 30 s,
+# a Redis restart half-way and 20 grpc-go xDS clients; a table every
+# SOAK_REPORT (default 1m). It loads the machine: run it alone.
+SOAK_DURATION ?= 10m
+SOAK_REPORT ?= 1m
+soak: test-deps ## Soak test (SOAK_DURATION, default 10m): goroutines, heap, RSS, failed decisions, moved users per minute
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_REPORT=$(SOAK_REPORT) $(GO) test -tags soak -run '^TestSoak$$' -count=1 -v -timeout 2h ./test | tee soak.out
+
 # Mutation testing, not part of `make test`: gremlins mutates each package of
 # PKGS in turn (comparisons, boundaries, && and ||, arithmetic, loop control)
 # and runs that package's tests against every mutant, one at a time under
@@ -113,4 +122,4 @@ reference-values: ## Regenerate statistics/testdata/reference.json from SciPy/st
 	$(SCIPY_VENV)/bin/python statistics/testdata/reference.py
 
 clean: ## Remove build outputs
-	rm -rf bin bench.out bench-envoy.out mutate.out
+	rm -rf bin bench.out bench-envoy.out mutate.out soak.out

@@ -27,6 +27,14 @@ is 1 when there is any.`)
 		printConfigError(env, err)
 		return errReported
 	}
+	// Not errors: Envoy takes them (its limit is far larger), but a
+	// proxyless grpc-go client with the default receive limit does not.
+	for _, kind := range xds.Kinds {
+		res, _ := xds.Build(cfg, kind)
+		for _, o := range xds.OversizedResources(res, kind, xds.GRPCDefaultReceiveLimit) {
+			fmt.Fprintf(env.Stderr, "%s: warning: %s\n", *path, o)
+		}
+	}
 	variants := 0
 	for _, e := range cfg.Endpoints {
 		variants += len(e.Variants)

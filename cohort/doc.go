@@ -13,7 +13,9 @@
 //  4. The weighted hash of the user key, the same pick as Envoy's fail-open
 //     route (hash.go) → SourceHash, stored
 //     write-behind (SET NX). No user key: weighted random (SourceRandom), or
-//     a minted id cookie. Store down or over budget: the hash, SourceFallback.
+//     a minted id cookie. Store down or over budget: the hash, SourceFallback,
+//     cached like a new user's pick and written back (SET NX, kept while
+//     the store is down), so the user keeps it however slow the store is.
 //
 // Redis layout (prefix = store.key_prefix):
 //

@@ -171,13 +171,18 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 			v, found, err = e.storeGet(ctx, c, storeKey, ep.ttl)
 		}
 		if err != nil {
-			// The hash decides; record it only if nothing is stored (the
-			// store may hold an assignment we could not read), and do not
-			// cache it, so the stored one wins once readable again.
+			// The hash decides. Remember it here (the bounded cache), so
+			// the user keeps it while the store is slow or down whatever
+			// the weights do, and write it back if nothing is stored (SET
+			// NX, kept until the store answers). Should the store hold an
+			// assignment we could not read, the conflict drops our copy
+			// and the stored one wins from the next request on.
 			if ce := e.log.Check(zap.DebugLevel, "assignment store unavailable; the hash decided"); ce != nil {
 				ce.Write(zap.String("endpoint", ep.name), zap.Error(err))
 			}
-			e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[stored], TTL: ep.ttl, Users: ep.userKeys[stored]})
+			e.cache.put(ck, cached{variant: ep.variants[stored], expires: cacheExpiry(now, ep.ttl)})
+			e.store.PutIfAbsent(Assignment{Key: storeKey, Variant: ep.variants[stored], TTL: ep.ttl, Users: ep.userKeys[stored],
+				WriteBack: true, OnConflict: func() { e.cache.remove(ck) }})
 			return hashed, SourceFallback, cookie
 		}
 		if found {

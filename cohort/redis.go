@@ -3,6 +3,7 @@ package cohort
 import (
 	"context"
 	"errors"
+	"math/bits"
 	"net"
 	"strings"
 	"sync"
@@ -20,18 +21,101 @@ import (
 // Tuning of the Redis store. Reads are bounded by store.timeout; these
 // govern how fast a dead Redis is detected and how writes are batched.
 const (
-	downAfterFailures = 3                      // consecutive failed reads before "down"
+	// Redis is marked down when downAfterFailures reads in a row failed
+	// (error or over the budget) and at least downFailureRatio of the
+	// reads in the last healthWindow did (counted once the window holds
+	// healthMinReads), or when downAlways reads in a row failed whatever
+	// the rate. A slow Redis that misses the budget on some reads (a
+	// loaded machine) stays up: each late read falls back on its own, and
+	// "down" (skip reads altogether) is kept for a Redis that fails most
+	// of them. A dead one fails every read, so it is down after
+	// downAfterFailures reads at any busy rate, downAlways at a slow one.
+	downAfterFailures = 5
+	downAlways        = 20
+	downFailureRatio  = 0.5
+	healthMinReads    = 10
+	healthWindow      = time.Second
+	healthBuckets     = 10
 	probeInterval     = 200 * time.Millisecond // PING while down
-	// upAfterProbes consecutive PINGs answered within the read budget mark
-	// Redis up again. Holding probes to the budget (and asking several)
-	// keeps a Redis that answers PING but too slowly for reads from
-	// flapping between up and down.
+	// upAfterProbes of the last probeWindow PINGs answered within the
+	// read budget mark Redis up again. Holding probes to the budget (and
+	// asking several) keeps a Redis that answers PING but too slowly for
+	// reads from flapping between up and down; a majority rather than a
+	// run lets one that is late now and then come back.
 	upAfterProbes   = 3
+	probeWindow     = 5
 	writeQueueSize  = 16384   // pending write-behind assignments
 	retryBufferSize = 100_000 // assignments kept while Redis is down
 	writeBatch      = 256
 	writeTimeout    = 2 * time.Second
+	// closeBudget bounds Close: flushing the queue, then writing back what
+	// was kept while Redis was down, if it answers.
+	closeBudget = 5 * time.Second
+	// refusedLogEvery spaces the warnings about writes Redis refuses.
+	refusedLogEvery = time.Minute
 )
+
+// Reasons an assignment is never written (StoreWritesLost's label).
+const (
+	lostQueueFull = "queue_full"
+	lostRetryFull = "retry_full"
+	lostRefused   = "refused"
+	lostShutdown  = "shutdown"
+)
+
+// readHealth tells a Redis that fails most reads from one that misses the
+// budget now and then: consecutive failures and the failure ratio over a
+// sliding window of healthBuckets buckets.
+type readHealth struct {
+	mu          sync.Mutex
+	consecutive int
+	buckets     [healthBuckets]healthBucket
+}
+
+type healthBucket struct {
+	slot       int64 // unix nanoseconds / bucket width; which window slice this counts
+	ok, failed int
+}
+
+// record counts one read and reports whether Redis should now be
+// considered down.
+func (h *readHealth) record(now time.Time, failed bool) bool {
+	const width = int64(healthWindow / healthBuckets)
+	slot := now.UnixNano() / width
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b := &h.buckets[slot%healthBuckets]
+	if b.slot != slot {
+		*b = healthBucket{slot: slot}
+	}
+	if !failed {
+		b.ok++
+		h.consecutive = 0
+		return false
+	}
+	b.failed++
+	h.consecutive++
+	switch {
+	case h.consecutive >= downAlways:
+		return true
+	case h.consecutive < downAfterFailures:
+		return false
+	}
+	var ok, bad int
+	for i := range h.buckets {
+		if x := &h.buckets[i]; x.slot > slot-healthBuckets {
+			ok, bad = ok+x.ok, bad+x.failed
+		}
+	}
+	return ok+bad >= healthMinReads && float64(bad) >= downFailureRatio*float64(ok+bad)
+}
+
+func (h *readHealth) reset() {
+	h.mu.Lock()
+	h.consecutive = 0
+	h.buckets = [healthBuckets]healthBucket{}
+	h.mu.Unlock()
+}
 
 // redisStore keeps assignments in Redis, shared by every replica. Reads
 // have a budget; past it, or while Redis is down, the engine hashes
@@ -44,8 +128,14 @@ type redisStore struct {
 	errors  [numOps]prometheus.Counter // StoreErrors by op, resolved once
 	budget  time.Duration              // store.timeout: what a probe must answer within
 
-	up       atomic.Bool
-	failures atomic.Int32
+	up     atomic.Bool
+	health readHealth
+	// lost and writeBacks are StoreWritesLost and StoreWriteBacks by
+	// label, resolved once.
+	lost       map[string]prometheus.Counter
+	writeBacks [2]prometheus.Counter // stored, conflict
+	refusedLog atomic.Int64          // unix nanoseconds of the last refused-write warning
+	refusedN   atomic.Int64          // refused writes since that warning
 	// noGetEx is set once Redis (older than 6.2) refuses GETEX: reads then
 	// use GET, and the sticky TTL only counts from the first assignment.
 	noGetEx atomic.Bool
@@ -86,6 +176,11 @@ func NewRedisStore(cfg config.Store, log *zap.Logger, m *metrics.Metrics) (Store
 	for op := range numOps {
 		s.errors[op] = m.StoreErrors.WithLabelValues(op.String())
 	}
+	s.lost = map[string]prometheus.Counter{}
+	for _, r := range []string{lostQueueFull, lostRetryFull, lostRefused, lostShutdown} {
+		s.lost[r] = m.StoreWritesLost.WithLabelValues(r)
+	}
+	s.writeBacks = [2]prometheus.Counter{m.StoreWriteBacks.WithLabelValues("stored"), m.StoreWriteBacks.WithLabelValues("conflict")}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	err = client.Ping(ctx).Err()
 	cancel()
@@ -145,10 +240,10 @@ func (s *redisStore) Get(ctx context.Context, key string, ttl time.Duration) (st
 	v, err := s.read(ctx, key, ttl)
 	switch {
 	case err == nil:
-		s.failures.Store(0)
+		s.health.record(time.Now(), false)
 		return v, true, nil
 	case errors.Is(err, redis.Nil):
-		s.failures.Store(0)
+		s.health.record(time.Now(), false)
 		return "", false, nil
 	default:
 		s.readFailed(ctx, err, opGet)
@@ -230,7 +325,7 @@ func (s *redisStore) Lookup(ctx context.Context, l *Lookup) {
 	case l.ListErr != nil:
 		s.readFailed(ctx, l.ListErr, opList)
 	default:
-		s.failures.Store(0)
+		s.health.record(time.Now(), false)
 	}
 }
 
@@ -254,7 +349,7 @@ func (s *redisStore) readFailed(ctx context.Context, err error, op storeOp) {
 		// An error reply (e.g. a foreign value under one key): Redis is up.
 		return
 	}
-	if s.failures.Add(1) >= downAfterFailures {
+	if s.health.record(time.Now(), true) {
 		s.markDown(err)
 	}
 }
@@ -262,12 +357,13 @@ func (s *redisStore) readFailed(ctx context.Context, err error, op storeOp) {
 func (s *redisStore) markDown(err error) {
 	if s.up.CompareAndSwap(true, false) {
 		s.metrics.StoreUp.Set(0)
+		s.metrics.StoreDown.Inc()
 		s.log.Warn("redis marked down; decisions fall back to the weighted hash until it answers again", zap.Error(err))
 	}
 }
 
 func (s *redisStore) markUp() {
-	s.failures.Store(0)
+	s.health.reset()
 	if s.up.CompareAndSwap(false, true) {
 		s.metrics.StoreUp.Set(1)
 		s.log.Info("redis reachable again; stored assignments are read again")
@@ -278,7 +374,7 @@ func (s *redisStore) markUp() {
 // write (counted): the hash gives the same answer until weights change.
 func (s *redisStore) PutIfAbsent(a Assignment) {
 	if s.closed.Load() {
-		s.metrics.StoreWritesLost.Inc()
+		s.lost[lostShutdown].Inc()
 		return
 	}
 	s.inflight.Add(1)
@@ -286,7 +382,7 @@ func (s *redisStore) PutIfAbsent(a Assignment) {
 	case s.queue <- a:
 	default:
 		s.inflight.Add(-1)
-		s.metrics.StoreWritesLost.Inc()
+		s.lost[lostQueueFull].Inc()
 	}
 }
 
@@ -335,25 +431,64 @@ func (s *redisStore) write(batch []Assignment) {
 		}
 		return nil
 	})
-	switch {
-	case err != nil && !isConnectionError(err):
-		// Redis answered with an error (e.g. a foreign key of another type
-		// under our prefix): retrying will not help, and Redis is up.
+	if err != nil {
 		s.errors[opPut].Inc()
-		s.log.Debug("redis refused an assignment write", zap.Error(err))
-	case err != nil:
-		s.errors[opPut].Inc()
-		s.keepForRetry(batch)
-		s.markDown(err)
-		return
 	}
+	// Each SET NX on its own: a pipeline can fail part-way, and Redis
+	// may refuse some commands (OOM) and take others.
+	var unanswered []Assignment
+	var unansweredErr, refusedErr error
+	refused := 0
 	for i, c := range cmds {
-		// Not set: another replica (or an earlier decision) stored first;
-		// the stored one is the assignment, so drop our in-process copy.
-		if c.Err() == nil && !c.Val() && batch[i].OnConflict != nil {
-			batch[i].OnConflict()
+		switch cerr := c.Err(); {
+		case cerr == nil:
+			// Not set: another replica (or an earlier decision) stored
+			// first; the stored one is the assignment, so drop our
+			// in-process copy.
+			if !c.Val() && batch[i].OnConflict != nil {
+				batch[i].OnConflict()
+			}
+			if batch[i].WriteBack {
+				s.writeBacks[boolIndex(!c.Val())].Inc()
+			}
+		case isConnectionError(cerr):
+			unanswered, unansweredErr = append(unanswered, batch[i]), cerr
+		default:
+			// Refused (OOM under maxmemory with noeviction, a foreign key
+			// of another type): retrying now would be refused again.
+			refused++
+			refusedErr = cerr
 		}
 	}
+	if refused > 0 {
+		s.lost[lostRefused].Add(float64(refused))
+		s.warnRefused(refused, refusedErr)
+	}
+	if len(unanswered) > 0 {
+		s.keepForRetry(unanswered)
+		s.markDown(unansweredErr)
+	}
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// warnRefused logs refused writes at most once per refusedLogEvery, with
+// how many were refused since the last warning.
+func (s *redisStore) warnRefused(n int, err error) {
+	total := s.refusedN.Add(int64(n))
+	now := time.Now().UnixNano()
+	last := s.refusedLog.Load()
+	if now-last < int64(refusedLogEvery) || !s.refusedLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.refusedN.Add(-total)
+	s.log.Warn("redis refused assignment writes; counted in modelsplit_store_writes_lost_total{reason=\"refused\"} "+
+		"(those users keep their variant on this replica only)", zap.Int64("refused", total), zap.Error(err))
 }
 
 // isConnectionError tells an unavailable Redis from a definite error
@@ -375,8 +510,11 @@ func (s *redisStore) keepForRetry(batch []Assignment) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, w := range batch {
+		if _, kept := s.retry[w.Key]; kept {
+			continue // the first decision is the one the user was served first
+		}
 		if len(s.retry) >= retryBufferSize {
-			s.metrics.StoreWritesLost.Inc()
+			s.lost[lostRetryFull].Inc()
 			continue
 		}
 		s.retry[w.Key] = w
@@ -389,7 +527,7 @@ func (s *redisStore) prober() {
 	defer s.done.Done()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
-	answered := 0 // consecutive successful probes
+	var recent uint8 // the last probeWindow probes, newest in bit 0: 1 answered in time
 	for {
 		select {
 		case <-s.stop:
@@ -397,19 +535,21 @@ func (s *redisStore) prober() {
 		case <-t.C:
 		}
 		if s.up.Load() && s.retryLen() == 0 {
+			recent = 0
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.budget)
 		err := s.client.Ping(ctx).Err()
 		cancel()
+		recent = (recent << 1) & (1<<probeWindow - 1)
 		if err != nil {
-			answered = 0
 			continue
 		}
-		if answered++; !s.up.Load() && answered < upAfterProbes {
+		recent |= 1
+		if !s.up.Load() && bits.OnesCount8(recent) < upAfterProbes {
 			continue
 		}
-		answered = 0
+		recent = 0
 		s.markUp()
 		s.replay()
 	}
@@ -421,7 +561,12 @@ func (s *redisStore) retryLen() int {
 	return len(s.retry)
 }
 
-func (s *redisStore) replay() {
+func (s *redisStore) replay() { s.replayUntil(context.Background()) }
+
+// replayUntil writes back what was kept while Redis was down, in batches
+// (SET NX: never over an existing assignment), until ctx ends; what is
+// not written stays kept.
+func (s *redisStore) replayUntil(ctx context.Context) {
 	s.mu.Lock()
 	pending := make([]Assignment, 0, len(s.retry))
 	for _, w := range s.retry {
@@ -429,11 +574,12 @@ func (s *redisStore) replay() {
 	}
 	s.retry = map[string]Assignment{}
 	s.mu.Unlock()
-	for len(pending) > 0 {
+	for len(pending) > 0 && ctx.Err() == nil {
 		n := min(writeBatch, len(pending))
 		s.write(pending[:n])
 		pending = pending[n:]
 	}
+	s.keepForRetry(pending)
 	if n := s.retryLen(); n == 0 {
 		s.log.Debug("replayed assignments kept while redis was down")
 	}
@@ -451,24 +597,43 @@ func (s *redisStore) Flush(ctx context.Context) error {
 	return nil
 }
 
-// Close flushes queued writes (up to 2s), stops the background work and
-// closes the client. Later writes are dropped (counted); closing twice is
-// harmless.
+// Close flushes queued writes, stops the background work, writes back
+// what was kept while Redis was down if it answers now (all within
+// closeBudget) and closes the client. Later writes are dropped (counted);
+// closing twice is harmless.
 func (s *redisStore) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = s.Flush(ctx)
-		cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), closeBudget)
+		defer cancel()
+		flushCtx, cancelFlush := context.WithTimeout(ctx, closeBudget/2)
+		_ = s.Flush(flushCtx)
+		cancelFlush()
 		s.closed.Store(true)
 		close(s.stop)
 		s.done.Wait()
 		s.inflight.Store(0)
-		// Whatever is still queued or kept for retry (Redis down at
-		// shutdown) will never be written: count it, and say so once.
-		lost := len(s.queue) + s.retryLen()
-		if lost > 0 {
-			s.metrics.StoreWritesLost.Add(float64(lost))
+		// Whatever is still queued joins what was kept for retry; if
+		// Redis answers (it may have been marked down by a few slow
+		// reads), write it all now rather than lose it.
+		var queued []Assignment
+	drain:
+		for {
+			select {
+			case w := <-s.queue:
+				queued = append(queued, w)
+			default:
+				break drain
+			}
+		}
+		s.keepForRetry(queued)
+		if s.retryLen() > 0 && s.client.Ping(ctx).Err() == nil {
+			s.markUp()
+			s.replayUntil(ctx)
+		}
+		// Whatever is left will never be written: count it, and say so once.
+		if lost := s.retryLen(); lost > 0 {
+			s.lost[lostShutdown].Add(float64(lost))
 			s.log.Warn("closing with assignments never written to redis; those users are hashed again on return", zap.Int("assignments", lost))
 		}
 		err = s.client.Close()

@@ -5,9 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/modelsplit/modelsplit/internal/testredis"
+	"github.com/modelsplit/modelsplit/metrics"
 )
 
 func redisClient(t testing.TB, r *testredis.Server) *redis.Client {
@@ -35,6 +37,15 @@ func redisKeys(t testing.TB, r *testredis.Server) int {
 	iter := redisClient(t, r).Scan(ctx, 0, "t:a:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		n++
+	}
+	return n
+}
+
+// writesLost is modelsplit_store_writes_lost_total over every reason.
+func writesLost(m *metrics.Metrics) float64 {
+	n := 0.0
+	for _, r := range []string{"queue_full", "retry_full", "refused", "shutdown"} {
+		n += testutil.ToFloat64(m.StoreWritesLost.WithLabelValues(r))
 	}
 	return n
 }

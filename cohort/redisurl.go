@@ -105,9 +105,19 @@ func newUniversalClient(cfg config.Store) (redis.UniversalClient, error) {
 		// 3s read timeout: a hung Redis would stall decisions.
 		o.ContextTimeoutEnabled = true
 		o.DialerRetries = dialAttempts(q, o.DialerRetries)
+		// A read over the budget costs its connection (go-redis cannot
+		// reuse one with a reply still due), and a new one costs a
+		// handshake: keep a few dialled in the background, so a slow
+		// Redis does not also fail the reads after a late one.
+		if !q.Has("min_idle_conns") {
+			o.MinIdleConns = defaultMinIdleConns
+		}
 		return redis.NewClient(o), nil
 	}
 }
+
+// defaultMinIdleConns is the store's min_idle_conns unless the URL sets it.
+const defaultMinIdleConns = 4
 
 // dialAttempts is 1 unless the URL sets dialer_retries: go-redis otherwise
 // dials 5 times 100ms apart, so against a Redis that refuses connections

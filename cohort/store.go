@@ -42,6 +42,9 @@ type Assignment struct {
 	// Users, when set, is the per-variant user counter the new assignment
 	// is added to (see UserCounter).
 	Users string
+	// WriteBack marks a decision made while the store could not be read
+	// (down or over budget): its write is counted in StoreWriteBacks.
+	WriteBack bool
 	// OnConflict, when set, is called (possibly from another goroutine) if
 	// the store already held an assignment under Key: another replica
 	// decided first, and the caller's in-process copy must be dropped so

@@ -70,6 +70,7 @@ type Config struct {
 	Admin     Admin               `yaml:"admin"`
 	Store     Store               `yaml:"store"`
 	Gateway   Gateway             `yaml:"gateway"`
+	ExtProc   ExtProc             `yaml:"extproc"`
 	UserLists map[string][]string `yaml:"user_lists"`
 	Endpoints []Endpoint          `yaml:"endpoints"`
 

@@ -403,3 +403,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The extproc section: defaults (max_streams 10,000, first message 10s,
+// idle the longest endpoint timeout plus 10s) and each bad value with its
+// file:line.
+func TestExtProcLimits(t *testing.T) {
+	base := "endpoints:\n  - name: m\n    match: {path_prefix: /m}\n    timeout: 60s\n    variants:\n      - {name: a, weight: 1, backends: [\"10.0.0.1:80\"]}\n"
+	c, err := config.Parse("ok.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := c.ExtProc; x.MaxStreams != 10000 || x.FirstMessageTimeout != config.Duration(10*time.Second) || x.IdleTimeout != config.Duration(70*time.Second) {
+		t.Errorf("defaults %+v", x)
+	}
+	_, err = config.Parse("bad.yaml", []byte("extproc:\n  max_streams: 0\n  first_message_timeout: 0s\n  idle_timeout: 30s\n"+base))
+	want := []string{
+		"bad.yaml:2: extproc.max_streams: must be 1-1000000, got 0",
+		"bad.yaml:3: extproc.first_message_timeout: must be between 1ms and 1h0m0s, got 0s",
+		"bad.yaml:4: extproc.idle_timeout: 30s is shorter than the longest endpoint timeout 1m0s",
+	}
+	if err == nil {
+		t.Fatal("bad extproc section accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("errors\n%v\nlack %q", err, w)
+		}
+	}
+}

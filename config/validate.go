@@ -73,6 +73,7 @@ func (c *Config) ApplyDefaults() {
 		c.Gateway.ExtProcTimeout = DefaultExtProcTimeout
 	}
 	c.applyGatewayDefaults()
+	defer c.applyExtProcDefaults() // after the endpoints' timeouts
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		if e.Protocol == "" {
@@ -182,6 +183,7 @@ func (c *Config) Validate() error {
 	v.store()
 	v.gateway()
 	v.gatewayEdge()
+	v.extProc()
 	v.userLists()
 	v.endpoints()
 	v.statNames()

@@ -6,7 +6,7 @@ import (
 	"github.com/modelsplit/modelsplit/metrics"
 )
 
-var streamResults = []string{"ok", "passthrough", "malformed", "error"}
+var streamResults = []string{"ok", "passthrough", "malformed", "error", "refused", "idle"}
 
 // streamCounters holds the ExtProcStreams children up front, so ending a
 // stream never hashes label values on the hot path.

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -42,6 +44,9 @@ type Options struct {
 	// Sampler picks compare-mode shadows; defaults to the Decider when it
 	// implements ShadowSampler.
 	Sampler ShadowSampler
+	// Limits bounds the streams (config.ExtProc); zero fields take the
+	// config defaults. SetLimits changes them later.
+	Limits config.ExtProc
 }
 
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
@@ -57,6 +62,11 @@ type Server struct {
 	series  seriesCache
 	sampler ShadowSampler
 	shadows *shadow.Manager
+
+	open       atomic.Int64 // streams in Process
+	maxStreams atomic.Int64
+	firstMsg   atomic.Int64 // nanoseconds
+	idle       atomic.Int64 // nanoseconds
 }
 
 // NewServer returns a server deciding with d.
@@ -74,7 +84,44 @@ func NewServer(d Decider, opts Options) *Server {
 	}
 	s.streams = newStreamCounters(opts.Metrics)
 	s.unknown = opts.Metrics.UnknownEndpoint.Inc
+	s.SetLimits(opts.Limits)
 	return s
+}
+
+// SetLimits applies the extproc section of a (re)loaded config to new
+// streams and to the timers of open ones from their next message on.
+// Zero fields take the defaults.
+func (s *Server) SetLimits(x config.ExtProc) {
+	if x.MaxStreams <= 0 {
+		x.MaxStreams = config.DefaultExtProcMaxStreams
+	}
+	if x.FirstMessageTimeout <= 0 {
+		x.FirstMessageTimeout = config.DefaultExtProcFirstMessageTimeout
+	}
+	if x.IdleTimeout <= 0 {
+		x.IdleTimeout = config.DefaultTimeout + config.ExtProcIdleMargin
+	}
+	s.maxStreams.Store(int64(x.MaxStreams))
+	s.firstMsg.Store(int64(x.FirstMessageTimeout))
+	s.idle.Store(int64(x.IdleTimeout))
+}
+
+// OpenStreams is the number of ext_proc streams being served.
+func (s *Server) OpenStreams() int64 { return s.open.Load() }
+
+// errTooManyStreams refuses a stream past extproc.max_streams. Envoy's
+// decide filter (failure_mode_allow) then fails open to the weighted
+// route; the observe filter never waits.
+var errTooManyStreams = status.Error(codes.ResourceExhausted, "modelsplit: too many open ext_proc streams (extproc.max_streams)")
+
+// errNothingSent ends a stream that sent no message within
+// extproc.first_message_timeout.
+var errNothingSent = status.Error(codes.DeadlineExceeded, "modelsplit: no message within extproc.first_message_timeout")
+
+// received is one Recv's outcome.
+type received struct {
+	req *extprocv3.ProcessingRequest
+	err error
 }
 
 // Register adds the ext_proc and gRPC health services to g.
@@ -119,13 +166,52 @@ func (c clientKind) String() string {
 // errMalformed ends a stream whose messages break the protocol.
 var errMalformed = errors.New("malformed")
 
-// Process handles one stream, which Envoy opens per HTTP request.
+// Process handles one stream, which Envoy opens per HTTP request. A
+// receiving goroutine hands it each message, so that a stream silent past
+// its timeout (extproc.first_message_timeout before the first message,
+// extproc.idle_timeout after) is ended rather than held.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
 	st := streamState{server: s, ctx: ctx}
 	st.readMetadata(ctx)
+	if s.open.Add(1) > s.maxStreams.Load() {
+		s.open.Add(-1)
+		s.streams.done(st.client, "refused")
+		return errTooManyStreams
+	}
+	s.metrics.ExtProcOpenStreams.Inc()
+	defer func() {
+		s.open.Add(-1)
+		s.metrics.ExtProcOpenStreams.Dec()
+	}()
+	msgs := make(chan received)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			select {
+			case msgs <- received{req, err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	timer := time.NewTimer(time.Duration(s.firstMsg.Load()))
+	defer timer.Stop()
+	first := true
 	for {
-		req, err := stream.Recv()
+		var req *extprocv3.ProcessingRequest
+		var err error
+		select {
+		case r := <-msgs:
+			req, err = r.req, r.err
+		case <-timer.C:
+			return s.idleEnd(&st, first)
+		}
 		if err != nil {
 			if st.observing {
 				s.metrics.ObserveStreams.WithLabelValues(st.client.String(), st.observeEnd()).Inc()
@@ -138,6 +224,8 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			s.streams.done(st.client, "error")
 			return err
 		}
+		first = false
+		timer.Reset(time.Duration(s.idle.Load()))
 		resp, err := st.handle(req)
 		if err != nil {
 			if st.observing {
@@ -157,6 +245,23 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return err
 		}
 	}
+}
+
+// idleEnd ends a stream past its timeout, counted with result "idle". A
+// stream that sent nothing gets DEADLINE_EXCEEDED; one silent after its
+// messages ends with OK, as a finished stream does (Envoy expects nothing
+// more on it by then: the idle timeout outlasts every request).
+func (s *Server) idleEnd(st *streamState, nothingSent bool) error {
+	if st.observing {
+		st.observeEnd()
+		s.metrics.ObserveStreams.WithLabelValues(st.client.String(), "idle").Inc()
+	} else {
+		s.streams.done(st.client, "idle")
+	}
+	if nothingSent {
+		return errNothingSent
+	}
+	return nil
 }
 
 func resultOf(st streamState) string {

@@ -22,8 +22,10 @@ type Metrics struct {
 	Decisions        *prometheus.CounterVec // endpoint, variant, source
 	DecisionDuration prometheus.Histogram   // seconds, whole decision
 	UnknownEndpoint  prometheus.Counter     // requests naming an endpoint not in config
-	ExtProcStreams   *prometheus.CounterVec // client (envoy|grpc), result (ok|error|malformed)
-	RLSLookups       *prometheus.CounterVec // result (ok|bad_request|unknown_endpoint|error)
+	ExtProcStreams   *prometheus.CounterVec // client (envoy|grpc), result (ok|passthrough|error|malformed|refused|idle)
+	// ExtProcOpenStreams is the ext_proc streams open now (extproc.max_streams bounds it).
+	ExtProcOpenStreams prometheus.Gauge
+	RLSLookups         *prometheus.CounterVec // result (ok|bad_request|unknown_endpoint|error)
 
 	// Stats holds the per-variant results of recent windows (requests,
 	// status classes and latency from the observe filter, decisions and
@@ -66,7 +68,9 @@ type Metrics struct {
 	StoreUp         prometheus.Gauge       // 1 reachable, 0 degraded to hashing
 	StoreErrors     *prometheus.CounterVec // op (get|put|list)
 	StoreTimeouts   prometheus.Counter     // reads that exceeded the budget
-	StoreWritesLost prometheus.Counter     // write-behind entries dropped (queue full)
+	StoreWritesLost *prometheus.CounterVec // reason (queue_full|retry_full|refused|shutdown): assignments never written
+	StoreDown       prometheus.Counter     // up→down transitions (flaps)
+	StoreWriteBacks *prometheus.CounterVec // result (stored|conflict): fallback decisions written back
 	CacheHits       prometheus.Counter
 	CacheMisses     prometheus.Counter
 
@@ -106,7 +110,9 @@ func New() *Metrics {
 	m.UnknownEndpoint = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "unknown_endpoint_total",
 		Help: "Requests that named an endpoint missing from the config; passed through unchanged."})
 	m.ExtProcStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "extproc_streams_total",
-		Help: "ext_proc streams by client kind and result."}, []string{"client", "result"})
+		Help: "ext_proc streams by client kind and result: ok, passthrough, error, malformed, refused (past extproc.max_streams: RESOURCE_EXHAUSTED, Envoy fails open), idle (closed by extproc.first_message_timeout or idle_timeout)."}, []string{"client", "result"})
+	m.ExtProcOpenStreams = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "extproc_streams_open",
+		Help: "ext_proc streams (decide and observe) open now; extproc.max_streams bounds it."})
 	m.RLSLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rls_lookups_total",
 		Help: "RouteLookup calls from proxyless gRPC clients by result; any non-ok result sends the client to its default target."}, []string{"result"})
 
@@ -171,8 +177,14 @@ func New() *Metrics {
 		Help: "Assignment store errors by operation."}, []string{"op"})
 	m.StoreTimeouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "store_timeouts_total",
 		Help: "Store reads that exceeded store.timeout; the hash decided instead."})
-	m.StoreWritesLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "store_writes_dropped_total",
-		Help: "Write-behind assignments dropped: the queue was full, or the process stopped while the store was down (the hash still gives the same answer for unchanged weights)."})
+	m.StoreWritesLost = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "store_writes_lost_total",
+		Help: "Assignments never written to the store, by reason: queue_full (write-behind queue full), retry_full (the buffer kept while the store is down was full), refused (Redis answered an error, e.g. OOM under maxmemory with noeviction), shutdown (the process stopped before the store answered). The user keeps the variant on this replica (cache) but not on others or after a restart."},
+		[]string{"reason"})
+	m.StoreDown = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "store_down_total",
+		Help: "Times the assignment store went from up to down (reads failing or over store.timeout); its rate is the flap rate."})
+	m.StoreWriteBacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "store_writebacks_total",
+		Help: "Decisions made while the store was unreachable or over its read budget, written back (SET NX) once it answered: stored, or conflict (an assignment was already there; it wins and the local copy is dropped)."},
+		[]string{"result"})
 	m.CacheHits = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "assignment_cache_hits_total",
 		Help: "Assignments found in the in-process cache."})
 	m.CacheMisses = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "assignment_cache_misses_total",
@@ -193,12 +205,12 @@ func New() *Metrics {
 		[]string{"listener", "reason"})
 
 	for _, c := range []prometheus.Collector{
-		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.RLSLookups,
+		m.Decisions, m.DecisionDuration, m.UnknownEndpoint, m.ExtProcStreams, m.ExtProcOpenStreams, m.RLSLookups,
 		m.Stats.Collector(), m.ObserveStreams, m.VariantFailover,
 		m.VariantTTFB, m.VariantDuration, m.VariantTokens, m.AccessLogEntries, m.AccessLogMessages,
 		m.ShadowComparisons, m.ShadowAgreement, m.ShadowLatencyDiff, m.ShadowErrors, m.ShadowDropped, m.ShadowInFlight, m.ShadowBytes,
 		m.ControlChanges, m.ControlWeight, m.ControlStateOK, m.ConfigFileOK, m.ControlStateRevision, m.ControlStateLost,
-		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.CacheHits, m.CacheMisses,
+		m.StoreUp, m.StoreErrors, m.StoreTimeouts, m.StoreWritesLost, m.StoreDown, m.StoreWriteBacks, m.CacheHits, m.CacheMisses,
 		m.XDSClients, m.XDSNacks, m.XDSSnapshotRefused, m.XDSSnapshotVersion, m.ConfigReloads,
 		m.TLSHandshakeFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

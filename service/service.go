@@ -141,7 +141,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	}
 	s.engine = cohort.NewEngine(s.store, cohort.Options{Logger: s.log.Named("cohort"), Metrics: s.metrics, CacheSize: cfg.Store.CacheSize})
 	s.shadows = shadow.NewManager(shadow.Options{Logger: s.log.Named("shadow"), Metrics: s.metrics})
-	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics, Shadows: s.shadows})
+	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics, Shadows: s.shadows, Limits: cfg.ExtProc})
 	s.logs = accesslog.NewServer(accesslog.Options{Logger: s.log.Named("accesslog"), Metrics: s.metrics})
 
 	// Control plane, then live state on top of the file's config.
@@ -270,6 +270,7 @@ func (s *Service) serveConfig(cfg *config.Config) error {
 		return err
 	}
 	s.engine.SetConfig(cfg)
+	s.extproc.SetLimits(cfg.ExtProc)
 	s.shadows.SetConfig(cfg)
 	s.logs.SetConfig(cfg)
 	// Each stats window records one set of weights: a change closes the

@@ -65,6 +65,11 @@ func (s *Server) Apply(cfg *config.Config) error {
 		if err := Check(built[kind]); err != nil {
 			return s.refuse(kind, err)
 		}
+		for _, o := range OversizedResources(built[kind], kind, GRPCDefaultReceiveLimit) {
+			s.log.Warn("xDS resource larger than a default grpc-go client accepts", zap.String("problem", o.String()),
+				zap.String("node_kind", string(kind)), zap.String("type", o.Type), zap.String("resource", o.Name),
+				zap.Int("bytes", o.Bytes), zap.Int("client_limit_bytes", o.Limit))
+		}
 	}
 	version := s.versions.next()
 	snaps := make(map[NodeKind]*cachev3.Snapshot, len(Kinds))
