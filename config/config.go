@@ -222,6 +222,9 @@ type Endpoint struct {
 	// Ramp is set at run time, never from YAML, while a rollout moves
 	// traffic to a canary: see Ramp.
 	Ramp *Ramp `yaml:"-" json:"ramp,omitempty"`
+	// Bandit, when set, moves new users to the best-performing variant
+	// by itself (see package bandit).
+	Bandit *Bandit `yaml:"bandit"`
 	// Timeout bounds a whole request on this endpoint's routes (variant,
 	// fallback) and their mirrors: Envoy answers 504 past it (a stream
 	// already under way is reset). For a grpc endpoint it is the longest

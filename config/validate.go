@@ -555,6 +555,9 @@ func (v *validator) endpoint(f string, e *Endpoint, prefixes map[string]int, i i
 	if e.Rollout != nil {
 		v.rollout(f+".rollout", e, e.Rollout)
 	}
+	if e.Bandit != nil {
+		v.bandit(f+".bandit", e, e.Bandit)
+	}
 }
 
 // timeouts checks an endpoint's timeout and idle_timeout: each between
