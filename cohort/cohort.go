@@ -45,6 +45,9 @@ type Decision struct {
 	// the caller sets each one's header to its cluster, and Envoy's mirror
 	// policy (cluster_header) tees the request there.
 	Mirror ShadowSet
+	// Unsampled is set when the endpoint has a bandit and a target header
+	// or a rule placed the request: its reward is not the bandit's.
+	Unsampled bool
 }
 
 // ErrUnknownEndpoint is returned for an endpoint missing from the config.

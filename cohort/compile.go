@@ -41,7 +41,10 @@ type endpoint struct {
 	pickCum  []uint64  // cumulative config.ScaledWeights, the new-user pick's intervals
 	// A rollout's ramp (config.Ramp): canary is its variant (-1: no
 	// ramp), baseCum the pick's intervals under the weights before it.
-	canary   int
+	canary int
+	// bandit: the endpoint has a bandit; reassign its re-assignment period.
+	bandit   bool
+	reassign time.Duration
 	baseCum  []uint64
 	rules    []rule
 	counters [][numSources]prometheus.Counter // [variant][source]
@@ -149,6 +152,9 @@ func (e *Engine) compileEndpoint(c *compiled, cfg *config.Config, ce *config.End
 		ep.userKeys = append(ep.userKeys, c.keyPrefix+"users:"+ce.Name+":"+v.Name)
 	}
 	ep.canary = -1
+	if b := ce.Bandit; b != nil {
+		ep.bandit, ep.reassign = true, b.Reassign.D()
+	}
 	if r := ce.Ramp; r != nil {
 		if ci, ok := ep.index[r.Canary]; ok && ep.weights[ci] > 0 && total > 0 {
 			base := make([]config.Variant, len(ce.Variants))

@@ -105,7 +105,8 @@ func (e *Engine) Decide(ctx context.Context, endpointName string, h Headers) (De
 	idx, src, cookie := e.decide(ctx, c, ep, h, start)
 	ep.counters[idx][src].Inc()
 	ep.results[idx].Decided()
-	d := Decision{Endpoint: ep.name, Variant: ep.variants[idx], Cluster: ep.clusters[idx], Source: src, SetCookie: cookie}
+	d := Decision{Endpoint: ep.name, Variant: ep.variants[idx], Cluster: ep.clusters[idx], Source: src, SetCookie: cookie,
+		Unsampled: ep.bandit && (src == SourceTarget || src == SourceRule)}
 	if ep.hasMirror {
 		key, hasKey := ep.userKey(h)
 		var kh uint64
@@ -148,7 +149,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, ep *endpoint, h Header
 		key = mintID()
 		cookie = ep.cookieFor(key)
 	}
-	kh := keyHash(ep.saltHash, key)
+	kh := ep.userHash(key, now)
 	// 3. Stored assignment: cache, then store.
 	ck := cacheKey{space: ep.space, user: kh}
 	if v, ok := e.cachedAssignment(ck, now); ok {
@@ -360,4 +361,35 @@ func (e *Engine) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return e.store.Flush(ctx)
+}
+
+// userHash is the user's key in the cache and the store. With a bandit's
+// re-assignment period the period's number is mixed in, so every user
+// starts afresh each period (assigned by the weights then in force).
+func (ep *endpoint) userHash(key string, now time.Time) uint64 {
+	kh := keyHash(ep.saltHash, key)
+	if ep.reassign > 0 {
+		kh = mix64(kh ^ uint64(now.UnixNano()/int64(ep.reassign))*0x9e3779b97f4a7c15)
+	}
+	return kh
+}
+
+// Lookup returns the variant stored for userKey on endpoint (cache, then
+// store), without deciding anything: what a reward posted for that user
+// joins to.
+func (e *Engine) Lookup(ctx context.Context, endpointName, userKey string) (string, bool, error) {
+	c := e.cfg.Load()
+	if c == nil {
+		return "", false, ErrUnknownEndpoint
+	}
+	ep, ok := c.endpoints[endpointName]
+	if !ok {
+		return "", false, ErrUnknownEndpoint
+	}
+	now := time.Now()
+	kh := ep.userHash(userKey, now)
+	if v, ok := e.cachedAssignment(cacheKey{space: ep.space, user: kh}, now); ok {
+		return v, true, nil
+	}
+	return e.storeGet(ctx, c, ep.storeKey(kh), 0)
 }

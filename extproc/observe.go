@@ -61,6 +61,14 @@ type observation struct {
 	responded  bool          // response headers seen
 	recorded   bool          // metrics written
 	finished   bool          // captures handed over
+
+	// A bandit's endpoint: the reward header to read, its value, and
+	// whether the bandit did not choose the variant.
+	bandit       bool
+	rewardHeader string
+	reward       string
+	hasReward    bool
+	unsampled    bool
 }
 
 type namedCapture struct {
@@ -195,6 +203,13 @@ func (st *streamState) observeRequestHeaders(h *extprocv3.HttpHeaders, attrs map
 	} else if v, ok := hv.Get(config.VariantHeader); ok {
 		o.variant = v
 	}
+	if r := st.server.rewards; r != nil && st.endpoint != "" {
+		if hdr, ok := r.RewardHeader(st.endpoint); ok {
+			o.bandit, o.rewardHeader = true, hdr
+			o.requestID, _ = hv.Get(config.RequestIDHeader)
+			_, o.unsampled = hv.Get(config.UnsampledHeader)
+		}
+	}
 	if st.endpoint == "" || st.server.shadows == nil {
 		return
 	}
@@ -299,6 +314,9 @@ func (st *streamState) observeResponseHeaders(h *extprocv3.HttpHeaders) {
 	hv := headerView{h.GetHeaders().GetHeaders()}
 	if v, ok := hv.Get(config.VariantHeader); ok && st.servedVariant == "" {
 		o.variant = v // the variant of the host that answered (route header)
+	}
+	if o.rewardHeader != "" {
+		o.reward, o.hasReward = hv.Get(o.rewardHeader)
 	}
 	if v, ok := hv.Get(config.FailoverHeader); ok && st.servedVariant == "" {
 		o.failoverFrom = v
@@ -453,6 +471,9 @@ func (st *streamState) record() {
 		return
 	}
 	s.Request(o.class(), o.latency)
+	if o.bandit {
+		st.server.rewards.Observed(st.endpoint, o.variant, o.class(), o.latency, o.requestID, o.reward, o.hasReward, o.unsampled)
+	}
 	if o.failoverFrom != "" && o.failoverFrom != o.variant {
 		if c := st.server.series.failover(st.endpoint, o.failoverFrom, o.variant); c != nil {
 			c.Inc()

@@ -27,6 +27,7 @@ import (
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/metrics"
 	"github.com/modelsplit/modelsplit/shadow"
+	"github.com/modelsplit/modelsplit/stats"
 )
 
 // Decider picks a variant for a request. *cohort.Engine implements it.
@@ -47,6 +48,20 @@ type Options struct {
 	// Limits bounds the streams (config.ExtProc); zero fields take the
 	// config defaults. SetLimits changes them later.
 	Limits config.ExtProc
+	// Rewards, when set, is told every answer of an endpoint with a
+	// bandit (the bandit's rewards).
+	Rewards RewardObserver
+}
+
+// RewardObserver takes the answers of endpoints that have a bandit.
+type RewardObserver interface {
+	// RewardHeader reports whether endpoint's answers carry rewards and
+	// the response header to read one from ("" for none).
+	RewardHeader(endpoint string) (header string, wanted bool)
+	// Observed is one answer: its variant, status class, latency, the
+	// request id, the reward header's value (when present), and whether
+	// the bandit did not choose the variant (a target header or a rule).
+	Observed(endpoint, variant string, class stats.Class, latency time.Duration, requestID, reward string, hasReward, unsampled bool)
 }
 
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
@@ -62,6 +77,7 @@ type Server struct {
 	series  seriesCache
 	sampler ShadowSampler
 	shadows *shadow.Manager
+	rewards RewardObserver
 
 	open       atomic.Int64 // streams in Process
 	maxStreams atomic.Int64
@@ -78,7 +94,7 @@ func NewServer(d Decider, opts Options) *Server {
 		opts.Metrics = metrics.New()
 	}
 	s := &Server{decider: d, log: opts.Logger, health: health.NewServer(), metrics: opts.Metrics,
-		series: seriesCache{m: opts.Metrics}, sampler: opts.Sampler, shadows: opts.Shadows}
+		series: seriesCache{m: opts.Metrics}, sampler: opts.Sampler, shadows: opts.Shadows, rewards: opts.Rewards}
 	if s.sampler == nil {
 		s.sampler, _ = d.(ShadowSampler)
 	}
@@ -388,6 +404,9 @@ func (st *streamState) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Proce
 	}
 	set := []*corev3.HeaderValueOption{
 		st.header(config.VariantHeader, d.Variant, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+	}
+	if d.Unsampled { // the observe filter leaves its reward out of the bandit
+		set = append(set, st.header(config.UnsampledHeader, "1", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
 	}
 	if st.client == clientEnvoy { // grpc-go has no mirrors, and cannot re-route
 		// Each sampled shadow's mirror policy reads its own header

@@ -66,7 +66,7 @@ func gatewayListener(cfg *config.Config) (*listenerv3.Listener, error) {
 }
 
 func stripClientHeaders(cfg *config.Config) *earlyv3.HeaderMutation {
-	names := map[string]bool{config.VariantHeader: true, config.ShadowHeader: true}
+	names := map[string]bool{config.VariantHeader: true, config.ShadowHeader: true, config.UnsampledHeader: true}
 	for _, h := range clientTimeoutHeaders {
 		names[h] = true
 	}
