@@ -47,6 +47,8 @@ func commands() []command {
 		{"reset", "drop live overrides: the config file is in force again", runReset},
 		{"shadow", "pause or resume a shadow, or list its disagreements", runShadow},
 		{"rollout", "start, follow, pause, resume, promote or abort an endpoint's rollout plan", runRollout},
+		{"bandit", "show bandits: per arm rewards, mean, probability of being best, weight", runBandit},
+		{"reward", "post rewards to an endpoint's bandit for users or requests", runReward},
 		{"audit", "list recent live changes", runAudit},
 		{"version", "print the version", runVersion},
 	}

@@ -176,6 +176,16 @@ requests, users assigned, and shadows with their comparison results.`+adminHelp)
 			printRollout(env.Stdout, st)
 		}
 	}
+	var bl api.BanditList
+	if err := c.call(ctx, http.MethodGet, "/v1/bandits", nil, &bl); err == nil {
+		for _, b := range bl.Bandits {
+			if len(pos) == 1 && b.Endpoint != pos[0] {
+				continue
+			}
+			fmt.Fprintln(env.Stdout)
+			printBandit(env.Stdout, b)
+		}
+	}
 	return nil
 }
 

@@ -29,6 +29,7 @@ Without store.redis in the config, assignments live in memory (one replica).`)
 	fs.StringVar(&over.ExtProc, "extproc", "", "ext_proc listen `address` (host:port or unix:///path), overrides listen.extproc (default "+config.DefaultExtProcAddr+")")
 	fs.StringVar(&over.Admin, "admin", "", "admin/metrics HTTP listen `address`, overrides listen.admin (default "+config.DefaultAdminAddr+")")
 	watch := fs.Duration("watch-interval", time.Second, "how often to check the config file for changes (0: reload only on SIGHUP)")
+	window := fs.Duration("results-window", 10*time.Second, "length of the per-variant results windows that rollout gates, bandits and status read (1s-1m)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	format := fs.String("log-format", "console", "log `format`: console or json")
 	if err := parse(fs, args); err != nil {
@@ -36,6 +37,9 @@ Without store.redis in the config, assignments live in memory (one replica).`)
 	}
 	if *path == "" {
 		return usagef("-config is required")
+	}
+	if *window < time.Second || *window > time.Minute {
+		return usagef("-results-window must be between 1s and 1m, got %v", *window)
 	}
 	if *watch < 0 {
 		return usagef("-watch-interval must not be negative")
@@ -59,7 +63,7 @@ Without store.redis in the config, assignments live in memory (one replica).`)
 	defer stop()
 	svc, err := service.Start(ctx, service.Options{
 		ConfigPath: *path, Config: cfg, ListenOverrides: over, Logger: log, ReloadInterval: *watch,
-		AdminToken: env.Getenv("MODELSPLIT_ADMIN_TOKEN"),
+		AdminToken: env.Getenv("MODELSPLIT_ADMIN_TOKEN"), ResultsWindow: *window,
 	})
 	if err != nil {
 		return err

@@ -91,15 +91,26 @@ type Metrics struct {
 	RolloutGatePValue  *prometheus.GaugeVec   // endpoint, gate: the latest p-value
 	RolloutTransitions *prometheus.CounterVec // endpoint, action: start, step, promote, pause, resume, abort, auto_rollback
 	RolloutDriving     prometheus.Gauge       // 1 while this replica holds the rollout lease
+
+	// Bandits.
+	BanditPulls      *prometheus.GaugeVec   // endpoint, arm: rewards counted
+	BanditRewardMean *prometheus.GaugeVec   // endpoint, arm, stat (mean|lower|upper)
+	BanditProbBest   *prometheus.GaugeVec   // endpoint, arm
+	BanditUpdates    *prometheus.CounterVec // endpoint
+	BanditRewards    *prometheus.CounterVec // endpoint, source, result
 }
 
 // New registers every series on a fresh registry, plus Go and process
 // collectors.
-func New() *Metrics {
+func New() *Metrics { return NewWithStats(stats.Options{}) }
+
+// NewWithStats is New with the results windows configured (their length).
+func NewWithStats(so stats.Options) *Metrics {
 	r := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &Metrics{Registry: r}
 	m.newRollout(f)
+	m.newBandit(f)
 
 	m.Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "decisions_total",
 		Help: "Variant decisions by endpoint, variant and source (target, rule, store, hash, random, fallback, ramp)."},
@@ -116,7 +127,7 @@ func New() *Metrics {
 	m.RLSLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rls_lookups_total",
 		Help: "RouteLookup calls from proxyless gRPC clients by result; any non-ok result sends the client to its default target."}, []string{"result"})
 
-	m.Stats = stats.New(stats.Options{})
+	m.Stats = stats.New(so)
 	m.ObserveStreams = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "observe_streams_total",
 		Help: "Observe-filter streams by client kind and result (observed, no_variant, incomplete, unknown_endpoint)."}, []string{"client", "result"})
 	m.VariantFailover = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "variant_failovers_total",

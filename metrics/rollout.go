@@ -20,3 +20,21 @@ func (m *Metrics) newRollout(f func(prometheus.Collector)) {
 		f(c)
 	}
 }
+
+// newBandit makes the series of bandits.
+func (m *Metrics) newBandit(f func(prometheus.Collector)) {
+	m.BanditPulls = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "bandit_arm_rewards",
+		Help: "Rewards counted per bandit arm (its pulls)."}, []string{"endpoint", "arm"})
+	m.BanditRewardMean = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "bandit_arm_reward_mean",
+		Help: "Each bandit arm's mean reward (stat=mean) and its 95% interval (stat=lower, upper)."}, []string{"endpoint", "arm", "stat"})
+	m.BanditProbBest = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "bandit_arm_probability_best",
+		Help: "Each bandit arm's posterior probability of having the best mean reward."}, []string{"endpoint", "arm"})
+	m.BanditUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "bandit_updates_total",
+		Help: "Bandit weight updates made by this replica."}, []string{"endpoint"})
+	m.BanditRewards = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "bandit_rewards_total",
+		Help: "Rewards by endpoint, source (success, header, api) and result (counted, duplicate, unknown, missing, invalid, unsampled)."},
+		[]string{"endpoint", "source", "result"})
+	for _, c := range []prometheus.Collector{m.BanditPulls, m.BanditRewardMean, m.BanditProbBest, m.BanditUpdates, m.BanditRewards} {
+		f(c)
+	}
+}

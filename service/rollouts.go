@@ -1,7 +1,12 @@
 package service
 
 import (
+	"context"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/modelsplit/modelsplit/bandit"
 
 	"github.com/modelsplit/modelsplit/rollout"
 	"github.com/modelsplit/modelsplit/stats"
@@ -44,4 +49,56 @@ func (s statsResults) Windows(endpoint string, since time.Time) []rollout.Window
 		out = append(out, rw)
 	}
 	return out
+}
+
+// banditResults gives bandits every replica's rewards: with Redis the
+// windows each replica adds there (settled a window after they close,
+// when every replica has added its part), else this replica's own.
+type banditResults struct {
+	r      *stats.Recorder
+	client redis.UniversalClient
+	prefix string
+}
+
+func (b banditResults) Settle() time.Duration {
+	if b.client == nil {
+		return 0
+	}
+	return 2*b.r.WindowLength() + time.Second
+}
+
+func (b banditResults) Rewards(ctx context.Context, endpoint string, since, until time.Time) (map[string]bandit.Arm, time.Time, error) {
+	var (
+		ws  []stats.Window
+		err error
+	)
+	if b.client != nil {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		ws, err = b.r.MergedWindows(ctx, b.client, b.prefix, endpoint, since)
+		if err != nil {
+			return nil, since, err
+		}
+	} else {
+		ws = b.r.Windows(endpoint, since)
+	}
+	arms := map[string]bandit.Arm{}
+	through := since
+	for _, w := range ws {
+		if w.Partial || !w.End.After(since) || w.End.After(until) {
+			continue
+		}
+		for name, c := range w.Variants {
+			a := arms[name]
+			a.Name = name
+			a.N += float64(c.Rewards)
+			a.Sum += c.RewardSum
+			a.SumSq += c.RewardSumSquares
+			arms[name] = a
+		}
+		if w.End.After(through) {
+			through = w.End
+		}
+	}
+	return arms, through, nil
 }

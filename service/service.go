@@ -27,6 +27,7 @@ import (
 	"github.com/modelsplit/modelsplit/accesslog"
 	"github.com/modelsplit/modelsplit/admin"
 	"github.com/modelsplit/modelsplit/api"
+	"github.com/modelsplit/modelsplit/bandit"
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/control"
@@ -35,6 +36,7 @@ import (
 	"github.com/modelsplit/modelsplit/rls"
 	"github.com/modelsplit/modelsplit/rollout"
 	"github.com/modelsplit/modelsplit/shadow"
+	"github.com/modelsplit/modelsplit/stats"
 	"github.com/modelsplit/modelsplit/xds"
 )
 
@@ -55,6 +57,9 @@ type Options struct {
 	ReloadInterval time.Duration
 	// ShutdownGrace bounds the graceful stop (default 10s).
 	ShutdownGrace time.Duration
+	// ResultsWindow is the length of the per-variant results windows
+	// (stats); default 10s.
+	ResultsWindow time.Duration
 }
 
 // Addrs are the bound listen addresses (useful with :0).
@@ -77,6 +82,9 @@ type Service struct {
 	control *control.Controller
 	// rollouts drives rollout plans (on the replica holding the lease).
 	rollouts *rollout.Manager
+	// bandits updates bandit weights (lease holder); rewards feeds them.
+	bandits *bandit.Manager
+	rewards *bandit.Rewards
 
 	xdsGRPC     *grpc.Server
 	extprocGRPC *grpc.Server
@@ -108,7 +116,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	}
 	cfg := opts.Config
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Service{opts: opts, log: opts.Logger, metrics: metrics.New(),
+	s := &Service{opts: opts, log: opts.Logger, metrics: metrics.NewWithStats(stats.Options{Window: opts.ResultsWindow}),
 		cancel: cancel, done: make(chan struct{}), errc: make(chan error, 3)}
 	s.current.Store(cfg)
 	s.metrics.ConfigFileOK.Set(1) // the config in hand was read (or given) just now
@@ -141,7 +149,13 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	}
 	s.engine = cohort.NewEngine(s.store, cohort.Options{Logger: s.log.Named("cohort"), Metrics: s.metrics, CacheSize: cfg.Store.CacheSize})
 	s.shadows = shadow.NewManager(shadow.Options{Logger: s.log.Named("shadow"), Metrics: s.metrics})
-	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics, Shadows: s.shadows, Limits: cfg.ExtProc})
+	var redisClient redis.UniversalClient
+	if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
+		redisClient = rc.Client()
+	}
+	s.rewards = bandit.NewRewards(s.metrics, s.engine, redisClient, cfg.Store.KeyPrefix)
+	s.extproc = extproc.NewServer(s.engine, extproc.Options{Logger: s.log.Named("extproc"), Metrics: s.metrics, Shadows: s.shadows,
+		Limits: cfg.ExtProc, Rewards: s.rewards})
 	s.logs = accesslog.NewServer(accesslog.Options{Logger: s.log.Named("accesslog"), Metrics: s.metrics})
 
 	// Control plane, then live state on top of the file's config.
@@ -205,10 +219,18 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.rollouts = rollout.New(rollout.Options{Controller: s.control, Results: statsResults{s.metrics.Stats}, Lease: lease,
 		Logger: s.log.Named("rollout"), Metrics: s.metrics})
 	s.rollouts.Register(adminHandler)
+	var banditLease bandit.Lease
+	if lease != nil {
+		banditLease = lease
+	}
+	s.bandits = bandit.New(bandit.Options{Controller: s.control, Lease: banditLease, Logger: s.log.Named("bandit"), Metrics: s.metrics,
+		Results: banditResults{r: s.metrics.Stats, client: redisClient, prefix: cfg.Store.KeyPrefix}})
+	bandit.Register(adminHandler, s.bandits, s.rewards, s.control.Effective)
 	s.adminHandler = adminHandler
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
 	go s.control.Run(ctx)
 	go s.rollouts.Run(ctx)
+	go s.bandits.Run(ctx)
 	go s.metrics.Stats.Run(ctx)
 	if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
 		// Replicas share their closed windows (stats.Recorder.MergedWindows).
@@ -273,6 +295,7 @@ func (s *Service) serveConfig(cfg *config.Config) error {
 	s.extproc.SetLimits(cfg.ExtProc)
 	s.shadows.SetConfig(cfg)
 	s.logs.SetConfig(cfg)
+	s.rewards.SetConfig(cfg)
 	// Each stats window records one set of weights: a change closes the
 	// endpoint's window (unchanged weights are a no-op).
 	for i := range cfg.Endpoints {

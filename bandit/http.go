@@ -1,0 +1,90 @@
+package bandit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/modelsplit/modelsplit/admin"
+	"github.com/modelsplit/modelsplit/api"
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// maxBody bounds a rewards post (1,000 rewards of a few hundred bytes).
+const maxBody = 1 << 20
+
+// Register adds the bandit routes to the admin handler:
+//
+//	GET  /v1/bandits                          every bandit
+//	GET  /v1/endpoints/{endpoint}/bandit      one bandit's arms
+//	POST /v1/endpoints/{endpoint}/rewards     rewards for users or requests
+func Register(h *admin.Handler, m *Manager, r *Rewards, effective func() *config.Config) {
+	h.Handle("GET /v1/bandits", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, api.BanditList{Bandits: m.List()})
+	}))
+	h.Handle("GET /v1/endpoints/{endpoint}/bandit", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		st, err := m.Status(req.PathValue("endpoint"))
+		if err != nil {
+			admin.WriteError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		admin.WriteJSON(w, http.StatusOK, st)
+	}))
+	h.Handle("POST /v1/endpoints/{endpoint}/rewards", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var body api.RewardsRequest
+		if err := decode(req, &body); err != nil {
+			writeErr(w, err)
+			return
+		}
+		res, err := r.Post(req.Context(), effective(), req.PathValue("endpoint"), body)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		admin.WriteJSON(w, http.StatusOK, res)
+	}))
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	var re *RequestError
+	if errors.As(err, &re) {
+		admin.WriteError(w, re.Status, re.Msg)
+		return
+	}
+	admin.WriteError(w, http.StatusInternalServerError, err.Error())
+}
+
+// decode reads the body strictly: unknown fields, trailing data and
+// oversized bodies are refused with what was wrong.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var (
+			syn  *json.SyntaxError
+			typ  *json.UnmarshalTypeError
+			size *http.MaxBytesError
+		)
+		switch {
+		case errors.Is(err, io.EOF):
+			return badRequest(`body: empty; send {"rewards": [...]}`)
+		case errors.As(err, &syn):
+			return badRequest("body: malformed JSON at byte %d: %v", syn.Offset, err)
+		case errors.As(err, &typ):
+			return badRequest("body: field %q must be %s, got JSON %s", typ.Field, typ.Type, typ.Value)
+		case errors.As(err, &size):
+			return &RequestError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("body: larger than %d bytes (at most %d rewards a batch)", maxBody, api.MaxRewardBatch)}
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return badRequest("body: %s", strings.TrimPrefix(err.Error(), "json: "))
+		default:
+			return badRequest("body: %v", err)
+		}
+	}
+	if dec.More() {
+		return badRequest("body: unexpected data after the JSON object")
+	}
+	return nil
+}
