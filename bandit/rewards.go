@@ -150,6 +150,8 @@ func (r *Rewards) count(endpoint, source, result string) {
 func parseReward(s string, numeric bool) (float64, error) {
 	x, err := strconv.ParseFloat(s, 64)
 	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Errorf("must be a finite number, got %s", clip(s))
 	case err != nil:
 		return 0, fmt.Errorf("must be a number, got %s", clip(s))
 	case math.IsNaN(x) || math.IsInf(x, 0):
