@@ -513,6 +513,12 @@ func (h *modelsplitHandle) restart() {
 // gateway: mapping (e.g. "extproc_timeout: 200ms").
 func startGateway(t testing.TB, configBody, gatewayExtra, routePath string, routeHeaders ...string) *gateway {
 	t.Helper()
+	return startGatewayArgs(t, nil, configBody, gatewayExtra, routePath, routeHeaders...)
+}
+
+// startGatewayArgs is startGateway with extra `modelsplit serve` flags.
+func startGatewayArgs(t testing.TB, serveArgs []string, configBody, gatewayExtra, routePath string, routeHeaders ...string) *gateway {
+	t.Helper()
 	envoyBinary(t) // skip (or fail in CI) before starting anything
 	g := &gateway{ports: newPorts(t)}
 	var err error
@@ -525,8 +531,8 @@ func startGateway(t testing.TB, configBody, gatewayExtra, routePath string, rout
 	}
 	gw += "}\n"
 	g.cfg = tempConfig(t, g.ports.listenYAML()+gw+configBody)
-	g.serve = &modelsplitHandle{t: t, p: g.ports, cfg: g.cfg}
-	g.serve.proc = startServe(t, g.cfg, g.ports)
+	g.serve = &modelsplitHandle{t: t, p: g.ports, cfg: g.cfg, args: serveArgs}
+	g.serve.proc = startServe(t, g.cfg, g.ports, serveArgs...)
 	g.envoy = startEnvoy(t, envoyOptions{XDS: fmt.Sprintf("127.0.0.1:%d", g.ports.xds)})
 	g.client = newGatewayClient(g.port)
 	g.client.waitRouted(t, routePath, 30*time.Second, routeHeaders...)
