@@ -380,7 +380,7 @@ func TestDashboardShape(t *testing.T) {
 	if !sorted {
 		t.Errorf("panels are not listed in layout order (y, then x)")
 	}
-	want := []string{"Traffic", "Quality", "Shadows", "Control plane & store", "Rollouts"}
+	want := []string{"Traffic", "Quality", "Shadows", "Control plane & store", "Rollouts", "Bandits"}
 	if !slices.Equal(rows, want) {
 		t.Errorf("rows %q, want %q", rows, want)
 	}
