@@ -124,3 +124,13 @@ func TestManagerMovesWeightToTheBestArm(t *testing.T) {
 		t.Errorf("after the bandit left the config: %v, want the file's 1/1/1", w)
 	}
 }
+
+// The control arm keeps its share; the floor holds for the others.
+func TestWeightsWithAControlArm(t *testing.T) {
+	cfg := banditConfig(t, "{control: {variant: a, weight: 20}, floor: 5}")
+	e, _ := cfg.Endpoint("rec")
+	w := weightsFor(e, []float64{0, 1}) // b never best, c always
+	if w["a"] != 2000 || w["b"] != 500 || w["c"] != 7500 {
+		t.Fatalf("weights %v, want a (control) 2000, b at the 5%% floor 500, c the rest 7500", w)
+	}
+}
