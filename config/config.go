@@ -342,10 +342,11 @@ func (e *Endpoint) Observed() bool { return e.Observe == nil || *e.Observe }
 // Decided reports whether the decision runs for the endpoint (default on).
 func (e *Endpoint) Decided() bool { return e.Decide == nil || *e.Decide }
 
-// Comparing reports whether the endpoint has a compare-mode shadow.
+// Comparing reports whether the endpoint has a compare-mode shadow that
+// is not paused (a paused one needs no bodies).
 func (e *Endpoint) Comparing() bool {
 	for i := range e.Shadows {
-		if e.Shadows[i].Compare != nil {
+		if e.Shadows[i].Compare != nil && !e.Shadows[i].Paused {
 			return true
 		}
 	}

@@ -105,3 +105,20 @@ func containsAnyLine(errs config.Errors, want string) bool {
 	}
 	return false
 }
+
+// A paused compare shadow needs no bodies: proxyless clients stream
+// messages to the observe filter only while one is active.
+func TestComparingIgnoresPausedShadows(t *testing.T) {
+	c, err := config.Parse("c.yaml", []byte(rolloutEndpoint[:strings.Index(rolloutEndpoint, "    rollout:")]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &c.Endpoints[0]
+	if !e.Comparing() {
+		t.Fatal("an active compare shadow: Comparing false")
+	}
+	e.Shadows[0].Paused = true
+	if e.Comparing() {
+		t.Fatal("a paused compare shadow: Comparing true")
+	}
+}

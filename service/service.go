@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -212,6 +213,11 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 			{Name: "live_state", Fn: s.control.Check},
 		}})
 	s.control.Register(adminHandler)
+	// Profiles for finding where time goes (GET only; behind the token
+	// whenever the admin listener is not on loopback).
+	adminHandler.Handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+	adminHandler.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	adminHandler.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	var lease rollout.Lease
 	if rc, ok := s.store.(interface{ Client() redis.UniversalClient }); ok {
 		lease = rollout.NewRedisLease(rc.Client(), cfg.Store.KeyPrefix+"rollout:lease", rolloutLeasePeriod)
