@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
-	"sort"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -199,46 +200,84 @@ func TestShadowCompareEndToEnd(t *testing.T) {
 	mustCLI(t, srv.admin, "shadow", "resume", "echo", "c")
 }
 
-// BenchmarkShadowPrimaryLatency: the primary's latency as a grpc-go
-// client sees it, without a shadow and with a compare-mode shadow that
-// answers 500 ms later than the primary, measured in the same run. The
-// observe filter does not wait, so the shadow must not show up in the
-// primary's p99. Reports p50 and p99 in microseconds.
+// BenchmarkShadowPrimaryLatency: what a compare shadow 500 ms slower than
+// the primary costs a proxyless grpc-go client's calls, at 100% and 10%
+// sampling. One modelsplit, one client, one warm-up: blocks of 1,000
+// calls at 1,000/s alternate with the shadow paused (A: the client streams
+// no messages to the observe filter, nothing is replayed) and resumed (B),
+// A B A B for 6 pairs; reported are the medians of the pairwise p50 and
+// p99 ratios (B/A) and of consecutive A blocks (A/A, the noise).
 func BenchmarkShadowPrimaryLatency(b *testing.B) {
 	primary := startModel(b, "a", 0, nil)
 	other := startModel(b, "b", 0, nil)
 	slow := startModel(b, "slow-shadow", 500*time.Millisecond, nil)
-	run := func(b *testing.B, percent int) {
-		p := newPorts(b)
-		cfg := shadowConfig(p, primary, other, slow, percent)
-		if percent == 0 {
-			cfg = strings.Replace(cfg, "    shadows:\n", "    observe: true\n    shadowsDISABLED:\n", 1)
-			cfg = cfg[:strings.Index(cfg, "    shadowsDISABLED:")]
-		}
-		srv := startServe(b, tempConfig(b, cfg), p)
-		defer srv.stop()
-		client := xdsClient(b, "echo")
-		ackedRoute(b, "echo", "", 15*time.Second)
-		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-user-id", "bench-user")
-		for i := 0; i < 200; i++ { // warm up connections and caches
-			_, _ = client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: int32(i)}, grpc.WaitForReady(true))
-		}
-		lat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			start := time.Now()
-			if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: int32(i)}, grpc.WaitForReady(true)); err != nil {
-				b.Fatal(err)
+	for _, percent := range []int{100, 10} {
+		b.Run(fmt.Sprintf("sampled-%d", percent), func(b *testing.B) {
+			p := newPorts(b)
+			srv := startServe(b, tempConfig(b, shadowConfig(p, primary, other, slow, percent)), p)
+			defer srv.stop()
+			client := xdsClient(b, "echo")
+			ackedRoute(b, "echo", "", 15*time.Second)
+			setPaused := func(paused bool) {
+				action := "resume"
+				if paused {
+					action = "pause"
+				}
+				if code, msg := sendTB(b, "POST", "http://"+srv.admin+"/v1/endpoints/echo/shadows/c/"+action); code != 200 {
+					b.Fatalf("%s: %d %s", action, code, msg)
+				}
+				time.Sleep(500 * time.Millisecond) // the client's new observe config (body mode) is ACKed in ~60 ms
 			}
-			lat = append(lat, time.Since(start))
-			// 1,000 calls/s: the shadow's 500 ms makes ~500 replays in flight.
-			time.Sleep(time.Until(start.Add(time.Millisecond)))
-		}
-		b.StopTimer()
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			block := func(paused bool) []time.Duration {
+				setPaused(paused)
+				lat := make([]time.Duration, 0, 1000)
+				for i := 0; i < 1000; i++ {
+					ctx := metadata.AppendToOutgoingContext(context.Background(), "x-user-id", fmt.Sprintf("user-%d", i%2000))
+					start := time.Now()
+					if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: int32(i)}, grpc.WaitForReady(true)); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(start))
+					time.Sleep(time.Until(start.Add(time.Millisecond)))
+				}
+				return lat
+			}
+			block(false)
+			block(true)
+			b.ResetTimer()
+			var r50, r99, aa50, aa99 []float64
+			var prevA []time.Duration
+			for i := 0; i < b.N; i++ {
+				for pair := 0; pair < 6; pair++ {
+					a := block(true)
+					s := block(false)
+					r50 = append(r50, float64(medianDuration(s))/float64(medianDuration(a)))
+					r99 = append(r99, float64(p99(s))/float64(p99(a)))
+					if prevA != nil {
+						aa50 = append(aa50, float64(medianDuration(a))/float64(medianDuration(prevA)))
+						aa99 = append(aa99, float64(p99(a))/float64(p99(prevA)))
+					}
+					prevA = a
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(median(r50), "p50-ratio")
+			b.ReportMetric(median(r99), "p99-ratio")
+			b.ReportMetric(median(aa50), "p50-ratio-AA")
+			b.ReportMetric(median(aa99), "p99-ratio-AA")
+			b.Logf("grpc-go, sampled %d%%: p50 ratios %.3f, p99 ratios %.3f; A/A medians p50 %.3f p99 %.3f", percent, r50, r99, median(aa50), median(aa99))
+		})
 	}
-	b.Run("no-shadow", func(b *testing.B) { run(b, 0) })
-	b.Run("shadow-500ms-slower", func(b *testing.B) { run(b, 100) })
+}
+
+func sendTB(b testing.TB, method, url string) (int, string) {
+	req, _ := http.NewRequest(method, url, nil)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
