@@ -29,6 +29,7 @@ import (
 	"github.com/modelsplit/modelsplit/api"
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/console"
 	"github.com/modelsplit/modelsplit/control"
 	"github.com/modelsplit/modelsplit/extproc"
 	"github.com/modelsplit/modelsplit/metrics"
@@ -205,6 +206,8 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.rollouts = rollout.New(rollout.Options{Controller: s.control, Results: statsResults{s.metrics.Stats}, Lease: lease,
 		Logger: s.log.Named("rollout"), Metrics: s.metrics})
 	s.rollouts.Register(adminHandler)
+	// The web console at / (and its series route) on the same listener.
+	console.Register(adminHandler, console.Options{Stats: s.metrics.Stats, Config: s.control.Effective})
 	s.adminHandler = adminHandler
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
 	go s.control.Run(ctx)
