@@ -21,7 +21,7 @@
       else if (k === 'dataset') Object.assign(el.dataset, v);
       else el.setAttribute(k, v === true ? '' : v);
     }
-    for (const kid of kids.flat()) {
+    for (const kid of kids.flat(Infinity)) {
       if (kid === null || kid === undefined || kid === false) continue;
       el.append(kid instanceof Node ? kid : String(kid));
     }
@@ -194,7 +194,7 @@
       return h('tr', { 'aria-current': cur ? 'true' : null, dataset: { endpoint: ep.name } },
         h('th', { scope: 'row' }, h('button', { type: 'button', class: 'link', dataset: { ep: ep.name }, onclick: () => select(ep.name), 'aria-label': 'Show endpoint ' + ep.name, text: ep.name })),
         h('td', {}, ep.variants.map((v, i) => h('div', { class: 'variant-line', dataset: { variant: v.name } },
-          h('span', { class: 'swatch', style: 'background:' + COLORS[i % COLORS.length] }),
+          h('span', { class: 'swatch c' + (i % COLORS.length) }),
           v.name + ' ' + v.weight + ' · ' + pct(v.live_share)))),
         h('td', { class: 'num', text: num(total) }),
         h('td', {}, stateBadges(ep)));
@@ -417,7 +417,7 @@
   }
 
   function chart(c, variants) {
-    const W = 300, H = 120, L = 44, R = 6, T = 6, B = 18;
+    const W = 300, H = 120, L = 56, R = 8, T = 8, B = 18;
     const pts = c.data.flat().filter((p) => p.y !== null && isFinite(p.y));
     const svg = s('svg', { class: 'chart', viewBox: '0 0 ' + W + ' ' + H, role: 'img', id: c.id });
     const latest = variants.map((v, i) => {
@@ -441,11 +441,15 @@
       c.data.forEach((series, i) => {
         const d = series.filter((p) => p.y !== null && isFinite(p.y)).map((p, j) => (j ? 'L' : 'M') + x(p.t).toFixed(1) + ' ' + y(p.y).toFixed(1)).join(' ');
         if (d) svg.append(s('path', { d, fill: 'none', stroke: COLORS[i % COLORS.length], 'stroke-width': 2, 'stroke-dasharray': DASHES[i % DASHES.length] }));
+        // A dot per window, so one window (or a gap) still shows.
+        for (const p of series.filter((q) => q.y !== null && isFinite(q.y))) {
+          svg.append(s('circle', { cx: x(p.t).toFixed(1), cy: y(p.y).toFixed(1), r: 2.5, fill: COLORS[i % COLORS.length] }));
+        }
       });
     }
     return h('figure', {}, h('figcaption', { text: c.title }), svg,
       h('ul', { class: 'legend' }, variants.map((v, i) => h('li', {},
-        h('span', { class: 'swatch', style: 'background:' + COLORS[i % COLORS.length] }), v))));
+        h('span', { class: 'swatch c' + (i % COLORS.length) }), v))));
   }
 
   // ---- audit -------------------------------------------------------------
