@@ -60,7 +60,6 @@ func Render(chartDir string, values map[string]any, release, namespace string) (
 	return b.String(), nil
 }
 
-
 // ReadValues reads a values file.
 func ReadValues(path string) (map[string]any, error) {
 	b, err := os.ReadFile(path)

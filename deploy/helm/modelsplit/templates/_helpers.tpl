@@ -18,6 +18,16 @@ app.kubernetes.io/component: {{ ternary "gateway" "control-plane" (eq .Values.mo
 
 {{- define "modelsplit.labels" -}}
 {{ include "modelsplit.selectorLabels" . }}
+{{ include "modelsplit.commonLabels" . }}
+{{- end -}}
+
+{{- define "modelsplit.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelsplit.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{- define "modelsplit.commonLabels" -}}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
