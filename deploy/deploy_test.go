@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -173,8 +175,19 @@ func decode(t *testing.T, all string) objects {
 		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
 			t.Fatalf("document %d: %v\n%s", i, err, doc)
 		}
+		// As the API server decodes strictly: field names are case
+		// sensitive (encoding/json's are not: readOnlyRootFileSystem
+		// would pass), unknown and duplicate fields fail.
 		strict := func(into any) {
-			if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
+			js, err := yaml.YAMLToJSONStrict([]byte(doc))
+			if err != nil {
+				t.Fatalf("document %d (%s %s): %v\n%s", i, head.APIVersion, head.Kind, err, doc)
+			}
+			strictErrs, err := kjson.UnmarshalStrict(js, into)
+			if err == nil && len(strictErrs) > 0 {
+				err = errors.Join(strictErrs...)
+			}
+			if err != nil {
 				t.Fatalf("document %d (%s %s) does not decode strictly: %v\n%s", i, head.APIVersion, head.Kind, err, doc)
 			}
 		}
