@@ -371,6 +371,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// A refused change shows the API's own message for the same request.
 	body, _ := json.Marshal(api.SetWeightsRequest{Weights: badWeights})
 	code, msg := send(t, http.MethodPut, "http://"+srv.admin+"/v1/endpoints/chat/weights", "", string(body))
+	t.Logf("refused change, as the page shows it: %s", res.Refused)
 	if code != http.StatusBadRequest || res.Refused != fmt.Sprintf("Refused (HTTP %d): %s", code, msg) {
 		t.Errorf("refused change: page shows %q; the API answers %d %q", res.Refused, code, msg)
 	}
