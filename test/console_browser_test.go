@@ -147,6 +147,10 @@ type consoleResult struct {
 	Refused          string                       `json:"refused"`
 	AfterRefused     map[string]map[string]string `json:"afterRefused"`
 	LastConfirm      string                       `json:"lastConfirm"`
+	RolloutStart     string                       `json:"rolloutStart"`
+	RolloutShown     string                       `json:"rolloutShown"`
+	OwnedRefusal     string                       `json:"ownedRefusal"`
+	RolloutAbort     string                       `json:"rolloutAbort"`
 	A11y             []string                     `json:"a11y"`
 	KeyboardReaches  *string                      `json:"keyboardReachesEndpoints"`
 	Stale            string                       `json:"stale"`
@@ -377,6 +381,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if res.AfterRefused["stable"]["weight"] != "40" {
 		t.Errorf("weights after the refused change: %v", res.AfterRefused)
+	}
+	// Rollout actions: started and aborted from the page; a weight
+	// change in between is the API's 409, shown as it says it.
+	if !strings.HasPrefix(res.RolloutStart, "Done: Start the rollout of chat") || !strings.Contains(res.RolloutShown, "1 of 1") ||
+		!strings.HasPrefix(res.RolloutAbort, "Done: Abort the rollout of chat") {
+		t.Errorf("rollout from the page: start %q, shown %q, abort %q", res.RolloutStart, res.RolloutShown, res.RolloutAbort)
+	}
+	if !strings.HasPrefix(res.OwnedRefusal, "Refused (HTTP 409): endpoint chat is driven by rollout plan ") {
+		t.Errorf("set weights while the rollout drives chat: %q", res.OwnedRefusal)
 	}
 	if len(res.A11y) > 0 {
 		t.Errorf("accessibility: %v", res.A11y)

@@ -128,6 +128,21 @@ try {
   result.refused = await setWeights(page, cfg.badWeights);
   result.afterRefused = await variantsShown(page);
 
+  // ---- rollout actions: start, a weight change refused while it
+  // drives the endpoint (the API's 409, verbatim), abort ----
+  let before = await page.textContent('#action-result');
+  await page.click('#rollout-start');
+  await confirm(page, true);
+  result.rolloutStart = await actionResult(page, before);
+  await page.waitForFunction(() => /Phase\s*running/.test(document.getElementById('rollout').textContent), null, { timeout: 10000 });
+  result.rolloutShown = await page.textContent('#rollout dl');
+  result.ownedRefusal = await setWeights(page, cfg.newWeights);
+  before = await page.textContent('#action-result');
+  await page.click('#rollout-abort');
+  await confirm(page, true);
+  result.rolloutAbort = await actionResult(page, before);
+  await page.waitForFunction(() => /Phase\s*aborted/.test(document.getElementById('rollout').textContent), null, { timeout: 10000 });
+
   // ---- accessibility basics ----
   result.a11y = await page.evaluate(() => {
     const problems = [];
