@@ -160,6 +160,30 @@ try {
     for (const t of document.querySelectorAll('table')) {
       if (!t.querySelector('th')) problems.push('table without headers');
     }
+    // Text contrast (WCAG AA, 4.5:1) against the nearest opaque background.
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const seen = new Set();
+    for (const el of document.querySelectorAll('button, th, td, p, dt, dd, figcaption, label, caption, summary, .badge, h1, h2, h3, li')) {
+      if (!el.textContent.trim() || el.closest('[hidden]') || el.closest('dialog:not([open])')) continue;
+      const st = getComputedStyle(el);
+      let bg = null;
+      for (let n = el; n && !bg; n = n.parentElement) {
+        const c = rgb(getComputedStyle(n).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] === 1)) bg = c.slice(0, 3);
+      }
+      bg = bg || [255, 255, 255];
+      const [l1, l2] = [lum(rgb(st.color).slice(0, 3)), lum(bg)].sort((a, b) => b - a);
+      const ratio = (l1 + 0.05) / (l2 + 0.05);
+      const key = st.color + ' on ' + bg.join(',');
+      if (ratio < 4.5 && !seen.has(key)) {
+        seen.add(key);
+        problems.push('contrast ' + ratio.toFixed(2) + ':1 for "' + el.textContent.trim().slice(0, 30) + '" (' + key + ')');
+      }
+    }
     return problems;
   });
   // Keyboard: Tab from the skip link (the page's first stop) reaches an endpoint button.
