@@ -23,6 +23,9 @@ import (
 // Actor is the audit actor of every bandit change.
 const Actor = "bandit"
 
+// kind marks a bandit's record among actor states.
+const kind = "bandit"
+
 // draws is the Monte Carlo sample behind each update's probabilities:
 // their standard error is at most 0.5/sqrt(draws) = 0.35 points.
 const draws = 20_000
@@ -71,6 +74,9 @@ type Manager struct {
 
 // record is a bandit's persisted state (live control's actor state).
 type record struct {
+	// Kind is "bandit": live control keeps one actor state per endpoint,
+	// and a rollout's is not ours to read or end.
+	Kind       string         `json:"kind"`
 	Plan       string         `json:"plan"`
 	Started    time.Time      `json:"started"`
 	Updates    int            `json:"updates"`
@@ -149,7 +155,7 @@ func (m *Manager) load(endpoint string) (*record, bool) {
 		return nil, false
 	}
 	var rec record
-	if err := json.Unmarshal(raw, &rec); err != nil || rec.Plan == "" {
+	if err := json.Unmarshal(raw, &rec); err != nil || rec.Plan == "" || rec.Kind != kind {
 		return nil, false
 	}
 	return &rec, true
@@ -200,7 +206,7 @@ func weightsFor(e *config.Endpoint, pbest []float64) map[string]int {
 func (m *Manager) start(e *config.Endpoint) error {
 	now := m.opts.Now().UTC()
 	names, _ := arms(e)
-	rec := &record{Plan: e.Name + "@" + now.Format("20060102T150405.000Z"), Started: now, Through: now,
+	rec := &record{Kind: kind, Plan: e.Name + "@" + now.Format("20060102T150405.000Z"), Started: now, Through: now,
 		Before: currentWeights(e), Warmup: true, NextUpdate: now.Add(intervalOf(e.Bandit))}
 	for _, n := range names {
 		rec.Arms = append(rec.Arms, Arm{Name: n})
@@ -297,6 +303,9 @@ func (m *Manager) apply(e *config.Endpoint, rec *record, action, detail string) 
 			}
 			if err := json.Unmarshal(cur, &c); err != nil {
 				return err
+			}
+			if c.Kind != kind {
+				return fmt.Errorf("the endpoint's automated state is not a bandit's")
 			}
 			if c.Plan != plan || c.Updates != updates-1 && action != "bandit_start" {
 				return fmt.Errorf("the bandit moved on meanwhile (plan %s, update %d)", c.Plan, c.Updates)

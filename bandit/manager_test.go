@@ -134,3 +134,27 @@ func TestWeightsWithAControlArm(t *testing.T) {
 		t.Fatalf("weights %v, want a (control) 2000, b at the 5%% floor 500, c the rest 7500", w)
 	}
 }
+
+// Another actor's state (a rollout's) on an endpoint without a bandit is
+// not the bandit's to end.
+func TestBanditLeavesOtherActorsAlone(t *testing.T) {
+	cfg := banditConfig(t, "{reward: header}")
+	cfg.Endpoints[0].Bandit = nil
+	m := metrics.New()
+	ctrl := control.New(context.Background(), control.Options{Metrics: m, Apply: func(*config.Config) error { return nil }})
+	if _, err := ctrl.SetFileConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctrl.ApplyAutomated("rec", control.AutoChange{Actor: "rollout", Plan: "rec@1", Step: 1, Action: "rollout_start",
+		Weights: map[string]int{"a": 5, "b": 5, "c": 90}, State: []byte(`{"kind":"rollout","plan":"rec@1","phase":"running"}`), Owner: "rollout plan rec@1"}); err != nil {
+		t.Fatal(err)
+	}
+	New(Options{Controller: ctrl, Metrics: m}).Tick(context.Background())
+	raw, ok := ctrl.ActorState("rec")
+	if !ok || !strings.Contains(string(raw), `"kind":"rollout"`) {
+		t.Fatalf("the rollout's state after a bandit tick: %s %v", raw, ok)
+	}
+	if e, _ := ctrl.Effective().Endpoint("rec"); currentWeights(e)["c"] != 90 {
+		t.Fatalf("the bandit changed the rollout's weights: %v", currentWeights(e))
+	}
+}

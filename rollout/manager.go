@@ -85,7 +85,13 @@ type Manager struct {
 type record struct {
 	api.RolloutStatus
 	Fingerprint string `json:"fingerprint"`
+	// Kind is "rollout": live control keeps one actor state per
+	// endpoint, and another actor's (a bandit's) is not ours.
+	Kind string `json:"kind"`
 }
+
+// kind marks a rollout's record among actor states.
+const kind = "rollout"
 
 // New returns a Manager; Run drives it.
 func New(opts Options) *Manager {
@@ -202,6 +208,9 @@ func (m *Manager) load(endpoint string) (*record, bool) {
 		m.log.Warn("rollout state unreadable; ignored", zap.String("endpoint", endpoint), zap.Error(err))
 		return nil, false
 	}
+	if rec.Kind != kind {
+		return nil, false // another actor's state
+	}
 	return &rec, true
 }
 
@@ -298,7 +307,7 @@ func (m *Manager) start(e *config.Endpoint, who string) (api.RolloutStatus, erro
 	before := currentWeights(e)
 	steps := schedule(p)
 	now := m.opts.Now().UTC()
-	rec := record{Fingerprint: planFingerprint(p), RolloutStatus: api.RolloutStatus{
+	rec := record{Kind: kind, Fingerprint: planFingerprint(p), RolloutStatus: api.RolloutStatus{
 		Endpoint: e.Name, Plan: e.Name + "@" + now.Format("20060102T150405.000Z"), Strategy: strategyOf(p),
 		Phase: api.PhaseRunning, Canary: p.Canary, Baseline: baselineOf(p, e, before),
 		Steps: len(steps), Before: before, Started: now,
@@ -350,6 +359,8 @@ func (m *Manager) apply(endpoint string, rec *record, loaded *api.RolloutStatus,
 			cur = &record{}
 			if err := json.Unmarshal(current, cur); err != nil {
 				cur = nil
+			} else if cur.Kind != kind {
+				return fmt.Errorf("endpoint %s is driven by another automated actor", endpoint)
 			}
 		}
 		switch {

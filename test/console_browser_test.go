@@ -59,6 +59,9 @@ func consoleConfig(listen string, n int) string {
       - {name: stable, weight: 90, backends: ["127.0.0.1:9"]}
       - {name: canary, weight: 10, backends: ["127.0.0.1:9"]}
 `, i, i)
+		if i == 1 { // a bandit, for the arms table
+			b.WriteString("    bandit: {reward: api}\n")
+		}
 	}
 	return b.String()
 }
@@ -151,6 +154,7 @@ type consoleResult struct {
 	RolloutShown     string                       `json:"rolloutShown"`
 	OwnedRefusal     string                       `json:"ownedRefusal"`
 	RolloutAbort     string                       `json:"rolloutAbort"`
+	BanditArms       []string                     `json:"banditArms"`
 	A11y             []string                     `json:"a11y"`
 	KeyboardReaches  *string                      `json:"keyboardReachesEndpoints"`
 	Stale            string                       `json:"stale"`
@@ -387,6 +391,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.HasPrefix(res.RolloutStart, "Done: Start the rollout of chat") || !strings.Contains(res.RolloutShown, "1 of 1") ||
 		!strings.HasPrefix(res.RolloutAbort, "Done: Abort the rollout of chat") {
 		t.Errorf("rollout from the page: start %q, shown %q, abort %q", res.RolloutStart, res.RolloutShown, res.RolloutAbort)
+	}
+	// The bandit's arms as the API gives them: equal weights at the start.
+	if len(res.BanditArms) != 2 || !strings.HasPrefix(res.BanditArms[0], "stable") || !strings.HasPrefix(res.BanditArms[1], "canary") ||
+		!strings.HasSuffix(res.BanditArms[0], "50.00%") || !strings.HasSuffix(res.BanditArms[1], "50.00%") {
+		t.Errorf("bandit arms shown for ep-001: %q, want stable and canary at 50.00%%", res.BanditArms)
 	}
 	if !strings.HasPrefix(res.OwnedRefusal, "Refused (HTTP 409): endpoint chat is driven by rollout plan ") {
 		t.Errorf("set weights while the rollout drives chat: %q", res.OwnedRefusal)

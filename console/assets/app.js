@@ -93,6 +93,7 @@
     endpoints: [], // api.EndpointStatus, in config order
     byName: new Map(),
     rollouts: new Map(),
+    bandits: new Map(),
     audit: [],
     selected: null,
     removed: false, // the selected endpoint is no longer in force
@@ -338,15 +339,43 @@
     // Rollout.
     kids.push(renderRollout(ep, base));
 
-    // Bandit: a place for it; no bandit runs yet.
-    kids.push(h('h3', { text: 'Bandit' }));
-    kids.push(h('p', { class: 'muted', id: 'bandit', text: 'No bandit drives this endpoint. A bandit\'s arms, rewards and weights will show here.' }));
+    // Bandit.
+    kids.push(renderBandit(ep));
 
     detail.replaceChildren(...kids);
     if (active) {
       const again = document.getElementById(active);
       if (again) again.focus();
     }
+  }
+
+  function renderBandit(ep) {
+    const box = h('div', { id: 'bandit' }, h('h3', { text: 'Bandit' }));
+    const b = state.bandits.get(ep.name);
+    if (!b) {
+      box.append(h('p', { class: 'muted', text: 'No bandit on this endpoint (add bandit: to it in the config).' }));
+      return box;
+    }
+    const facts = [
+      ['Phase', b.phase],
+      ['Rewards from', b.reward],
+      ['Floor per arm', b.floor_percent + '%'],
+      ['Updates', num(b.updates)],
+    ];
+    if (b.last_update) facts.push(['Last update', when(b.last_update)]);
+    if (b.next_update) facts.push(['Next update', when(b.next_update) + ' (' + relative(b.next_update) + ')']);
+    box.append(h('dl', { class: 'facts' }, facts.map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })])));
+    box.append(h('div', { class: 'scroll' }, h('table', { id: 'arms' },
+      h('caption', { text: 'Arm posteriors: mean reward with its 95% interval, probability of being best, weight in force' }),
+      h('thead', {}, h('tr', {}, ['Arm', 'Rewards', 'Mean', '95% interval', 'P(best)', 'Weight'].map((t) => h('th', { scope: 'col', text: t })))),
+      h('tbody', {}, (b.arms || []).map((a) => h('tr', {},
+        h('th', { scope: 'row', text: a.name + (a.control ? ' (control)' : '') }),
+        h('td', { class: 'num', text: a.control ? '—' : num(a.pulls) }),
+        h('td', { class: 'num', text: a.control ? '—' : fig(a.mean) }),
+        h('td', { class: 'num', text: a.control ? '—' : '[' + fig(a.lower) + ', ' + fig(a.upper) + ']' }),
+        h('td', { class: 'num', text: a.control ? '—' : (100 * a.prob_best).toFixed(1) + '%' }),
+        h('td', { class: 'num', text: (a.weight / 100).toFixed(2) + '%' })))))));
+    return box;
   }
 
   function renderRollout(ep, base) {
@@ -517,13 +546,14 @@
         // The first useful numbers are on screen: the browser test reads this.
         document.body.dataset.firstData = String(performance.now());
       }
-      const [ro, au] = await Promise.allSettled([api('GET', '/v1/rollouts'), api('GET', '/v1/audit?limit=' + AUDIT_LIMIT), refreshSelected()]);
+      const [ro, au, ba] = await Promise.allSettled([api('GET', '/v1/rollouts'), api('GET', '/v1/audit?limit=' + AUDIT_LIMIT), api('GET', '/v1/bandits'), refreshSelected()]);
       if (ro.status === 'fulfilled') state.rollouts = new Map(((ro.value && ro.value.rollouts) || []).map((r) => [r.endpoint, r]));
+      if (ba.status === 'fulfilled') state.bandits = new Map(((ba.value && ba.value.bandits) || []).map((b) => [b.endpoint, b]));
       if (au.status === 'fulfilled') state.audit = (au.value && au.value.entries) || [];
       renderOverview();
       renderDetail(false);
       renderAudit();
-      const failed = [ro, au].find((r) => r.status === 'rejected');
+      const failed = [ro, au, ba].find((r) => r.status === 'rejected');
       statusLine.textContent = failed ? 'Partly refreshed: ' + failed.reason.message : 'Updated ' + new Date().toLocaleTimeString('en-GB', { hour12: false }) + ' · ' + state.endpoints.length + ' endpoints';
     } catch (e) {
       statusLine.textContent = 'Refresh failed: ' + e.message;

@@ -143,6 +143,13 @@ try {
   result.rolloutAbort = await actionResult(page, before);
   await page.waitForFunction(() => /Phase\s*aborted/.test(document.getElementById('rollout').textContent), null, { timeout: 10000 });
 
+  // ---- a bandit's arms (ep-001) ----
+  await page.evaluate(() => { location.hash = '#ep-001'; });
+  await page.waitForFunction(() => document.querySelectorAll('#arms tbody tr').length === 2 &&
+    [...document.querySelectorAll('#arms tbody tr')].every((r) => r.lastElementChild.textContent.trim() !== '0.00%'), null, { timeout: 15000 });
+  result.banditArms = await page.$$eval('#arms tbody tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent.trim()).join(' ')));
+  await page.evaluate(() => { location.hash = '#chat'; });
+
   // ---- accessibility basics ----
   result.a11y = await page.evaluate(() => {
     const problems = [];
