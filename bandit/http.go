@@ -1,12 +1,9 @@
 package bandit
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 
 	"github.com/modelsplit/modelsplit/admin"
 	"github.com/modelsplit/modelsplit/api"
@@ -57,34 +54,15 @@ func writeErr(w http.ResponseWriter, err error) {
 	admin.WriteError(w, http.StatusInternalServerError, err.Error())
 }
 
-// decode reads the body strictly: unknown fields, trailing data and
-// oversized bodies are refused with what was wrong.
+// decode reads the body strictly (admin.DecodeJSON).
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var (
-			syn  *json.SyntaxError
-			typ  *json.UnmarshalTypeError
-			size *http.MaxBytesError
-		)
-		switch {
-		case errors.Is(err, io.EOF):
-			return badRequest(`body: empty; send {"rewards": [...]}`)
-		case errors.As(err, &syn):
-			return badRequest("body: malformed JSON at byte %d: %v", syn.Offset, err)
-		case errors.As(err, &typ):
-			return badRequest("body: field %q must be %s, got JSON %s", typ.Field, typ.Type, typ.Value)
-		case errors.As(err, &size):
-			return &RequestError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("body: larger than %d bytes (at most %d rewards a batch)", maxBody, api.MaxRewardBatch)}
-		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return badRequest("body: %s", strings.TrimPrefix(err.Error(), "json: "))
-		default:
-			return badRequest("body: %v", err)
+	err := admin.DecodeJSON(r, v, maxBody, `send {"rewards": [...]}`)
+	var be *admin.BodyError
+	if errors.As(err, &be) {
+		if be.Status == http.StatusRequestEntityTooLarge {
+			be.Msg += fmt.Sprintf(" (at most %d rewards a batch)", api.MaxRewardBatch)
 		}
+		return &RequestError{Status: be.Status, Msg: be.Msg}
 	}
-	if dec.More() {
-		return badRequest("body: unexpected data after the JSON object")
-	}
-	return nil
+	return err
 }

@@ -11,9 +11,9 @@ import (
 // Status is the HTTP status that answers err: the domain's codes map to
 // 4xx, a body error keeps its own, anything else is a 500.
 func Status(err error) int {
-	var be *bodyError
+	var be *admin.BodyError
 	if errors.As(err, &be) {
-		return be.status
+		return be.Status
 	}
 	switch live.CodeOf(err) {
 	case live.ErrInvalid:

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"github.com/modelsplit/modelsplit/admin"
 	"net/http"
 	"testing"
 
@@ -22,8 +23,8 @@ func TestStatusOfEachCode(t *testing.T) {
 		{live.Errorf(live.ErrOwned, "driven by rollout plan p1"), http.StatusConflict},
 		{live.Errorf(live.ErrRejected, "refused by validation"), http.StatusUnprocessableEntity},
 		{fmt.Errorf("wrapped: %w", live.Errorf(live.ErrOwned, "x")), http.StatusConflict},
-		{badBody("body: empty"), http.StatusBadRequest},
-		{&bodyError{status: http.StatusRequestEntityTooLarge}, http.StatusRequestEntityTooLarge},
+		{admin.BadBody("body: empty"), http.StatusBadRequest},
+		{&admin.BodyError{Status: http.StatusRequestEntityTooLarge}, http.StatusRequestEntityTooLarge},
 		{errors.New("no config loaded yet"), http.StatusInternalServerError},
 	} {
 		if got := Status(c.err); got != c.want {
