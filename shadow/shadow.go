@@ -823,4 +823,13 @@ func (m *Manager) Close() {
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
+	// A replay cancelled above may hand its connection back to the pool
+	// after t.close() emptied it: close those too, now that none runs.
+	m.mu.Lock()
+	for _, t := range m.shadows {
+		if t.httpClient != nil {
+			t.httpClient.CloseIdleConnections()
+		}
+	}
+	m.mu.Unlock()
 }
