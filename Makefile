@@ -87,7 +87,7 @@ bench-envoy: envoy-install ## Envoy alone vs Envoy + decide filter at fixed rate
 # each package mutates (files left out) is in scripts/mutate.sh. A mutant's
 # `go test` may take MUTATE_TIMEOUT_COEFFICIENT times the package's coverage
 # run before it counts as timed out. JSON results and logs: mutate.out/.
-MUTATE_PKGS := ./admin ./xds:check ./xds:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control:changes ./control:state ./control:http
+MUTATE_PKGS := ./admin ./xds/translate:check ./xds/translate:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control:changes ./control:state ./control:http
 PKGS ?= $(MUTATE_PKGS)
 GREMLINS_VERSION := v0.6.0
 mutate: test-deps gremlins-install ## Mutation testing (gremlins) of PKGS (default: admin xds cohort control extproc): score, surviving mutants
@@ -102,7 +102,7 @@ gremlins-install: ## Install the pinned gremlins (mutation testing) into .tools/
 	fi
 
 golden: ## Rewrite the xds golden files after an intended change
-	$(GO) test ./xds -run Golden -update
+	$(GO) test ./xds/translate -run Golden -update
 
 # SciPy and statsmodels, at the versions pinned in the script's header,
 # live in a project-local virtualenv; the Go tests read only the JSON.
