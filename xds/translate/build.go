@@ -50,33 +50,54 @@ func Build(cfg *config.Config, kind NodeKind) (Resources, error) {
 }
 
 func buildEnvoy(cfg *config.Config) (Resources, error) {
+	res, err := envoyGlobal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	res.add(resource.RouteType, gatewayRouteConfig(cfg))
+	for i := range cfg.Endpoints {
+		for t, list := range envoyEndpoint(&cfg.Endpoints[i]) {
+			res[t] = append(res[t], list...)
+		}
+	}
+	res.sort()
+	return res, nil
+}
+
+// envoyGlobal is what Envoy nodes get once, whatever the endpoints: the
+// gateway listener and the ext_proc cluster. (The listener still looks at
+// every endpoint: whether any is observed or speaks gRPC.)
+func envoyGlobal(cfg *config.Config) (Resources, error) {
 	res := Resources{}
 	lis, err := gatewayListener(cfg)
 	if err != nil {
 		return nil, err
 	}
 	res.add(resource.ListenerType, lis)
-	res.add(resource.RouteType, gatewayRouteConfig(cfg))
 	extCluster, err := extProcCluster(cfg)
 	if err != nil {
 		return nil, err
 	}
 	res.add(resource.ClusterType, extCluster)
-	for i := range cfg.Endpoints {
-		e := &cfg.Endpoints[i]
-		for k, m := range members(e) {
-			c, cla := envoyCluster(m)
-			if k >= len(e.Variants) {
-				boundShadowStreams(c, e)
-			}
-			res.add(resource.ClusterType, c)
-			if cla != nil {
-				res.add(resource.EndpointType, cla)
-			}
+	return res, nil
+}
+
+// envoyEndpoint is one endpoint's clusters and load assignments for Envoy
+// nodes; its routes live in the shared gateway route configuration
+// (gatewayEndpointRoutes). It reads nothing but the endpoint.
+func envoyEndpoint(e *config.Endpoint) Resources {
+	res := Resources{}
+	for k, m := range members(e) {
+		c, cla := envoyCluster(m)
+		if k >= len(e.Variants) {
+			boundShadowStreams(c, e)
+		}
+		res.add(resource.ClusterType, c)
+		if cla != nil {
+			res.add(resource.EndpointType, cla)
 		}
 	}
-	res.sort()
-	return res, nil
+	return res
 }
 
 // member is a variant or a shadow: something that gets a cluster.

@@ -27,33 +27,47 @@ import (
 func buildGRPC(cfg *config.Config) (Resources, error) {
 	res := Resources{}
 	for i := range cfg.Endpoints {
-		e := &cfg.Endpoints[i]
-		res.add(resource.ListenerType, grpcListener(e, cfg.ExtProcTarget()))
-		rc := grpcRouteConfig(e, cfg.ExtProcTarget())
-		// Sticky cohorts for proxyless clients go through RLS (opt-in per
-		// endpoint); the lookup service shares the ext_proc listener.
-		if e.RouteLookup {
-			r, err := buildGRPCRLS(e, grpcTarget(cfg.ExtProcTarget()))
-			if err != nil {
-				return nil, fmt.Errorf("endpoint %s: route lookup: %w", e.Name, err)
-			}
-			withRLS(rc, r)
-			for _, c := range r.clusters {
-				res.add(resource.ClusterType, c)
-			}
-			for _, a := range r.assigns {
-				res.add(resource.EndpointType, a)
-			}
+		r, err := grpcEndpoint(&cfg.Endpoints[i], cfg.ExtProcTarget())
+		if err != nil {
+			return nil, err
 		}
-		withGRPCTimeouts(e, rc)
-		res.add(resource.RouteType, rc)
-		for _, v := range e.Variants {
-			name := config.ClusterName(e.Name, v.Name)
-			res.add(resource.ClusterType, grpcCluster(name))
-			res.add(resource.EndpointType, loadAssignment(name, v.Backends, true))
+		for t, list := range r {
+			res[t] = append(res[t], list...)
 		}
 	}
 	res.sort()
+	return res, nil
+}
+
+// grpcEndpoint is everything one endpoint gives gRPC nodes. It reads the
+// endpoint and the ext_proc target only, which is what the incremental
+// translator compares to decide whether to build it again.
+func grpcEndpoint(e *config.Endpoint, extProcTarget string) (Resources, error) {
+	res := Resources{}
+	res.add(resource.ListenerType, grpcListener(e, extProcTarget))
+	rc := grpcRouteConfig(e, extProcTarget)
+	// Sticky cohorts for proxyless clients go through RLS (opt-in per
+	// endpoint); the lookup service shares the ext_proc listener.
+	if e.RouteLookup {
+		r, err := buildGRPCRLS(e, grpcTarget(extProcTarget))
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s: route lookup: %w", e.Name, err)
+		}
+		withRLS(rc, r)
+		for _, c := range r.clusters {
+			res.add(resource.ClusterType, c)
+		}
+		for _, a := range r.assigns {
+			res.add(resource.EndpointType, a)
+		}
+	}
+	withGRPCTimeouts(e, rc)
+	res.add(resource.RouteType, rc)
+	for _, v := range e.Variants {
+		name := config.ClusterName(e.Name, v.Name)
+		res.add(resource.ClusterType, grpcCluster(name))
+		res.add(resource.EndpointType, loadAssignment(name, v.Backends, true))
+	}
 	return res, nil
 }
 

@@ -22,23 +22,47 @@ import (
 // prefixes go first: /v1/chat must not be swallowed by /v1's fallback
 // route (and named /v1 in the ext_proc metadata).
 func gatewayRouteConfig(cfg *config.Config) *routev3.RouteConfiguration {
-	order := make([]*config.Endpoint, len(cfg.Endpoints))
-	for i := range cfg.Endpoints {
-		order[i] = &cfg.Endpoints[i]
+	rc := gatewayRouteShell()
+	vh := rc.VirtualHosts[0]
+	var routes []*routev3.Route
+	for _, i := range gatewayRouteOrder(cfg.Endpoints) {
+		routes = append(routes, gatewayEndpointRoutes(&cfg.Endpoints[i])...)
 	}
-	sort.SliceStable(order, func(i, j int) bool { return len(order[i].Match.PathPrefix) > len(order[j].Match.PathPrefix) })
-	vh := &routev3.VirtualHost{Name: "modelsplit", Domains: []string{"*"}}
-	for _, e := range order {
-		vh.Routes = append(vh.Routes, withRetries(e, withTimeouts(e, endpointRoutes(e)))...)
-	}
-	vh.Routes = append(vh.Routes, unmatchedRoute())
+	vh.Routes = append(routes, vh.Routes...)
+	return rc
+}
+
+// gatewayRouteShell is the gateway route configuration without any
+// endpoint's routes: one virtual host holding only the unmatched route,
+// which stays last.
+func gatewayRouteShell() *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name:         GatewayRouteName,
-		VirtualHosts: []*routev3.VirtualHost{vh},
+		VirtualHosts: []*routev3.VirtualHost{{Name: "modelsplit", Domains: []string{"*"}, Routes: []*routev3.Route{unmatchedRoute()}}},
 		// Our route → cluster references are checked before serving
 		// (Check); Envoy need not hold requests for missing clusters.
 		ValidateClusters: wrapperspb.Bool(false),
 	}
+}
+
+// gatewayRouteOrder is the order of the endpoints' routes in the gateway
+// route configuration, as indexes into endpoints: longer path prefixes
+// first, equal lengths in config order.
+func gatewayRouteOrder(endpoints []config.Endpoint) []int {
+	order := make([]int, len(endpoints))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(i, j int) bool {
+		return len(endpoints[order[i]].Match.PathPrefix) > len(endpoints[order[j]].Match.PathPrefix)
+	})
+	return order
+}
+
+// gatewayEndpointRoutes is one endpoint's part of the gateway route
+// configuration. It reads nothing but the endpoint.
+func gatewayEndpointRoutes(e *config.Endpoint) []*routev3.Route {
+	return withRetries(e, withTimeouts(e, endpointRoutes(e)))
 }
 
 // endpointRoutes: one header-match route per variant (what the decision's
