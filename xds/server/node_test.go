@@ -16,37 +16,6 @@ import (
 	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
-func TestKindOf(t *testing.T) {
-	md := func(k string) *structpb.Struct {
-		return &structpb.Struct{Fields: map[string]*structpb.Value{translate.NodeKindMetadataKey: structpb.NewStringValue(k)}}
-	}
-	for _, tc := range []struct {
-		node *corev3.Node
-		want translate.NodeKind
-	}{
-		{&corev3.Node{UserAgentName: "envoy"}, translate.KindEnvoy},
-		{&corev3.Node{UserAgentName: "gRPC Go"}, translate.KindGRPC},
-		{&corev3.Node{UserAgentName: "gRPC C-core"}, translate.KindGRPC},
-		{&corev3.Node{UserAgentName: "gRPC Java"}, translate.KindGRPC},
-		{&corev3.Node{UserAgentName: "gRPC Python"}, translate.KindGRPC},
-		{&corev3.Node{UserAgentName: "something"}, translate.KindEnvoy},
-		{&corev3.Node{}, translate.KindEnvoy},
-		{nil, translate.KindEnvoy},
-		{&corev3.Node{UserAgentName: "envoy", Metadata: md("grpc")}, translate.KindGRPC},
-		{&corev3.Node{UserAgentName: "gRPC Go", Metadata: md("ENVOY")}, translate.KindEnvoy},
-		{&corev3.Node{UserAgentName: "gRPC Go", Metadata: md("envoy")}, translate.KindEnvoy},
-		{&corev3.Node{UserAgentName: "gRPC Go", Metadata: md("bogus")}, translate.KindGRPC},
-		{&corev3.Node{UserAgentName: "envoy", Metadata: md("")}, translate.KindEnvoy},
-	} {
-		if got := translate.KindOf(tc.node); got != tc.want {
-			t.Errorf("translate.KindOf(%v) = %s, want %s", tc.node, got, tc.want)
-		}
-		if got := (kindHash{}).ID(tc.node); got != string(tc.want) {
-			t.Errorf("kindHash.ID(%v) = %s, want %s", tc.node, got, tc.want)
-		}
-	}
-}
-
 func listenerNames(t *testing.T, resp *discovery.DiscoveryResponse) []string {
 	t.Helper()
 	var names []string

@@ -29,6 +29,16 @@ type ServerOptions struct {
 	// delta): a client accepted version of typeURL. Benchmarks measure
 	// propagation with it. It runs on the stream's goroutine: keep it short.
 	OnACK func(node *corev3.Node, typeURL, version string)
+	// Debounce, when above zero, gathers the changes applied within that
+	// long after a first one into one version: a burst of edits and API
+	// calls costs clients one update, and the first change of the burst
+	// reaches them at most Debounce later. Apply still builds and checks
+	// each config at once and returns its verdict. Zero serves each Apply
+	// before it returns.
+	Debounce time.Duration
+	// OnServe, when set, is called with each version as it is served (after
+	// the debounce), on the goroutine that serves it. Benchmarks use it.
+	OnServe func(version string)
 }
 
 // Server serves the snapshots over ADS (state of the world and delta) and
@@ -37,15 +47,22 @@ type Server struct {
 	log      *zap.Logger
 	metrics  *metrics.Metrics
 	onACK    func(node *corev3.Node, typeURL, version string)
-	caches   map[translate.NodeKind]cachev3.SnapshotCache
+	caches   map[translate.NodeKind]*encodedCache
 	guard    *nackGuard
 	xds      serverv3.Server
 	versions *versions
+	debounce time.Duration
+	onServe  func(version string)
 
-	// applyMu serializes Apply, so versions reach the caches in order. It
-	// guards last.
-	applyMu sync.Mutex
-	last    applied
+	// applyMu serializes Apply and serving, so versions reach the caches in
+	// order. It guards the fields below.
+	applyMu    sync.Mutex
+	translator *translate.Translator
+	last       applied
+	// dirty gathers the changes applied but not yet served; timer serves
+	// them when the debounce ends.
+	dirty Changes
+	timer *time.Timer
 
 	mu      sync.Mutex
 	served  map[translate.NodeKind]string
@@ -72,18 +89,18 @@ func NewServer(ctx context.Context, opts ServerOptions) *Server {
 		nodes: map[string]*nodeState{}, clients: map[translate.NodeKind]int{},
 		nackLogged: map[nackKey]bool{},
 	}
-	sl := quietLogger{opts.Logger.Named("cache").Sugar()}
-	s.caches = map[translate.NodeKind]cachev3.SnapshotCache{
-		// Envoy subscribes to everything: ADS ordering is worth having.
-		translate.KindEnvoy: cachev3.NewSnapshotCache(true, kindHash{}, sl),
-		// grpc-go subscribes to a subset of CDS/EDS, which an ads=true
-		// cache never answers (docs/envoy-notes.md §3.3).
-		translate.KindGRPC: cachev3.NewSnapshotCache(false, kindHash{}, sl),
+	s.debounce, s.onServe = opts.Debounce, opts.OnServe
+	s.translator = translate.NewTranslator()
+	s.caches = map[translate.NodeKind]*encodedCache{}
+	caches := map[string]cachev3.Cache{}
+	for _, kind := range translate.Kinds {
+		s.caches[kind] = newEncodedCache()
+		caches[string(kind)] = s.caches[kind]
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return string(translate.KindOf(r.GetNode())) },
 		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return string(translate.KindOf(r.GetNode())) },
-		Caches:        map[string]cachev3.Cache{string(translate.KindEnvoy): s.caches[translate.KindEnvoy], string(translate.KindGRPC): s.caches[translate.KindGRPC]},
+		Caches:        caches,
 	}
 	s.guard = &nackGuard{Cache: mux}
 	s.xds = serverv3.NewServer(ctx, s.guard, s.callbacks(),
@@ -115,8 +132,10 @@ func (s *Server) setServed(kind translate.NodeKind, version string) {
 }
 
 // Version is the snapshot version served to a node kind ("" before the
-// first successful Apply).
+// first successful Apply). Changes still in the debounce are served first,
+// so what a caller applied is what it reads.
 func (s *Server) Version(kind translate.NodeKind) string {
+	s.Flush()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.served[kind]
@@ -124,6 +143,7 @@ func (s *Server) Version(kind translate.NodeKind) string {
 
 // Ready reports whether every node kind is being served a snapshot.
 func (s *Server) Ready() bool {
+	s.Flush()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, kind := range translate.Kinds {
@@ -133,9 +153,3 @@ func (s *Server) Ready() bool {
 	}
 	return true
 }
-
-// kindHash makes every node of a kind share one snapshot, so the snapshot
-// set does not grow with the fleet.
-type kindHash struct{}
-
-func (kindHash) ID(node *corev3.Node) string { return string(translate.KindOf(node)) }

@@ -1,162 +1,192 @@
 package server
 
 import (
-	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"maps"
 	"reflect"
-	"slices"
+	"time"
 
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
-// applied is what the last successful Apply served.
+// Changes is what Apply hands the caches: per node kind, type and name.
+type Changes = translate.Changes
+
+// applied is what the last successful Apply translated.
 type applied struct {
 	// cfg is a deep copy of the config, so the caller may go on editing
 	// its own.
 	cfg *config.Config
-	// sum is the fingerprint of the resources served.
-	sum *[sha256.Size]byte
 }
 
-// Apply builds and checks the resources for every node kind and, only if
-// all are valid, serves them under one new version. Otherwise it counts and
-// logs the refusal, returns an error naming the problem, and the last good
-// snapshots stay served.
+// Apply translates the config for every node kind and, only if all of it
+// is valid, serves it under one new version. Otherwise it counts and logs
+// the refusal, returns an error naming the problem, and the last good
+// resources stay served.
 //
-// Applying what is already served (a SIGHUP without an edit, an edit of
-// comments only) keeps the version: no client is sent anything. An equal
-// config costs a comparison; equal resources cost translate.Build but not translate.Check.
+// Translation is incremental (translate.Translator): only endpoints whose
+// inputs changed are built, checked and encoded again, and only resources
+// whose bytes changed are handed to the caches. Applying what is already
+// served (a SIGHUP without an edit, an edit of comments only, a change no
+// resource shows) keeps the version: no client is sent anything.
+//
+// With ServerOptions.Debounce, the new version is served when the
+// debounce ends, together with every change applied meanwhile.
 func (s *Server) Apply(cfg *config.Config) error {
 	if cfg == nil {
 		return s.refuse("", errors.New("no config"))
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	// translate.Build is pure: an equal config gives the served resources.
 	if s.last.cfg != nil && reflect.DeepEqual(cfg, s.last.cfg) {
-		s.log.Debug("config unchanged; version kept", zap.String("version", s.Version(translate.KindEnvoy)))
 		return nil
 	}
-	built := make(map[translate.NodeKind]translate.Resources, len(translate.Kinds))
-	for _, kind := range translate.Kinds {
-		res, err := translate.Build(cfg, kind)
-		if err != nil {
-			return s.refuse(kind, err)
-		}
-		built[kind] = res
-	}
-	sum, err := fingerprint(built)
+	changes, _, err := s.translator.Update(cfg)
 	if err != nil {
 		return s.refuse("", err)
 	}
-	if s.last.sum != nil && *s.last.sum == sum {
-		s.last.cfg = cfg.Clone()
-		s.log.Debug("resources unchanged; version kept", zap.String("version", s.Version(translate.KindEnvoy)))
-		return nil
+	s.last = applied{cfg: cfg.Clone()}
+	if s.dirty == nil {
+		s.dirty = Changes{}
 	}
-	for _, kind := range translate.Kinds {
-		if err := translate.Check(built[kind]); err != nil {
-			return s.refuse(kind, err)
-		}
+	s.dirty.Merge(changes)
+	if s.debounce <= 0 {
+		return s.serveDirty(len(cfg.Endpoints))
 	}
-	version := s.versions.next()
-	snaps := make(map[translate.NodeKind]*cachev3.Snapshot, len(translate.Kinds))
-	for kind, res := range built {
-		snap, err := cachev3.NewSnapshot(version, res)
-		if err != nil {
-			return s.refuse(kind, err)
-		}
-		snaps[kind] = snap
+	if s.timer == nil {
+		endpoints := len(cfg.Endpoints)
+		s.timer = time.AfterFunc(s.debounce, func() {
+			s.applyMu.Lock()
+			defer s.applyMu.Unlock()
+			s.timer = nil
+			_ = s.serveDirty(endpoints)
+		})
 	}
-	if err := s.serve(version, snaps, len(cfg.Endpoints)); err != nil {
-		s.last = applied{}
-		return err
-	}
-	s.last = applied{cfg: cfg.Clone(), sum: &sum}
 	return nil
 }
 
-// fingerprint digests every kind's resources, in translate.Kinds and translate.Build order
-// (deterministic), through their deterministic encoding: two equal
-// fingerprints mean nothing served would change. Encoding and hashing cost
-// a fraction of what proto.Equal's reflection does. Any payloads are bytes
-// encoded by translate.Build; were their encoding ever to vary for equal content,
-// the cost would be a redundant push, never a missed one.
-func fingerprint(built map[translate.NodeKind]translate.Resources) ([sha256.Size]byte, error) {
-	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
-	for _, kind := range translate.Kinds {
-		res := built[kind]
-		types := slices.Sorted(maps.Keys(res))
-		for _, typ := range types {
-			fmt.Fprintf(h, "%s|%s|%d|", kind, typ, len(res[typ]))
-			for _, r := range res[typ] {
-				var err error
-				if buf, err = opts.MarshalAppend(buf[:0], r); err != nil {
-					return [sha256.Size]byte{}, fmt.Errorf("encode %s resource: %w", typ, err)
-				}
-				// The length keeps adjacent resources from running together.
-				fmt.Fprintf(h, "%d|", len(buf))
-				h.Write(buf)
-			}
-		}
-	}
-	return [sha256.Size]byte(h.Sum(nil)), nil
-}
-
-// setResources serves resources without translate.Build or translate.Check. Tests use it to
-// hand clients a snapshot they will reject.
-func (s *Server) setResources(res map[translate.NodeKind]translate.Resources) error {
+// Flush serves the changes waiting for the debounce now.
+func (s *Server) Flush() {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	// What is served no longer follows from a config: the next Apply must
-	// not be taken for a repeat.
-	s.last = applied{}
-	version := s.versions.next()
-	snaps := make(map[translate.NodeKind]*cachev3.Snapshot, len(res))
-	for kind, r := range res {
-		snap, err := cachev3.NewSnapshot(version, r)
-		if err != nil {
-			return err
-		}
-		snaps[kind] = snap
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
 	}
-	return s.serve(version, snaps, -1)
+	if len(s.dirty) > 0 {
+		_ = s.serveDirty(-1)
+	}
 }
 
-// serve sets the snapshots. Callers hold applyMu.
-func (s *Server) serve(version string, snaps map[translate.NodeKind]*cachev3.Snapshot, endpoints int) error {
+// serveDirty serves the gathered changes under one new version for every
+// node kind, if any resource's bytes differ from what is served. Callers
+// hold applyMu.
+func (s *Server) serveDirty(endpoints int) error {
+	dirty := s.dirty
+	s.dirty = nil
+	next := map[translate.NodeKind]pending{}
+	differs := false
 	for _, kind := range translate.Kinds {
-		if snaps[kind] == nil {
-			continue
-		}
-		if err := s.caches[kind].SetSnapshot(context.Background(), string(kind), snaps[kind]); err != nil {
-			// Only a cache bug gets here; the other kind may already serve
-			// the new version.
-			s.log.Error("setting snapshot failed", zap.String("node_kind", string(kind)), zap.Error(err))
-			return fmt.Errorf("set snapshot for %s nodes: %w", kind, err)
-		}
+		p := pendingFor(s.translator.Set(kind), dirty[kind])
+		next[kind] = p
+		differs = differs || s.caches[kind].differs(p)
+	}
+	if !differs {
+		s.log.Debug("resources unchanged; version kept", zap.String("version", s.servedVersion(translate.KindEnvoy)))
+		return nil
+	}
+	version := s.versions.next()
+	for _, kind := range translate.Kinds {
+		s.caches[kind].set(version, next[kind])
 		s.setServed(kind, version)
 	}
 	s.log.Info("serving snapshot", zap.String("version", version), zap.Int("endpoints", endpoints))
+	if s.onServe != nil {
+		s.onServe(version)
+	}
+	return nil
+}
+
+// pendingFor looks the changed names up in the translator's set: present
+// is put, absent is removed.
+func pendingFor(set translate.Set, changed map[resource.Type]map[string]struct{}) pending {
+	p := pending{put: map[resource.Type]map[string]*translate.Encoded{}, remove: map[resource.Type]map[string]bool{}}
+	for typ, names := range changed {
+		for n := range names {
+			if enc := set[typ][n]; enc != nil {
+				if p.put[typ] == nil {
+					p.put[typ] = map[string]*translate.Encoded{}
+				}
+				p.put[typ][n] = enc
+			} else {
+				if p.remove[typ] == nil {
+					p.remove[typ] = map[string]bool{}
+				}
+				p.remove[typ][n] = true
+			}
+		}
+	}
+	return p
+}
+
+// setResources serves resources without translation or checks. Tests use
+// it to hand clients a snapshot they will reject.
+func (s *Server) setResources(res map[translate.NodeKind]translate.Resources) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	// What is served no longer follows from a config: the next Apply
+	// builds everything again and replaces it.
+	s.last = applied{}
+	s.translator.Reset()
+	s.dirty = nil
+	version := s.versions.next()
+	for kind, r := range res {
+		p := pending{put: map[resource.Type]map[string]*translate.Encoded{}, remove: map[resource.Type]map[string]bool{}}
+		c := s.caches[kind]
+		c.mu.Lock()
+		for typ, byName := range c.res {
+			for n := range byName {
+				if p.remove[typ] == nil {
+					p.remove[typ] = map[string]bool{}
+				}
+				p.remove[typ][n] = true
+			}
+		}
+		c.mu.Unlock()
+		for typ, list := range r {
+			p.put[typ] = map[string]*translate.Encoded{}
+			for _, m := range list {
+				enc, err := translate.Encode(m)
+				if err != nil {
+					return err
+				}
+				p.put[typ][enc.Name] = enc
+				delete(p.remove[typ], enc.Name)
+			}
+		}
+		c.set(version, p)
+		s.setServed(kind, version)
+	}
 	return nil
 }
 
 func (s *Server) refuse(kind translate.NodeKind, err error) error {
 	s.metrics.XDSSnapshotRefused.Inc()
 	s.log.Warn("refusing config; still serving the last good snapshot",
-		zap.String("node_kind", string(kind)), zap.String("version", s.Version(translate.KindEnvoy)), zap.Error(err))
+		zap.String("node_kind", string(kind)), zap.String("version", s.servedVersion(translate.KindEnvoy)), zap.Error(err))
 	if kind == "" {
 		return fmt.Errorf("refused: %w", err)
 	}
 	return fmt.Errorf("refused: resources for %s nodes: %w", kind, err)
+}
+
+// servedVersion is Version without serving pending changes first.
+func (s *Server) servedVersion(kind translate.NodeKind) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served[kind]
 }

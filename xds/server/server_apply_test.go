@@ -1,7 +1,10 @@
 package server
 
 import (
+	"fmt"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,9 +80,9 @@ func TestApplyRepeatKeepsVersion(t *testing.T) {
 	}
 }
 
-// Fingerprints follow content, not encoding accidents: every test case
-// built again gives the same one (Any payloads are encoded by anypb.New,
-// map order and all), and a weight change gives another.
+// Resource hashes follow content, not encoding accidents: every test
+// case translated again gives the same hashes (Any payloads and map order
+// included), and a weight change gives another for some resource.
 func TestFingerprintStable(t *testing.T) {
 	// The cases name their TLS files relative to the translator's directory.
 	t.Chdir(xdstest.Dir())
@@ -87,26 +90,28 @@ func TestFingerprintStable(t *testing.T) {
 	if err != nil || len(cases) == 0 {
 		t.Fatalf("no test cases: %v", err)
 	}
-	buildAll := func(cfg *config.Config) map[translate.NodeKind]translate.Resources {
+	hashes := func(cfg *config.Config) string {
 		t.Helper()
-		built := map[translate.NodeKind]translate.Resources{}
-		for _, kind := range translate.Kinds {
-			res, err := translate.Build(cfg, kind)
-			if err != nil {
-				t.Fatal(err)
-			}
-			built[kind] = res
-		}
-		return built
-	}
-	for _, path := range cases {
-		want, err := fingerprint(buildAll(loadCase(t, path)))
-		if err != nil {
+		tr := translate.NewTranslator()
+		if _, _, err := tr.Update(cfg); err != nil {
 			t.Fatal(err)
 		}
+		var out []string
+		for _, kind := range translate.Kinds {
+			for typ, byName := range tr.Set(kind) {
+				for n, enc := range byName {
+					out = append(out, fmt.Sprint(kind, typ, n, enc.Hash))
+				}
+			}
+		}
+		sort.Strings(out)
+		return strings.Join(out, "\n")
+	}
+	for _, path := range cases {
+		want := hashes(loadCase(t, path))
 		for range 20 {
-			if got, _ := fingerprint(buildAll(loadCase(t, path))); got != want {
-				t.Fatalf("%s: the same config built twice has two fingerprints", path)
+			if hashes(loadCase(t, path)) != want {
+				t.Fatalf("%s: the same config translated twice has two sets of hashes", path)
 			}
 		}
 		changed := loadCase(t, path)
@@ -115,8 +120,8 @@ func TestFingerprintStable(t *testing.T) {
 		// one would not (weights are scaled to shares).
 		vs := changed.Endpoints[0].Variants
 		vs[len(vs)-1].Weight++
-		if got, _ := fingerprint(buildAll(changed)); got == want {
-			t.Errorf("%s: a weight change kept the fingerprint", path)
+		if hashes(changed) == want {
+			t.Errorf("%s: a weight change kept every hash", path)
 		}
 	}
 }
