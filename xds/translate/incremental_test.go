@@ -148,6 +148,11 @@ func TestUpdateRebuildsOnlyWhatChanged(t *testing.T) {
 	}, 1, map[NodeKind]map[string][]string{
 		KindEnvoy: {"RouteConfiguration": {GatewayRouteName}},
 	})
+	step("two endpoints of equal prefix length swapped in the config", func(c *config.Config) {
+		c.Endpoints[30], c.Endpoints[31] = c.Endpoints[31], c.Endpoints[30]
+	}, 0, map[NodeKind]map[string][]string{
+		KindEnvoy: {"RouteConfiguration": {GatewayRouteName}},
+	})
 	step("the ext_proc target: every gRPC resource names it", func(c *config.Config) {
 		c.Listen.ExtProc = "127.0.0.1:19999"
 	}, 49, map[NodeKind]map[string][]string{
