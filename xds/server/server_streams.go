@@ -20,6 +20,9 @@ type streamKey struct {
 
 // streamState is what the callbacks know about one open stream.
 type streamState struct {
+	// node is the node of the stream's first request: go-control-plane's
+	// delta server hands callbacks later requests without it.
+	node   *corev3.Node
 	nodeID string
 	kind   translate.NodeKind
 	// sent is the latest response per type URL. go-control-plane ignores
@@ -148,7 +151,7 @@ func (s *Server) onDeltaRequest(key streamKey, req *discovery.DeltaDiscoveryRequ
 		last.version = ""
 	}
 	s.mu.Unlock()
-	s.report(req.GetNode(), st.kind, typeURL, last.version, reason, a)
+	s.report(st.node, st.kind, typeURL, last.version, reason, a)
 }
 
 type answer int
@@ -198,7 +201,7 @@ func (s *Server) stream(key streamKey, node *corev3.Node) *streamState {
 	if st, ok := s.streams[key]; ok {
 		return st
 	}
-	st := &streamState{nodeID: node.GetId(), kind: translate.KindOf(node), sent: map[string]sentResponse{}}
+	st := &streamState{node: node, nodeID: node.GetId(), kind: translate.KindOf(node), sent: map[string]sentResponse{}}
 	s.streams[key] = st
 	s.clients[st.kind]++
 	s.metrics.XDSClients.WithLabelValues(string(st.kind)).Inc()
