@@ -58,7 +58,6 @@ type Server struct {
 	// order. It guards the fields below.
 	applyMu    sync.Mutex
 	translator *translate.Translator
-	last       applied
 	// dirty gathers the changes applied but not yet served; timer serves
 	// them when the debounce ends.
 	dirty Changes

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -15,13 +14,6 @@ import (
 
 // Changes is what Apply hands the caches: per node kind, type and name.
 type Changes = translate.Changes
-
-// applied is what the last successful Apply translated.
-type applied struct {
-	// cfg is a deep copy of the config, so the caller may go on editing
-	// its own.
-	cfg *config.Config
-}
 
 // Apply translates the config for every node kind and, only if all of it
 // is valid, serves it under one new version. Otherwise it counts and logs
@@ -42,14 +34,12 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	if s.last.cfg != nil && reflect.DeepEqual(cfg, s.last.cfg) {
-		return nil
-	}
+	// The translator compares every endpoint with the copy it kept, so an
+	// unchanged config costs those comparisons and gives no changes.
 	changes, _, err := s.translator.Update(cfg)
 	if err != nil {
 		return s.refuse("", err)
 	}
-	s.last = applied{cfg: cfg.Clone()}
 	if s.dirty == nil {
 		s.dirty = Changes{}
 	}
@@ -140,7 +130,6 @@ func (s *Server) setResources(res map[translate.NodeKind]translate.Resources) er
 	defer s.applyMu.Unlock()
 	// What is served no longer follows from a config: the next Apply
 	// builds everything again and replaces it.
-	s.last = applied{}
 	s.translator.Reset()
 	s.dirty = nil
 	version := s.versions.next()
