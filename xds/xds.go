@@ -29,6 +29,7 @@ const (
 	AccessLogName          = translate.AccessLogName
 	AccessLogFlushInterval = translate.AccessLogFlushInterval
 	AccessLogBufferBytes   = translate.AccessLogBufferBytes
+	DefaultDebounce        = server.DefaultDebounce
 )
 
 var (

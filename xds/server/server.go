@@ -21,6 +21,11 @@ import (
 	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
+// DefaultDebounce is the debounce modelsplit serve uses: a file edit and a
+// few API calls landing within it reach clients as one version, and it is
+// at most what it adds to a change's propagation (BenchmarkDebounceDelay).
+const DefaultDebounce = 10 * time.Millisecond
+
 // ServerOptions configures a Server.
 type ServerOptions struct {
 	Logger  *zap.Logger

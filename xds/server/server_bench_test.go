@@ -423,3 +423,44 @@ func benchClients() int {
 	}
 	return 100
 }
+
+// BenchmarkDebounceDelay is what DefaultDebounce adds: from the return of
+// an Apply to its version being served, for a lone change (1,000 endpoints,
+// one endpoint's weights). "versions/burst" is how many versions a burst of
+// five Applys back to back (each one endpoint's weights) became.
+func BenchmarkDebounceDelay(b *testing.B) {
+	cfg := benchConfig(b, 1000, false)
+	served := make(chan time.Time, 64)
+	s := NewServer(b.Context(), ServerOptions{Debounce: DefaultDebounce, OnServe: func(string) { served <- time.Now() }})
+	if err := s.Apply(cfg); err != nil {
+		b.Fatal(err)
+	}
+	<-served
+	var delay []time.Duration
+	var versions []int
+	w := 0
+	for b.Loop() {
+		w = w%24 + 1
+		cfg.Endpoints[0].Variants[0].Weight = w
+		if err := s.Apply(cfg); err != nil {
+			b.Fatal(err)
+		}
+		returned := time.Now()
+		delay = append(delay, (<-served).Sub(returned))
+		for i := range 5 {
+			cfg.Endpoints[i].Variants[1].Weight = w + 1
+			if err := s.Apply(cfg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(3 * DefaultDebounce)
+		versions = append(versions, len(served))
+		for len(served) > 0 {
+			<-served
+		}
+	}
+	b.ReportMetric(quantile(delay, 0.5), "delay-p50-ms")
+	b.ReportMetric(quantile(delay, 0.99), "delay-p99-ms")
+	sort.Ints(versions)
+	b.ReportMetric(float64(versions[len(versions)/2]), "versions/burst")
+}
