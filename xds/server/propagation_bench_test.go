@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	xdsgrpc "google.golang.org/grpc/xds"
 
+	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/xds/internal/xdstest"
 	"github.com/modelsplit/modelsplit/xds/translate"
 )
@@ -74,17 +75,25 @@ func (a *ackTracker) wait(version string, n int, timeout time.Duration) ([]time.
 // update), "all-acked-p99-ms" over the per-update time until the last
 // client ACKed — with 200 updates its p99 is the 2nd-slowest update, not
 // the slowest one or two of 15 as a short run would report.
+//
+// "endpoints=1" is testdata's grpc.yaml; "endpoints=1000" 1,000 endpoints ×
+// 4 variants, every client using the first, whose weights change.
 func BenchmarkWeightChangeToACK100Clients(b *testing.B) {
+	one := loadCase(b, xdstest.Case("grpc.yaml"))
+	// xDS propagation only: without RLS, clients make no lookups to an
+	// address where nothing listens.
+	one.Endpoints[0].RouteLookup = false
+	b.Run("endpoints=1", func(b *testing.B) { benchGRPCClients(b, one) })
+	b.Run("endpoints=1000", func(b *testing.B) { benchGRPCClients(b, benchConfig(b, 1000, false)) })
+}
+
+func benchGRPCClients(b *testing.B, cfg *config.Config) {
 	const ackUpdates = 200
 	const clients = 100
 	tracker := newAckTracker()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := NewServer(ctx, ServerOptions{OnACK: tracker.onACK})
-	cfg := loadCase(b, xdstest.Case("grpc.yaml"))
-	// xDS propagation only: without RLS, clients make no lookups to an
-	// address where nothing listens.
-	cfg.Endpoints[0].RouteLookup = false
 	if err := s.Apply(cfg); err != nil {
 		b.Fatal(err)
 	}
@@ -102,7 +111,7 @@ func BenchmarkWeightChangeToACK100Clients(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cc, err := grpc.NewClient("xds:///triton", grpc.WithResolvers(res), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient("xds:///"+cfg.Endpoints[0].Name, grpc.WithResolvers(res), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
 		}
