@@ -113,7 +113,7 @@ func tlsTestdata(t *testing.T, tlsDoc, gw map[string]any) []string {
 		if rel == "" {
 			return ""
 		}
-		a, err := filepath.Abs(filepath.Join("..", "xds", rel))
+		a, err := filepath.Abs(filepath.Join("..", "xds", "translate", rel))
 		if err != nil {
 			t.Fatal(err)
 		}
