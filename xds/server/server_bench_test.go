@@ -162,40 +162,12 @@ func quantile(ds []time.Duration, p float64) float64 {
 }
 
 func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta bool, clients int) {
-	tracker := newAckTracker()
-	var served chan string = make(chan string, 16)
-	s := NewServer(b.Context(), ServerOptions{OnACK: tracker.onACK, OnServe: func(v string) { served <- v }})
-	if err := s.Apply(cfg); err != nil {
-		b.Fatal(err)
-	}
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	s, conn, tracker, served := benchServer(ctx, b, cfg)
 	version := <-served
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.MaxConcurrentStreams(10000))
-	s.Register(g)
-	go g.Serve(lis)
-	defer g.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
 	var received atomicInts
-	ua := "envoy"
-	var names map[string][]string // nil: every resource
-	if kind == translate.KindGRPC {
-		ua = "gRPC Go"
-		e := cfg.Endpoints[0].Name
-		names = map[string][]string{resource.ListenerType: {e}, resource.RouteType: {e}}
-		for _, v := range cfg.Endpoints[0].Variants {
-			c := config.ClusterName(e, v.Name)
-			names[resource.ClusterType] = append(names[resource.ClusterType], c)
-			names[resource.EndpointType] = append(names[resource.EndpointType], c)
-		}
-	}
+	ua, names := subscription(cfg, kind)
 	for i := range clients {
 		node := &corev3.Node{Id: fmt.Sprintf("bench-%d", i), UserAgentName: ua}
 		if err := openAcker(b, conn, node, delta, names, &received); err != nil {
@@ -246,6 +218,48 @@ func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta 
 	if fl != nil {
 		floor.report(b, "floor-")
 	}
+}
+
+// benchServer serves cfg on a loopback gRPC server until ctx ends and
+// returns a connection to it, an ACK tracker and the versions served.
+func benchServer(ctx context.Context, b *testing.B, cfg *config.Config) (*Server, *grpc.ClientConn, *ackTracker, chan string) {
+	tracker := newAckTracker()
+	served := make(chan string, 16)
+	s := NewServer(ctx, ServerOptions{OnACK: tracker.onACK, OnServe: func(v string) { served <- v }})
+	if err := s.Apply(cfg); err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.MaxConcurrentStreams(10000))
+	s.Register(g)
+	go g.Serve(lis)
+	context.AfterFunc(ctx, g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	context.AfterFunc(ctx, func() { conn.Close() })
+	return s, conn, tracker, served
+}
+
+// subscription is what a node of the kind subscribes to: Envoy to every
+// resource (nil names), grpc-go to one endpoint's by name.
+func subscription(cfg *config.Config, kind translate.NodeKind) (userAgent string, names map[string][]string) {
+	if kind == translate.KindEnvoy {
+		return "envoy", nil
+	}
+	e := cfg.Endpoints[0].Name
+	names = map[string][]string{resource.ListenerType: {e}, resource.RouteType: {e}}
+	for _, v := range cfg.Endpoints[0].Variants {
+		c := config.ClusterName(e, v.Name)
+		names[resource.ClusterType] = append(names[resource.ClusterType], c)
+		names[resource.EndpointType] = append(names[resource.EndpointType], c)
+	}
+	return "gRPC Go", names
 }
 
 // atomicInts sums bytes received across the streams' goroutines.
@@ -493,29 +507,10 @@ func BenchmarkMemoryPerClient(b *testing.B) {
 }
 
 func heapPerClient(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta bool, clients int) float64 {
-	tracker := newAckTracker()
-	served := make(chan string, 16)
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
-	s := NewServer(ctx, ServerOptions{OnACK: tracker.onACK, OnServe: func(v string) { served <- v }})
-	if err := s.Apply(cfg); err != nil {
-		b.Fatal(err)
-	}
+	_, conn, tracker, served := benchServer(ctx, b, cfg)
 	version := <-served
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.MaxConcurrentStreams(10000))
-	s.Register(g)
-	go g.Serve(lis)
-	defer g.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
 	heap := func() int64 {
 		// Twice: gRPC pools its encode buffers in sync.Pools, which a
 		// collection only moves to the victim cache.
@@ -527,17 +522,7 @@ func heapPerClient(b *testing.B, cfg *config.Config, kind translate.NodeKind, de
 	}
 	before := heap()
 	var received atomicInts
-	ua, names := "envoy", map[string][]string(nil)
-	if kind == translate.KindGRPC {
-		ua = "gRPC Go"
-		e := cfg.Endpoints[0].Name
-		names = map[string][]string{resource.ListenerType: {e}, resource.RouteType: {e}}
-		for _, v := range cfg.Endpoints[0].Variants {
-			c := config.ClusterName(e, v.Name)
-			names[resource.ClusterType] = append(names[resource.ClusterType], c)
-			names[resource.EndpointType] = append(names[resource.EndpointType], c)
-		}
-	}
+	ua, names := subscription(cfg, kind)
 	for i := range clients {
 		node := &corev3.Node{Id: fmt.Sprintf("mem-%d", i), UserAgentName: ua}
 		if err := openAcker(b, conn, node, delta, names, &received); err != nil {
