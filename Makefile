@@ -9,7 +9,7 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run serve test test-deps browser-deps manifests envoy-install vet fuzz bench bench-envoy soak golden reference-values mutate gremlins-install clean
+.PHONY: help build run serve test test-deps browser-deps manifests envoy-install vet fuzz bench bench-envoy bench-xds soak golden reference-values mutate gremlins-install clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -95,6 +95,15 @@ BENCH_PAIRS ?= 5
 BENCH_DURATION ?= 10s
 BENCH_WARMUP ?= 2s
 BENCH_USERS ?= 1000
+bench-xds: envoy-install ## xDS at scale (issue #14): Apply, change → ACK by 100 streams (with the floor) and 100 grpc-go clients, debounce, memory per client, 5 runs each into bench-xds.out; then the real-Envoy 1,000-endpoint check
+	set -o pipefail; { \
+	  $(GO) test -run '^$$' -bench 'BenchmarkApply1000x4|BenchmarkTranslatorFull|BenchmarkDebounceDelay' -benchmem -count $${COUNT:-5} -timeout 60m ./xds/... && \
+	  $(GO) test -run '^$$' -bench 'BenchmarkWeightChangeToACK100Streams' -benchtime 20x -count $${COUNT:-5} -timeout 60m ./xds/server && \
+	  $(GO) test -run '^$$' -bench 'BenchmarkWeightChangeToACK100Clients/endpoints=1000' -benchtime 1x -count $${COUNT:-5} -timeout 60m ./xds/server && \
+	  $(GO) test -run '^$$' -bench 'BenchmarkMemoryPerClient' -benchtime 1x -count 1 -timeout 30m ./xds/server && \
+	  $(GO) test -run 'TestEnvoyScale1000Endpoints|TestFullBuild10000' -v -count 1 ./test ./xds/translate | grep -E '^(---|ok|FAIL)|envoy_scale_test|incremental_test'; \
+	} | tee bench-xds.out
+
 bench-envoy: envoy-install ## Envoy alone vs Envoy + decide filter at fixed rates (BENCH_RATES, BENCH_PAIRS, BENCH_DURATION) into bench-envoy.out
 	set -o pipefail; BENCH_RATES=$(BENCH_RATES) BENCH_PAIRS=$(BENCH_PAIRS) BENCH_DURATION=$(BENCH_DURATION) \
 	  BENCH_WARMUP=$(BENCH_WARMUP) BENCH_USERS=$(BENCH_USERS) \
@@ -116,7 +125,7 @@ soak: test-deps ## Soak test (SOAK_DURATION, default 10m): goroutines, heap, RSS
 # each package mutates (files left out) is in scripts/mutate.sh. A mutant's
 # `go test` may take MUTATE_TIMEOUT_COEFFICIENT times the package's coverage
 # run before it counts as timed out. JSON results and logs: mutate.out/.
-MUTATE_PKGS := ./admin ./xds:check ./xds:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control:changes ./control:state ./control:http
+MUTATE_PKGS := ./admin ./xds/translate:check ./xds/translate:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control:changes ./control:state ./control:http
 PKGS ?= $(MUTATE_PKGS)
 GREMLINS_VERSION := v0.6.0
 mutate: test-deps gremlins-install ## Mutation testing (gremlins) of PKGS (default: admin xds cohort control extproc): score, surviving mutants
@@ -131,7 +140,7 @@ gremlins-install: ## Install the pinned gremlins (mutation testing) into .tools/
 	fi
 
 golden: ## Rewrite the xds golden files after an intended change
-	$(GO) test ./xds -run Golden -update
+	$(GO) test ./xds/translate -run Golden -update
 
 # SciPy and statsmodels, at the versions pinned in the script's header,
 # live in a project-local virtualenv; the Go tests read only the JSON.
@@ -142,4 +151,4 @@ reference-values: ## Regenerate statistics/testdata/reference.json from SciPy/st
 	$(SCIPY_VENV)/bin/python statistics/testdata/reference.py
 
 clean: ## Remove build outputs
-	rm -rf bin bench.out bench-envoy.out mutate.out soak.out
+	rm -rf bin bench.out bench-envoy.out bench-xds.out mutate.out soak.out

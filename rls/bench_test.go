@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/modelsplit/modelsplit/rls/lookuppb"
+	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
 // BenchmarkRouteLookup measures RouteLookup over a real loopback gRPC
@@ -32,7 +33,7 @@ func BenchmarkRouteLookup(b *testing.B) {
 			const known = 10_000
 			reqs := make([]*lookuppb.RouteLookupRequest, known)
 			for i := range reqs {
-				reqs[i] = lookupReq(map[string]string{EndpointKey: "scorer", "x-user-id": fmt.Sprintf("user-%d", i)})
+				reqs[i] = lookupReq(map[string]string{translate.EndpointKey: "scorer", "x-user-id": fmt.Sprintf("user-%d", i)})
 				if bc.returner {
 					if _, err := env.client.RouteLookup(context.Background(), reqs[i]); err != nil {
 						b.Fatal(err)
@@ -45,7 +46,7 @@ func BenchmarkRouteLookup(b *testing.B) {
 			one := func(local *[]time.Duration, i int) {
 				req := reqs[i%known]
 				if !bc.returner {
-					req = lookupReq(map[string]string{EndpointKey: "scorer", "x-user-id": fmt.Sprintf("new-%d", i)})
+					req = lookupReq(map[string]string{translate.EndpointKey: "scorer", "x-user-id": fmt.Sprintf("new-%d", i)})
 				}
 				start := time.Now()
 				if _, err := env.client.RouteLookup(context.Background(), req); err != nil {

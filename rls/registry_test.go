@@ -7,13 +7,16 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	_ "google.golang.org/grpc/balancer/rls" // grpc-go's own copy of grpc.lookup.v1 (registers the public names)
 	_ "google.golang.org/grpc/xds"          // cds_experimental, the RLS child policy in xDS
 
 	"github.com/modelsplit/modelsplit/rls/lookuppb"
+	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
 // TestNoRegistryClash: this test binary links grpc-go's RLS balancer, which
@@ -57,11 +60,11 @@ func sameFields(t *testing.T, theirs, ours protoreflect.MessageDescriptor) {
 func TestGrpcGoAcceptsPlugin(t *testing.T) {
 	cfg := parseConfig(t, twoVariantYAML)
 	e := &cfg.Endpoints[0]
-	p, err := ClusterSpecifierPlugin(e, PluginOptions{LookupService: "dns:///127.0.0.1:18001"})
+	p, err := translate.ClusterSpecifierPlugin(e, translate.PluginOptions{LookupService: "dns:///127.0.0.1:18001"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckClusterSpecifier(p.GetExtension().GetTypedConfig()); err != nil {
+	if err := translate.CheckClusterSpecifier(p.GetExtension().GetTypedConfig()); err != nil {
 		t.Fatalf("our own check refuses our plugin: %v", err)
 	}
 	msg, err := p.GetExtension().GetTypedConfig().UnmarshalNew()
@@ -99,11 +102,12 @@ func TestGrpcGoAcceptsPlugin(t *testing.T) {
 
 	// And a config grpc-go must reject is rejected by both.
 	bad := &lookuppb.RouteLookupClusterSpecifier{RouteLookupConfig: &lookuppb.RouteLookupConfig{LookupService: "dns:///x:1"}}
-	a, err := clusterSpecifierAny(bad)
+	b2, err := proto.Marshal(bad)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckClusterSpecifier(a); err == nil {
+	a := &anypb.Any{TypeUrl: translate.ClusterSpecifierTypeURL, Value: b2}
+	if err := translate.CheckClusterSpecifier(a); err == nil {
 		t.Fatal("CheckClusterSpecifier accepted a config without key builders or cache size")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/metrics"
 	"github.com/modelsplit/modelsplit/rls/lookuppb"
+	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
 // Decider decides a request's variant; *cohort.Engine is one.
@@ -100,10 +101,10 @@ func (s *Server) RouteLookup(ctx context.Context, req *lookuppb.RouteLookupReque
 		return nil, status.Errorf(codes.InvalidArgument, "target_type %q is not supported: modelsplit answers gRPC cluster names (target_type \"grpc\")", tt)
 	}
 	keys := req.GetKeyMap()
-	endpoint := keys[EndpointKey]
+	endpoint := keys[translate.EndpointKey]
 	if endpoint == "" {
 		s.results[resultBadRequest].Inc()
-		return nil, status.Errorf(codes.InvalidArgument, "key %q missing: the key builder must add it as a constant key naming the endpoint", EndpointKey)
+		return nil, status.Errorf(codes.InvalidArgument, "key %q missing: the key builder must add it as a constant key naming the endpoint", translate.EndpointKey)
 	}
 	d, err := s.decider.Decide(ctx, endpoint, keyMap(keys))
 	if err != nil {
@@ -134,7 +135,7 @@ func (s *Server) variantTargets(d cohort.Decision) []string {
 	if t, ok := s.targets.Load(d.Cluster); ok {
 		return t.([]string)
 	}
-	return s.store(d.Cluster, []string{AliasCluster(d.Endpoint, d.Variant), WeightedCluster(d.Endpoint)})
+	return s.store(d.Cluster, []string{translate.AliasCluster(d.Endpoint, d.Variant), translate.WeightedCluster(d.Endpoint)})
 }
 
 func (s *Server) weightedOnly(endpoint string) []string {
@@ -142,7 +143,7 @@ func (s *Server) weightedOnly(endpoint string) []string {
 	if t, ok := s.targets.Load(key); ok {
 		return t.([]string)
 	}
-	return s.store(key, []string{WeightedCluster(endpoint)})
+	return s.store(key, []string{translate.WeightedCluster(endpoint)})
 }
 
 func (s *Server) store(key string, t []string) []string {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/modelsplit/modelsplit/rls/lookuppb"
+	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
 func lookupReq(keys map[string]string) *lookuppb.RouteLookupRequest {
@@ -28,15 +29,15 @@ func TestRouteLookupOverGRPC(t *testing.T) {
 	t.Run("same user same target", func(t *testing.T) {
 		counts := map[string]int{}
 		for u := 0; u < 400; u++ {
-			keys := map[string]string{EndpointKey: "scorer", "x-user-id": fmt.Sprintf("user-%d", u)}
+			keys := map[string]string{translate.EndpointKey: "scorer", "x-user-id": fmt.Sprintf("user-%d", u)}
 			first, err := lookup(keys)
 			if err != nil {
 				t.Fatalf("lookup: %v", err)
 			}
-			if len(first.GetTargets()) != 2 || first.GetTargets()[1] != WeightedCluster("scorer") {
-				t.Fatalf("targets %v: want [alias, %s]", first.GetTargets(), WeightedCluster("scorer"))
+			if len(first.GetTargets()) != 2 || first.GetTargets()[1] != translate.WeightedCluster("scorer") {
+				t.Fatalf("targets %v: want [alias, %s]", first.GetTargets(), translate.WeightedCluster("scorer"))
 			}
-			if want := AliasCluster("scorer", first.GetHeaderData()); first.GetTargets()[0] != want {
+			if want := translate.AliasCluster("scorer", first.GetHeaderData()); first.GetTargets()[0] != want {
 				t.Fatalf("first target %q does not match header_data variant %q", first.GetTargets()[0], first.GetHeaderData())
 			}
 			for i := 0; i < 3; i++ {
@@ -59,33 +60,33 @@ func TestRouteLookupOverGRPC(t *testing.T) {
 
 	t.Run("rule wins over the hash", func(t *testing.T) {
 		for u := 0; u < 50; u++ {
-			resp, err := lookup(map[string]string{EndpointKey: "scorer", "x-user-id": fmt.Sprintf("eu-%d", u), "x-region": "eu"})
+			resp, err := lookup(map[string]string{translate.EndpointKey: "scorer", "x-user-id": fmt.Sprintf("eu-%d", u), "x-region": "eu"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := resp.GetTargets()[0]; got != AliasCluster("scorer", "b") {
+			if got := resp.GetTargets()[0]; got != translate.AliasCluster("scorer", "b") {
 				t.Fatalf("eu user %d got %s, want the rule's variant b", u, got)
 			}
 		}
 	})
 
 	t.Run("explicit target", func(t *testing.T) {
-		resp, err := lookup(map[string]string{EndpointKey: "scorer", "x-user-id": "u-1", "x-modelsplit-target": "b"})
+		resp, err := lookup(map[string]string{translate.EndpointKey: "scorer", "x-user-id": "u-1", "x-modelsplit-target": "b"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := resp.GetTargets()[0]; got != AliasCluster("scorer", "b") {
+		if got := resp.GetTargets()[0]; got != translate.AliasCluster("scorer", "b") {
 			t.Fatalf("target b answered %s", got)
 		}
 	})
 
 	t.Run("anonymous gets the weighted cluster only", func(t *testing.T) {
-		resp, err := lookup(map[string]string{EndpointKey: "scorer"})
+		resp, err := lookup(map[string]string{translate.EndpointKey: "scorer"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := resp.GetTargets(); len(got) != 1 || got[0] != WeightedCluster("scorer") {
-			t.Fatalf("anonymous targets %v, want [%s]", got, WeightedCluster("scorer"))
+		if got := resp.GetTargets(); len(got) != 1 || got[0] != translate.WeightedCluster("scorer") {
+			t.Fatalf("anonymous targets %v, want [%s]", got, translate.WeightedCluster("scorer"))
 		}
 	})
 
@@ -94,9 +95,9 @@ func TestRouteLookupOverGRPC(t *testing.T) {
 		req  *lookuppb.RouteLookupRequest
 		code codes.Code
 	}{
-		{"unknown endpoint", lookupReq(map[string]string{EndpointKey: "nope", "x-user-id": "u"}), codes.NotFound},
+		{"unknown endpoint", lookupReq(map[string]string{translate.EndpointKey: "nope", "x-user-id": "u"}), codes.NotFound},
 		{"no endpoint key", lookupReq(map[string]string{"x-user-id": "u"}), codes.InvalidArgument},
-		{"http target type", &lookuppb.RouteLookupRequest{TargetType: "http", KeyMap: map[string]string{EndpointKey: "scorer"}}, codes.InvalidArgument},
+		{"http target type", &lookuppb.RouteLookupRequest{TargetType: "http", KeyMap: map[string]string{translate.EndpointKey: "scorer"}}, codes.InvalidArgument},
 	}
 	for _, tc := range errCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,7 +123,7 @@ func TestStickyAcrossWeightChange(t *testing.T) {
 	before := map[string]string{}
 	for u := 0; u < 300; u++ {
 		id := fmt.Sprintf("old-%d", u)
-		resp, err := env.client.RouteLookup(ctx, lookupReq(map[string]string{EndpointKey: "scorer", "x-user-id": id}))
+		resp, err := env.client.RouteLookup(ctx, lookupReq(map[string]string{translate.EndpointKey: "scorer", "x-user-id": id}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +140,7 @@ endpoints:
       - {name: b, weight: 90, backends: ["127.0.0.1:9002"]}
 `))
 	for id, was := range before {
-		resp, err := env.client.RouteLookup(ctx, lookupReq(map[string]string{EndpointKey: "scorer", "x-user-id": id}))
+		resp, err := env.client.RouteLookup(ctx, lookupReq(map[string]string{translate.EndpointKey: "scorer", "x-user-id": id}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,11 +151,11 @@ endpoints:
 	const newUsers = 1000
 	onB := 0
 	for u := 0; u < newUsers; u++ {
-		resp, err := env.client.RouteLookup(ctx, lookupReq(map[string]string{EndpointKey: "scorer", "x-user-id": fmt.Sprintf("new-%d", u)}))
+		resp, err := env.client.RouteLookup(ctx, lookupReq(map[string]string{translate.EndpointKey: "scorer", "x-user-id": fmt.Sprintf("new-%d", u)}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.GetTargets()[0] == AliasCluster("scorer", "b") {
+		if resp.GetTargets()[0] == translate.AliasCluster("scorer", "b") {
 			onB++
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
 // This file is a small stand-in for the xds package's gRPC resources (the
@@ -46,7 +47,7 @@ const testNodeID = "rls-test-client"
 // weighted cluster, all over EDS with localities.
 func rlsSnapshot(t testing.TB, e *config.Endpoint, lookupService, version string) *cache.Snapshot {
 	t.Helper()
-	plugin, err := ClusterSpecifierPlugin(e, PluginOptions{LookupService: lookupService})
+	plugin, err := translate.ClusterSpecifierPlugin(e, translate.PluginOptions{LookupService: lookupService})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func rlsSnapshot(t testing.TB, e *config.Endpoint, lookupService, version string
 		ClusterSpecifierPlugins: []*routev3.ClusterSpecifierPlugin{plugin},
 		VirtualHosts: []*routev3.VirtualHost{{Name: e.Name, Domains: []string{e.Name}, Routes: []*routev3.Route{
 			{Match: prefix("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-				ClusterSpecifier: &routev3.RouteAction_ClusterSpecifierPlugin{ClusterSpecifierPlugin: PluginName}}}},
+				ClusterSpecifier: &routev3.RouteAction_ClusterSpecifierPlugin{ClusterSpecifierPlugin: translate.PluginName}}}},
 			{Match: prefix("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: weighted}}}},
 		}}},
@@ -89,12 +90,12 @@ func rlsSnapshot(t testing.TB, e *config.Endpoint, lookupService, version string
 	weightedCLA := &endpointv3.ClusterLoadAssignment{}
 	for _, v := range e.Variants {
 		addCluster(config.ClusterName(e.Name, v.Name), &endpointv3.ClusterLoadAssignment{Endpoints: []*endpointv3.LocalityLbEndpoints{locality(v, 1)}})
-		addCluster(AliasCluster(e.Name, v.Name), &endpointv3.ClusterLoadAssignment{Endpoints: []*endpointv3.LocalityLbEndpoints{locality(v, 1)}})
+		addCluster(translate.AliasCluster(e.Name, v.Name), &endpointv3.ClusterLoadAssignment{Endpoints: []*endpointv3.LocalityLbEndpoints{locality(v, 1)}})
 		if v.Weight > 0 {
 			weightedCLA.Endpoints = append(weightedCLA.Endpoints, locality(v, uint32(v.Weight)))
 		}
 	}
-	addCluster(WeightedCluster(e.Name), weightedCLA)
+	addCluster(translate.WeightedCluster(e.Name), weightedCLA)
 	snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
 		resource.ListenerType: {lis},
 		resource.RouteType:    {rc},

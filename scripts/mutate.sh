@@ -49,8 +49,8 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-count=1"
 # -skip regexp, for tests of files that the run does not mutate and that
 # would only make every mutant slower. A target not listed is its package
 # whole, with all its tests.
-xds_server='server|nack|node|bootstrap|render|version|types'
-xds_server_tests='TestNack[A-Za-z]*|TestDeltaStreamAndNack|TestGRPCClientFollowsApply|TestGRPCClientNackKeepsLastGoodConfig|TestClientsAndACKsFollowStreams|TestStreamsEndOnContextCancel|TestApplyRepeatKeepsVersion|TestFingerprintStable|TestVersionsUniqueAcrossRestarts|TestReadyAfterFirstApply|TestCacheInfoLinesDemotedToDebug'
+# xds/translate holds the pure translation; the ADS server is xds/server.
+xds_other='node|bootstrap|render|types|rls_|incremental'
 # cohort is split in four runs of a few minutes each; cohort:parts takes
 # every file the others do not name (a new file lands there).
 cohort_compile='cohort|compile'
@@ -62,12 +62,11 @@ cohort_redis='redis|redisurl'
 cohort_redis_tests='TestRedisURLForms|TestRedisStoreStartsDownAndRecovers|TestRedisOutage|TestStoreStateChangesLoggedOnceWithoutUserIDs'
 files_excluded() {
 	case "$1" in
-	# xds: the Envoy/gRPC configuration it builds and checks; the server,
-	# NACK, node and bootstrap files are exercised through streams and
-	# Envoy and are left for another run.
-	./xds) echo "^($xds_server)[a-z_]*\\.go\$" ;;
-	./xds:check) echo "^($xds_server|build)[a-z_]*\\.go\$" ;;
-	./xds:build) echo "^($xds_server|check)[a-z_]*\\.go\$" ;;
+	# xds/translate: the Envoy/gRPC configuration it builds and checks;
+	# the node, bootstrap and render files are left for another run.
+	./xds/translate) echo "^($xds_other)[a-z_]*\\.go\$" ;;
+	./xds/translate:check) echo "^($xds_other|build)[a-z_]*\\.go\$" ;;
+	./xds/translate:build) echo "^($xds_other|check)[a-z_]*\\.go\$" ;;
 	# cohort/picktest is a test helper (the documented rule, written apart
 	# from the engine), not product code.
 	./cohort) echo '^picktest/' ;;
@@ -87,7 +86,6 @@ files_excluded() {
 }
 tests_skipped() {
 	case "$1" in
-	./xds | ./xds:*) echo "^($xds_server_tests)\$" ;;
 	./cohort:compile | ./cohort:engine | ./cohort:parts) echo "^($cohort_redis_tests)\$" ;;
 	esac
 }

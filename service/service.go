@@ -161,7 +161,9 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	s.logs = accesslog.NewServer(accesslog.Options{Logger: s.log.Named("accesslog"), Metrics: s.metrics})
 
 	// Control plane, then live state on top of the file's config.
-	s.xds = xds.NewServer(ctx, xds.ServerOptions{Logger: s.log.Named("xds"), Metrics: s.metrics})
+	// A burst of changes (a file edit and API calls within a few ms) is
+	// served to clients as one version.
+	s.xds = xds.NewServer(ctx, xds.ServerOptions{Logger: s.log.Named("xds"), Metrics: s.metrics, Debounce: xds.DefaultDebounce})
 	persister, err := s.persister(cfg)
 	if err != nil {
 		return nil, err

@@ -14,7 +14,7 @@ import (
 	"github.com/modelsplit/modelsplit/xds"
 )
 
-// Every config the golden files pin (xds/testdata/in) loads into a real
+// Every config the golden files pin (xds/translate/testdata/in) loads into a real
 // Envoy with zero NACKs: no update_rejected in Envoy, no NACK counted by
 // modelsplit, the gateway listener, routes and every cluster in place, and
 // the ext_proc cluster health-checked healthy.
@@ -22,7 +22,7 @@ import (
 // loopback ports; a unix-socket ext_proc stays a unix socket).
 func TestEnvoyLoadsEveryTestdataConfig(t *testing.T) {
 	envoyBinary(t)
-	inputs, err := filepath.Glob("../xds/testdata/in/*.yaml")
+	inputs, err := filepath.Glob("../xds/translate/testdata/in/*.yaml")
 	if err != nil || len(inputs) == 0 {
 		t.Fatalf("no testdata configs: %v", err)
 	}
@@ -113,7 +113,7 @@ func tlsTestdata(t *testing.T, tlsDoc, gw map[string]any) []string {
 		if rel == "" {
 			return ""
 		}
-		a, err := filepath.Abs(filepath.Join("..", "xds", rel))
+		a, err := filepath.Abs(filepath.Join("..", "xds", "translate", rel))
 		if err != nil {
 			t.Fatal(err)
 		}

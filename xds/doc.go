@@ -1,41 +1,10 @@
-// Package xds translates the config model into Envoy v3 resources, checks
-// them the way Envoy would, and serves them over ADS to Envoy and proxyless
-// gRPC clients.
+// Package xds is modelsplit's control plane:
 //
-// # Mutation testing
+//   - xds/translate: the pure translator (build, check, render, bootstrap,
+//     the RLS plugin config), also incrementally, per endpoint;
+//   - xds/server: the ADS server (state of the world and delta) with its
+//     cache of encoded resources, NACK handling and versions.
 //
-// `make mutate PKGS='./xds:check ./xds:build'` mutates the check and build
-// files (scripts/mutate.sh). These surviving mutants are equivalent: no
-// input can tell them from the code as written.
-//
-//   - check.go, unpack: `err == nil` negated. Check's deepValidate decodes
-//     every Any reachable from the resources into the cache before the
-//     reference checks call unpack, so unpack's own decoding only ever runs
-//     for a nil Any (a listener without api_listener), which fails to decode
-//     either way and yields nil in both versions.
-//   - check.go, reachesAny: the `break` after `found = true` turned into
-//     `continue`. The loop condition is `!found`, so the loop ends at once
-//     either way.
-//   - check.go, typeShort: `i >= 0` as `i > 0`. The keys are type URLs
-//     ("type.googleapis.com/envoy..."), which never have their last dot at
-//     index 0.
-//   - build.go, Resources.sort: `<` as `<=` in the less function. Names are
-//     unique within a type (Check reports duplicates), so no two elements
-//     compare equal and the order is the same.
-//   - build_grpc.go, grpcTarget: `len(addr) > len("unix://")` as `>=`. The
-//     two differ only for the bare "unix://", which config validation
-//     refuses (a unix socket needs a path).
-//   - build_grpc.go, withRLS: `vh.Routes[:n-1:n-1]` as `[:n-1:n+1]`. The
-//     capacity only decides whether append copies: the appended values are
-//     read before append writes, grpcVariantRoutes reserves two spare slots
-//     (so n+1 is in range), and the old slice is not kept anywhere, so the
-//     resulting routes are the same.
-//   - build_tls.go, transportSocket: `u.cert != nil && u.key != nil` as
-//     `||`. Both callers set the two together or neither (extProcTLS loads
-//     both; the bootstrap refuses one without the other).
-//   - build_tls.go, redactPrivateKeys: the `continue` after redacting a
-//     private_key turned into `break`, which skips that map's remaining
-//     keys. In Envoy's protos a private_key's siblings (certificate_chain,
-//     password, ocsp_staple, ...) never hold another private_key, so the
-//     rendered output is the same.
+// This package only re-exports the names its callers used before the
+// split, so they keep compiling.
 package xds

@@ -1,0 +1,43 @@
+// Package translate turns the config model into Envoy v3 resources for each
+// node kind (Envoy gateways, proxyless gRPC clients), checks them the way
+// Envoy and grpc-go would, renders them, writes Envoy's bootstrap and the
+// RLS cluster-specifier plugin config. It is pure: no I/O, no decision
+// engine, no server; the ADS server (xds/server) serves what it builds.
+//
+// # Mutation testing
+//
+// `make mutate PKGS='./xds/translate:check ./xds/translate:build'` mutates the check and build
+// files (scripts/mutate.sh). These surviving mutants are equivalent: no
+// input can tell them from the code as written.
+//
+//   - check.go, unpack: `err == nil` negated. Check's deepValidate decodes
+//     every Any reachable from the resources into the cache before the
+//     reference checks call unpack, so unpack's own decoding only ever runs
+//     for a nil Any (a listener without api_listener), which fails to decode
+//     either way and yields nil in both versions.
+//   - check.go, reachesAny: the `break` after `found = true` turned into
+//     `continue`. The loop condition is `!found`, so the loop ends at once
+//     either way.
+//   - check.go, typeShort: `i >= 0` as `i > 0`. The keys are type URLs
+//     ("type.googleapis.com/envoy..."), which never have their last dot at
+//     index 0.
+//   - build.go, Resources.sort: `<` as `<=` in the less function. Names are
+//     unique within a type (Check reports duplicates), so no two elements
+//     compare equal and the order is the same.
+//   - build_grpc.go, grpcTarget: `len(addr) > len("unix://")` as `>=`. The
+//     two differ only for the bare "unix://", which config validation
+//     refuses (a unix socket needs a path).
+//   - build_grpc.go, withRLS: `vh.Routes[:n-1:n-1]` as `[:n-1:n+1]`. The
+//     capacity only decides whether append copies: the appended values are
+//     read before append writes, grpcVariantRoutes reserves two spare slots
+//     (so n+1 is in range), and the old slice is not kept anywhere, so the
+//     resulting routes are the same.
+//   - build_tls.go, transportSocket: `u.cert != nil && u.key != nil` as
+//     `||`. Both callers set the two together or neither (extProcTLS loads
+//     both; the bootstrap refuses one without the other).
+//   - build_tls.go, redactPrivateKeys: the `continue` after redacting a
+//     private_key turned into `break`, which skips that map's remaining
+//     keys. In Envoy's protos a private_key's siblings (certificate_chain,
+//     password, ocsp_staple, ...) never hold another private_key, so the
+//     rendered output is the same.
+package translate

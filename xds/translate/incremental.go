@@ -1,0 +1,607 @@
+package translate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/modelsplit/modelsplit/config"
+)
+
+// Encoded is one resource as it goes on the wire: its deterministic
+// encoding, made once, and a hash of it that serves as the resource's
+// version in delta xDS. Never modified once made.
+type Encoded struct {
+	Name  string
+	Bytes []byte
+	Hash  string
+}
+
+// Set is a node kind's complete resource set, encoded: type URL → name →
+// resource.
+type Set map[resource.Type]map[string]*Encoded
+
+// Changes names, per node kind and type, the resources an Update added,
+// changed or removed. The names are looked up in the Translator's current
+// Set: present means added or changed, absent means removed.
+type Changes map[NodeKind]map[resource.Type]map[string]struct{}
+
+func (c Changes) add(kind NodeKind, typ resource.Type, name string) {
+	if c[kind] == nil {
+		c[kind] = map[resource.Type]map[string]struct{}{}
+	}
+	if c[kind][typ] == nil {
+		c[kind][typ] = map[string]struct{}{}
+	}
+	c[kind][typ][name] = struct{}{}
+}
+
+// Merge adds o's names to c.
+func (c Changes) Merge(o Changes) {
+	for kind, types := range o {
+		for typ, names := range types {
+			for name := range names {
+				c.add(kind, typ, name)
+			}
+		}
+	}
+}
+
+// Translator builds resources incrementally: it keeps every endpoint's
+// built, checked and encoded resources, and on Update builds again only the
+// endpoints whose inputs changed. An endpoint's inputs are the endpoint
+// itself (compared deeply with the copy kept from the last build) and, for
+// gRPC nodes, the ext_proc target; the builders it calls take nothing else
+// (envoyEndpoint, gatewayEndpointRoutes, grpcEndpoint), so the compiler
+// keeps that list honest. What depends on the config as a whole (the
+// gateway listener, the ext_proc cluster, the order of the gateway's
+// routes) is built on every Update, which costs little, and checked again
+// when its encoding changes.
+//
+// Every endpoint's resources are checked with Check on their own, with the
+// gateway's route configuration cut down to that endpoint's routes, so the
+// recursive validation and the reference checks (routes → clusters,
+// clusters → load assignments, RLS default targets, grpc-go's rules) run on
+// what changed. Names are unique across endpoints by construction (cluster
+// names are endpoint/variant); an owner index still refuses a clash.
+//
+// Update is all or nothing: on an error nothing of the new config is kept.
+// A Translator is not safe for concurrent use.
+type Translator struct {
+	units         map[string]*unit // by endpoint name
+	extProcTarget string
+	global        map[resource.Type]*Encoded // Envoy's listener and ext_proc cluster, by type
+	order         []string                   // endpoint names in gateway route order
+	sets          map[NodeKind]Set
+	owner         map[NodeKind]map[resource.Type]map[string]string // name → endpoint
+}
+
+// unit is one endpoint's part of every node kind's resources.
+type unit struct {
+	src config.Endpoint // a deep copy
+	// envoy holds the clusters and load assignments; routes the encoded
+	// gateway routes, each already framed as a VirtualHost.routes field.
+	envoy  []typed
+	routes []byte
+	// routesHash digests routes, so the gateway route configuration's hash
+	// is made from the endpoints' hashes rather than from its megabytes.
+	routesHash uint64
+	grpc       []typed
+}
+
+type typed struct {
+	typ resource.Type
+	enc *Encoded
+}
+
+// NewTranslator returns a Translator that has built nothing yet.
+func NewTranslator() *Translator {
+	t := &Translator{}
+	t.Reset()
+	return t
+}
+
+// Reset forgets everything built: the next Update builds every endpoint
+// and reports every resource as changed.
+func (t *Translator) Reset() {
+	t.units = map[string]*unit{}
+	t.global = map[resource.Type]*Encoded{}
+	t.order = nil
+	t.extProcTarget = ""
+	t.sets = map[NodeKind]Set{}
+	t.owner = map[NodeKind]map[resource.Type]map[string]string{}
+	for _, k := range Kinds {
+		t.sets[k] = Set{}
+		t.owner[k] = map[resource.Type]map[string]string{}
+	}
+}
+
+// Set is a node kind's current resources. The caller must not modify it;
+// it changes on the next Update.
+func (t *Translator) Set(kind NodeKind) Set { return t.sets[kind] }
+
+// Stats tells what the last Update did.
+type Stats struct {
+	Endpoints, Rebuilt int
+}
+
+// Update brings the resources in line with cfg and returns what changed.
+// On error, the Translator is as before the call.
+func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
+	target := cfg.ExtProcTarget()
+	if target != t.extProcTarget {
+		// Every gRPC resource names the target: build everything again.
+		t.units = map[string]*unit{}
+	}
+	seen := make(map[string]bool, len(cfg.Endpoints))
+	for i := range cfg.Endpoints {
+		e := &cfg.Endpoints[i]
+		if seen[e.Name] {
+			return nil, Stats{}, fmt.Errorf("endpoint %q is defined twice", e.Name)
+		}
+		seen[e.Name] = true
+	}
+	stale := t.staleEndpoints(cfg.Endpoints)
+	built, err := buildUnits(cfg.Endpoints, stale, target)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	global, err := encodeAll(envoyGlobal(cfg))
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	globalChanged := len(global) != len(t.global)
+	for typ, enc := range global {
+		if old := t.global[typ]; old == nil || old.Hash != enc.Hash || old.Name != enc.Name {
+			globalChanged = true
+		}
+	}
+	if globalChanged {
+		if err := checkEnvoyGlobal(cfg); err != nil {
+			return nil, Stats{}, err
+		}
+	}
+
+	// Nothing can fail past this point but a name clash, which is checked
+	// before anything is committed.
+	next := make(map[string]*unit, len(cfg.Endpoints))
+	for name, u := range t.units {
+		if seen[name] {
+			next[name] = u
+		}
+	}
+	for k, i := range stale {
+		next[cfg.Endpoints[i].Name] = built[k]
+	}
+	if err := t.checkOwners(next, stale, cfg.Endpoints, global); err != nil {
+		return nil, Stats{}, err
+	}
+
+	changes := Changes{}
+	for _, i := range stale {
+		name := cfg.Endpoints[i].Name
+		t.replaceUnit(name, t.units[name], next[name], changes)
+	}
+	for name, old := range t.units {
+		if !seen[name] {
+			t.replaceUnit(name, old, nil, changes)
+		}
+	}
+	if globalChanged {
+		for typ, enc := range global {
+			t.put(KindEnvoy, typ, enc, "", changes)
+		}
+		for typ, old := range t.global {
+			if now := global[typ]; now == nil || now.Name != old.Name {
+				t.remove(KindEnvoy, typ, old.Name, changes)
+			}
+		}
+		t.global = global
+	}
+	order := make([]string, 0, len(cfg.Endpoints))
+	for _, i := range gatewayRouteOrder(cfg.Endpoints) {
+		order = append(order, cfg.Endpoints[i].Name)
+	}
+	if len(stale) > 0 || len(t.units) != len(next) || !slicesEqual(order, t.order) || t.sets[KindEnvoy][resource.RouteType][GatewayRouteName] == nil {
+		rc, err := composeGatewayRoutes(order, next)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		t.put(KindEnvoy, resource.RouteType, rc, "", changes)
+	}
+	t.units, t.order, t.extProcTarget = next, order, target
+	return changes, Stats{Endpoints: len(cfg.Endpoints), Rebuilt: len(stale)}, nil
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// staleEndpoints lists the indexes of the endpoints that are new or differ
+// from the copy kept when they were built. The deep comparisons are most of
+// an Update's cost at 1,000 endpoints, so they run on every core.
+func (t *Translator) staleEndpoints(endpoints []config.Endpoint) []int {
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(endpoints)/256))
+	parts := make([][]int, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lo, hi := w*len(endpoints)/workers, (w+1)*len(endpoints)/workers
+			for i := lo; i < hi; i++ {
+				e := &endpoints[i]
+				if u := t.units[e.Name]; u == nil || !reflect.DeepEqual(&u.src, e) {
+					parts[w] = append(parts[w], i)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var stale []int
+	for _, p := range parts {
+		stale = append(stale, p...)
+	}
+	return stale
+}
+
+// buildUnits builds the endpoints at the given indexes, on every core when
+// there are many (a full build of 10,000 endpoints).
+func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit, error) {
+	out := make([]*unit, len(idx))
+	errs := make([]error, len(idx))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(idx)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := w; k < len(idx); k += workers {
+				out[k], errs[k] = buildUnit(&endpoints[idx[k]], target)
+			}
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// buildUnit builds, checks and encodes one endpoint for every node kind.
+func buildUnit(e *config.Endpoint, target string) (*unit, error) {
+	u := &unit{src: cloneEndpoint(e)}
+	envoy := envoyEndpoint(e)
+	routes := gatewayEndpointRoutes(e)
+	// The endpoint's slice of the gateway route configuration, checked with
+	// its clusters: every reference it makes is to its own clusters.
+	shell := gatewayRouteShell()
+	shell.VirtualHosts[0].Routes = routes
+	checked := Resources{resource.RouteType: {shell}}
+	for typ, list := range envoy {
+		checked[typ] = list
+	}
+	if err := Check(checked); err != nil {
+		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindEnvoy, e.Name, err)
+	}
+	grpc, err := grpcEndpoint(e, target)
+	if err != nil {
+		return nil, fmt.Errorf("resources for %s nodes: %w", KindGRPC, err)
+	}
+	if err := Check(grpc); err != nil {
+		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindGRPC, e.Name, err)
+	}
+	if u.envoy, err = encodeTyped(envoy); err != nil {
+		return nil, err
+	}
+	if u.grpc, err = encodeTyped(grpc); err != nil {
+		return nil, err
+	}
+	for _, r := range routes {
+		b, err := marshal(r)
+		if err != nil {
+			return nil, err
+		}
+		u.routes = protowire.AppendTag(u.routes, vhRoutesField, protowire.BytesType)
+		u.routes = protowire.AppendBytes(u.routes, b)
+	}
+	u.routesHash = xxhash.Sum64(u.routes)
+	return u, nil
+}
+
+// cloneEndpoint deep-copies an endpoint the way Config.Clone does.
+func cloneEndpoint(e *config.Endpoint) config.Endpoint {
+	return (&config.Config{Endpoints: []config.Endpoint{*e}}).Clone().Endpoints[0]
+}
+
+// checkEnvoyGlobal checks the listener and the ext_proc cluster with the
+// gateway route configuration's shell, which the listener refers to.
+func checkEnvoyGlobal(cfg *config.Config) error {
+	res, err := envoyGlobal(cfg)
+	if err != nil {
+		return err
+	}
+	res.add(resource.RouteType, gatewayRouteShell())
+	if err := Check(res); err != nil {
+		return fmt.Errorf("resources for %s nodes: %w", KindEnvoy, err)
+	}
+	return nil
+}
+
+// checkOwners refuses a resource name that two endpoints (or an endpoint
+// and the gateway's own resources) would both define: a cache keyed by name
+// would silently keep one.
+func (t *Translator) checkOwners(next map[string]*unit, stale []int, endpoints []config.Endpoint, global map[resource.Type]*Encoded) error {
+	type key struct {
+		kind NodeKind
+		typ  resource.Type
+		name string
+	}
+	claimed := map[key]string{}
+	claim := func(k key, by string) error {
+		other, ok := claimed[k]
+		if !ok {
+			// An owner that keeps its resources unchanged in this update.
+			o, held := t.owner[k.kind][k.typ][k.name]
+			ok = held && o != by && (o == "" || next[o] != nil && next[o] == t.units[o])
+			other = o
+		}
+		if ok && other != by {
+			return fmt.Errorf("resources for %s nodes: %s %s is defined by both %s and %s", k.kind, TypeShort(k.typ), k.name, describeOwner(other), describeOwner(by))
+		}
+		claimed[k] = by
+		return nil
+	}
+	for typ, enc := range global {
+		if err := claim(key{KindEnvoy, typ, enc.Name}, ""); err != nil {
+			return err
+		}
+	}
+	for _, i := range stale {
+		name := endpoints[i].Name
+		for _, part := range []struct {
+			kind NodeKind
+			res  []typed
+		}{{KindEnvoy, next[name].envoy}, {KindGRPC, next[name].grpc}} {
+			for _, r := range part.res {
+				if err := claim(key{part.kind, r.typ, r.enc.Name}, name); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func describeOwner(endpoint string) string {
+	if endpoint == "" {
+		return "the gateway"
+	}
+	return "endpoint " + strconv.Quote(endpoint)
+}
+
+// replaceUnit swaps an endpoint's resources (old or now nil when it is
+// new or gone): what it still defines is put (a change only if its bytes
+// differ), what it no longer defines is removed.
+func (t *Translator) replaceUnit(name string, old, now *unit, changes Changes) {
+	type key struct {
+		kind NodeKind
+		typ  resource.Type
+		name string
+	}
+	kept := map[key]bool{}
+	if now != nil {
+		for _, r := range now.envoy {
+			t.put(KindEnvoy, r.typ, r.enc, name, changes)
+			kept[key{KindEnvoy, r.typ, r.enc.Name}] = true
+		}
+		for _, r := range now.grpc {
+			t.put(KindGRPC, r.typ, r.enc, name, changes)
+			kept[key{KindGRPC, r.typ, r.enc.Name}] = true
+		}
+	}
+	if old == nil {
+		return
+	}
+	for _, part := range []struct {
+		kind NodeKind
+		res  []typed
+	}{{KindEnvoy, old.envoy}, {KindGRPC, old.grpc}} {
+		for _, r := range part.res {
+			if !kept[key{part.kind, r.typ, r.enc.Name}] && t.owner[part.kind][r.typ][r.enc.Name] == name {
+				t.remove(part.kind, r.typ, r.enc.Name, changes)
+			}
+		}
+	}
+}
+
+func (t *Translator) remove(kind NodeKind, typ resource.Type, name string, changes Changes) {
+	delete(t.sets[kind][typ], name)
+	delete(t.owner[kind][typ], name)
+	changes.add(kind, typ, name)
+}
+
+// put records a resource; it counts as a change only when its bytes do.
+func (t *Translator) put(kind NodeKind, typ resource.Type, enc *Encoded, owner string, changes Changes) {
+	set := t.sets[kind]
+	if set[typ] == nil {
+		set[typ] = map[string]*Encoded{}
+		t.owner[kind][typ] = map[string]string{}
+	}
+	old := set[typ][enc.Name]
+	set[typ][enc.Name] = enc
+	t.owner[kind][typ][enc.Name] = owner
+	if old == nil || old.Hash != enc.Hash || !bytes.Equal(old.Bytes, enc.Bytes) {
+		changes.add(kind, typ, enc.Name)
+	}
+}
+
+// Field numbers of the gateway route configuration that
+// composeGatewayRoutes splices the endpoints' routes into.
+const (
+	rcVirtualHostsField protowire.Number = 2 // RouteConfiguration.virtual_hosts
+	vhRoutesField       protowire.Number = 3 // VirtualHost.routes
+)
+
+// composeGatewayRoutes encodes the gateway route configuration from the
+// endpoints' encoded routes, without encoding them again: a message's
+// encoding is its fields' encodings in field order, so the configuration is
+// its shell's fields before virtual_hosts, the virtual host, then the
+// shell's fields after it; the virtual host is likewise its own fields
+// before routes, every endpoint's routes in gateway order, the unmatched
+// route, then its fields after routes. The result is byte for byte what
+// encoding gatewayRouteConfig would give (TestComposedRoutesEqualEncoded).
+func composeGatewayRoutes(order []string, units map[string]*unit) (*Encoded, error) {
+	shell := gatewayRouteShell()
+	vh := shell.VirtualHosts[0]
+	tail := vh.Routes // the unmatched route
+	vh.Routes = nil
+	shell.VirtualHosts = nil
+	rcBytes, err := marshal(shell)
+	if err != nil {
+		return nil, err
+	}
+	vhBytes, err := marshal(vh)
+	if err != nil {
+		return nil, err
+	}
+	var tailBytes []byte
+	for _, r := range tail {
+		b, err := marshal(r)
+		if err != nil {
+			return nil, err
+		}
+		tailBytes = protowire.AppendTag(tailBytes, vhRoutesField, protowire.BytesType)
+		tailBytes = protowire.AppendBytes(tailBytes, b)
+	}
+	vhBefore, vhAfter, err := splitAt(vhBytes, vhRoutesField)
+	if err != nil {
+		return nil, err
+	}
+	rcBefore, rcAfter, err := splitAt(rcBytes, rcVirtualHostsField)
+	if err != nil {
+		return nil, err
+	}
+	vhLen := len(vhBefore) + len(tailBytes) + len(vhAfter)
+	for _, name := range order {
+		vhLen += len(units[name].routes)
+	}
+	// One buffer, written once: at 1,000 endpoints it is megabytes.
+	out := make([]byte, 0, len(rcBefore)+len(rcAfter)+vhLen+2*binary.MaxVarintLen64)
+	out = append(out, rcBefore...)
+	out = protowire.AppendTag(out, rcVirtualHostsField, protowire.BytesType)
+	out = protowire.AppendVarint(out, uint64(vhLen))
+	out = append(out, vhBefore...)
+	for _, name := range order {
+		out = append(out, units[name].routes...)
+	}
+	out = append(out, tailBytes...)
+	out = append(out, vhAfter...)
+	out = append(out, rcAfter...)
+	// The hash covers every part by its digest: equal parts in equal order
+	// give an equal hash, and any changed route changes its endpoint's
+	// digest.
+	h := xxhash.New()
+	var n [8]byte
+	for _, part := range [][]byte{rcBefore, vhBefore, tailBytes, vhAfter, rcAfter} {
+		binary.LittleEndian.PutUint64(n[:], xxhash.Sum64(part))
+		h.Write(n[:])
+	}
+	for _, name := range order {
+		binary.LittleEndian.PutUint64(n[:], units[name].routesHash)
+		h.Write(n[:])
+		h.WriteString(name)
+	}
+	return &Encoded{Name: GatewayRouteName, Bytes: out, Hash: "r" + strconv.FormatUint(h.Sum64(), 36)}, nil
+}
+
+// splitAt splits an encoded message before its first field numbered above
+// n (the message has no field n itself).
+func splitAt(b []byte, n protowire.Number) (before, after []byte, err error) {
+	for i := 0; i < len(b); {
+		num, typ, l := protowire.ConsumeTag(b[i:])
+		if l < 0 {
+			return nil, nil, protowire.ParseError(l)
+		}
+		if num > n {
+			return b[:i], b[i:], nil
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[i+l:])
+		if m < 0 {
+			return nil, nil, protowire.ParseError(m)
+		}
+		i += l + m
+	}
+	return b, nil, nil
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+func marshal(m proto.Message) ([]byte, error) {
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", m, err)
+	}
+	return b, nil
+}
+
+func newEncoded(name string, b []byte) *Encoded {
+	return &Encoded{Name: name, Bytes: b, Hash: strconv.FormatUint(xxhash.Sum64(b), 36)}
+}
+
+// Encode encodes one resource.
+func Encode(r types.Resource) (*Encoded, error) {
+	b, err := marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	return newEncoded(resourceName(r), b), nil
+}
+
+func encodeTyped(res Resources) ([]typed, error) {
+	var out []typed
+	for _, typ := range sortedTypes(res) {
+		for _, r := range res[typ] {
+			enc, err := Encode(r)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, typed{typ, enc})
+		}
+	}
+	return out, nil
+}
+
+func encodeAll(res Resources, err error) (map[resource.Type]*Encoded, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := map[resource.Type]*Encoded{}
+	for typ, list := range res {
+		if len(list) != 1 {
+			return nil, fmt.Errorf("gateway: %d %s resources, want 1", len(list), TypeShort(typ))
+		}
+		enc, err := Encode(list[0])
+		if err != nil {
+			return nil, err
+		}
+		out[typ] = enc
+	}
+	return out, nil
+}
