@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -218,21 +217,9 @@ func TestUpdateRefusesAndKeepsState(t *testing.T) {
 	}
 }
 
-// TestFullBuild10000 is the full build and check of 10,000 endpoints × 4
-// variants, the worst case of an Update (a first config or a changed
-// ext_proc target); `-short` leaves it out.
-func TestFullBuild10000(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds 10,000 endpoints")
-	}
-	cfg := benchConfig(t, 10000, false)
-	start := time.Now()
-	if _, _, err := NewTranslator().Update(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("full build and check of 10,000 endpoints × 4 variants: %v", time.Since(start))
-}
-
+// BenchmarkTranslatorFull is a full build and check, both node kinds,
+// encoded: the worst case of an Update (a first config or a changed
+// ext_proc target).
 func BenchmarkTranslatorFull(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		cfg := benchConfig(b, n, false)
