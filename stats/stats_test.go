@@ -349,3 +349,27 @@ func TestRewardsAndSum(t *testing.T) {
 		t.Error("windows of an unknown endpoint")
 	}
 }
+
+func TestClassNames(t *testing.T) {
+	for c, want := range map[stats.Class]string{stats.ClassNone: "none", stats.Class1xx: "1xx", stats.Class5xx: "5xx", stats.NumClasses: "invalid", 200: "invalid"} {
+		if got := c.String(); got != want {
+			t.Errorf("Class(%d) = %q, want %q", c, got, want)
+		}
+	}
+}
+
+// A variant without an answered request is skipped, not the end of its
+// endpoint's series: whichever order the map gives (it changes from one
+// collection to the next), the variant with answers is exported.
+func TestPrometheusSkipsOnlyVariantsWithoutAnswers(t *testing.T) {
+	r := newRecorder(newClock(at(0)), stats.Options{})
+	r.Variant("ep", "idle")
+	r.Variant("ep", "reset").Request(stats.ClassNone, 0)
+	r.Variant("ep", "busy").Request(stats.Class2xx, time.Millisecond)
+	for i := range 40 {
+		// requests_total, 4 response classes and a histogram for busy only.
+		if n := testutil.CollectAndCount(r.Collector()); n != 6 {
+			t.Fatalf("collection %d: %d series, want 6 (busy's)", i, n)
+		}
+	}
+}
