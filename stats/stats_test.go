@@ -373,3 +373,39 @@ func TestPrometheusSkipsOnlyVariantsWithoutAnswers(t *testing.T) {
 		}
 	}
 }
+
+// Variants and shadows resolved while a window is open join it: their
+// records land in the same window as the earlier ones, none is lost. A
+// class out of range is not recorded.
+func TestHandlesAddedMidWindow(t *testing.T) {
+	c := newClock(at(1))
+	r := newRecorder(c, stats.Options{})
+	s1 := r.Shadow("ep", "s1")
+	s1.Compared(true) // opens the window
+	a := r.Variant("ep", "a")
+	a.Request(stats.Class2xx, time.Millisecond)
+	s2 := r.Shadow("ep", "s2")
+	s2.Compared(false)
+	b := r.Variant("ep", "b")
+	b.Request(stats.Class5xx, time.Millisecond)
+	b.Decided()
+	a.Assigned()
+	s1.Compared(false)
+	b.Request(stats.NumClasses, time.Millisecond)
+	b.Request(stats.NumClasses+1, time.Millisecond)
+	c.Set(at(10))
+	ws := r.Windows("ep", time.Time{})
+	if len(ws) != 1 {
+		t.Fatalf("%d windows, want 1", len(ws))
+	}
+	w := ws[0]
+	if va, vb := w.Variants["a"], w.Variants["b"]; va.Requests != 1 || va.Assigned != 1 || vb.Requests != 1 || vb.Responses[stats.Class5xx] != 1 || vb.Decisions != 1 {
+		t.Errorf("variants %+v", w.Variants)
+	}
+	if w.Shadows["s1"] != (stats.ShadowCounts{Compared: 2, Agreed: 1}) || w.Shadows["s2"] != (stats.ShadowCounts{Compared: 1}) {
+		t.Errorf("shadows %+v", w.Shadows)
+	}
+	if tb := r.Totals("ep").Variants["b"]; tb.Requests != 1 {
+		t.Errorf("b's total %d requests, want 1 (classes out of range are not recorded)", tb.Requests)
+	}
+}
