@@ -409,3 +409,38 @@ func TestHandlesAddedMidWindow(t *testing.T) {
 		t.Errorf("b's total %d requests, want 1 (classes out of range are not recorded)", tb.Requests)
 	}
 }
+
+// MaxWindows keeps exactly the newest MaxWindows closed windows, however
+// many weight changes split them; Retention drops windows that ended
+// before it, and keeps one that ended exactly at its edge.
+func TestWindowBoundsAreExact(t *testing.T) {
+	c := newClock(at(0))
+	r := newRecorder(c, stats.Options{MaxWindows: 3})
+	a := r.Variant("ep", "a")
+	for i := range 6 { // six windows in one slot, split by weight changes
+		a.Request(stats.Class2xx, time.Millisecond)
+		c.Advance(time.Second)
+		r.SetWeights("ep", map[string]int{"a": i + 1})
+	}
+	ws := r.Windows("ep", time.Time{})
+	if len(ws) != 3 || !ws[0].Start.Equal(at(3)) || !ws[2].End.Equal(at(6)) {
+		t.Fatalf("%d windows from %v: want the newest 3, [3s, 6s)", len(ws), ws)
+	}
+	c2 := newClock(at(0))
+	r2 := newRecorder(c2, stats.Options{Window: time.Second, Retention: 5 * time.Second})
+	b := r2.Variant("ep", "b")
+	for range 3 {
+		b.Request(stats.Class2xx, time.Millisecond)
+		c2.Advance(time.Second)
+		r2.Rotate()
+	}
+	// Windows ended at 1s, 2s and 3s; at 6s the retention edge is 1s.
+	c2.Set(at(6))
+	if ws := r2.Windows("ep", time.Time{}); len(ws) != 3 {
+		t.Fatalf("at the retention edge: %d windows, want 3 (the one ending at the edge kept)", len(ws))
+	}
+	c2.Set(at(6.001))
+	if ws := r2.Windows("ep", time.Time{}); len(ws) != 2 || !ws[0].End.Equal(at(2)) {
+		t.Fatalf("past the edge: %d windows, want the 2 that ended at 2s and 3s", len(ws))
+	}
+}
