@@ -426,6 +426,9 @@ func TestWindowBoundsAreExact(t *testing.T) {
 	if len(ws) != 3 || !ws[0].Start.Equal(at(3)) || !ws[2].End.Equal(at(6)) {
 		t.Fatalf("%d windows from %v: want the newest 3, [3s, 6s)", len(ws), ws)
 	}
+	if ws[0].Shadows != nil {
+		t.Errorf("a window of an endpoint without shadows has a shadows map: %v", ws[0].Shadows)
+	}
 	c2 := newClock(at(0))
 	r2 := newRecorder(c2, stats.Options{Window: time.Second, Retention: 5 * time.Second})
 	b := r2.Variant("ep", "b")
