@@ -238,7 +238,9 @@ func TestLatencyAndPromQLGates(t *testing.T) {
 	// bounds 0.01, 0.1, 1 (+Inf): canary all in (0.1, 1], baseline all in (0, 0.01].
 	r.stepEv.variants["c"] = &VariantCounts{Responses: 100, Latency: []uint64{0, 0, 100, 0}}
 	r.stepEv.variants["a"] = &VariantCounts{Responses: 100, Latency: []uint64{100, 0, 0, 0}}
-	gate := func(g config.RolloutGate, minN uint64) apiVerdict { return m.gate(context.Background(), e, rec, r, 0, g, minN) }
+	gate := func(g config.RolloutGate, minN uint64) apiVerdict {
+		return m.gate(context.Background(), e, rec, r, 0, g, minN)
+	}
 	v := gate(config.RolloutGate{Metric: "latency", MaxIncrease: 0.5}, 100)
 	// medians 0.55 and 0.005: 0.545 above a 0.5 allowance, p far below.
 	if v.Verdict != api.VerdictFail || math.Abs(v.Canary-0.55) > 1e-12 || math.Abs(v.Baseline-0.005) > 1e-12 || v.PValue == nil || !(*v.PValue < 1e-6) {
