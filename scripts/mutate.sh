@@ -87,6 +87,10 @@ files_excluded() {
 	./extproc:observe) echo '^extproctest/|^(server|counters)\.go$' ;;
 	# control, control/live (the rules of a change), control/persist (the
 	# stores) and control/httpapi (the admin API) are each mutated whole.
+	# stats: the windows, counters and Prometheus export, and apart the
+	# publishing of windows to Redis and their merging over replicas.
+	./stats:recorder) echo '^redis\.go$' ;;
+	./stats:redis) echo '^(recorder|counts|prom)\.go$' ;;
 	esac
 }
 tests_skipped() {
