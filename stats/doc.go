@@ -54,5 +54,20 @@
 // 1,000 × 91 × ~150 B ≈ 14 MB of window headers: about 77 MB. An
 // endpoint without traffic has no window: its header (names, weights,
 // a 224-byte total per variant: about 1 KB with 3 variants) is all it
-// costs.
+// costs.//
+// # Mutation testing
+//
+// `make mutate` mutates this package in two runs (scripts/mutate.sh).
+// These surviving mutants are equivalent: no input can tell them from the
+// code as written.
+//
+//   - recorder.go, New: `opts.Retention < opts.Window` as `<=`. When they
+//     are equal, setting Retention to Window changes nothing.
+//   - recorder.go, trimLocked: `drop > 0` as `drop >= 0`. Copying and
+//     clearing nothing leaves the closed windows as they are.
+//   - recorder.go, Run: `next.Sub(now) + time.Millisecond` as `-`. The
+//     timer then fires a millisecond before the boundary, Rotate closes
+//     nothing yet, and the loop waits again until the boundary has
+//     passed: the same windows, closed by the same Rotate (and reads
+//     rotate their endpoint themselves).
 package stats
