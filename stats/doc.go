@@ -65,9 +65,13 @@
 //     are equal, setting Retention to Window changes nothing.
 //   - recorder.go, trimLocked: `drop > 0` as `drop >= 0`. Copying and
 //     clearing nothing leaves the closed windows as they are.
-//   - recorder.go, Run: `next.Sub(now) + time.Millisecond` as `-`. The
-//     timer then fires a millisecond before the boundary, Rotate closes
-//     nothing yet, and the loop waits again until the boundary has
-//     passed: the same windows, closed by the same Rotate (and reads
-//     rotate their endpoint themselves).
+//
+// Not equivalent, but left without a test: in recorder.go, Run,
+// `next.Sub(now) + time.Millisecond` as `-`. The timer then fires a
+// millisecond before the boundary and the loop spins until it (Rotate
+// closing nothing), so a window may be closed by the next round instead,
+// up to a window length late. Every read rotates its endpoint itself, so
+// Windows, Current and Totals answer the same; only publishing to Redis
+// can lag one more window, which a test could tell from a slow machine
+// only with a timing ceiling.
 package stats
