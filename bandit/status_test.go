@@ -1,0 +1,134 @@
+package bandit
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/control"
+	"github.com/modelsplit/modelsplit/metrics"
+)
+
+// banditWorld is a manager on a real live control, with a clock.
+type banditWorld struct {
+	now  time.Time
+	ctrl *control.Controller
+	res  *fakeResults
+	mgr  *Manager
+}
+
+func newBanditWorld(t *testing.T, bandit string) *banditWorld {
+	t.Helper()
+	w := &banditWorld{now: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC), res: &fakeResults{}}
+	m := metrics.New()
+	w.ctrl = control.New(context.Background(), control.Options{Metrics: m, Now: func() time.Time { return w.now }, Apply: func(*config.Config) error { return nil }})
+	if _, err := w.ctrl.SetFileConfig(banditConfig(t, bandit)); err != nil {
+		t.Fatal(err)
+	}
+	w.mgr = New(Options{Controller: w.ctrl, Results: w.res, Metrics: m, Now: func() time.Time { return w.now }})
+	return w
+}
+
+// reward adds n rewards of mean p to each arm, counted one second ago.
+func (w *banditWorld) reward(n float64, p map[string]float64) {
+	add := map[string]Arm{}
+	for arm, x := range p {
+		add[arm] = Arm{N: n, Sum: n * x, SumSq: n * x}
+	}
+	w.res.mu.Lock()
+	defer w.res.mu.Unlock()
+	w.res.adds = append(w.res.adds, struct {
+		at   time.Time
+		arms map[string]Arm
+	}{w.now.Add(-time.Second), add})
+}
+
+// The warm-up lasts until both its time and its rewards are reached; an
+// update is due exactly one interval after the last; the status shows
+// the phase, the arms and the control arm.
+func TestBanditWarmupAndStatus(t *testing.T) {
+	w := newBanditWorld(t, "{reward: header, interval: 10s, warmup: 20s, warmup_rewards: 300, control: {variant: a, weight: 10}}")
+	st, err := w.mgr.Status("rec")
+	if err != nil || st.Phase != "starting" || st.Reward != "header" || len(st.Arms) != 0 {
+		t.Fatalf("before the first tick: %+v %v", st, err)
+	}
+	w.mgr.Tick(context.Background())
+	st, _ = w.mgr.Status("rec")
+	if st.Phase != "warmup" || st.Updates != 0 || st.LastUpdate != nil || st.NextUpdate == nil || !st.NextUpdate.Equal(w.now.Add(10*time.Second)) {
+		t.Fatalf("started: %+v", st)
+	}
+	if len(st.Arms) != 3 || st.Arms[0].Name != "b" || st.Arms[2].Name != "a" || !st.Arms[2].Control || st.Arms[2].Weight != 1000 ||
+		st.Arms[0].Weight != 4500 || st.Arms[0].ProbBest != 0.5 {
+		t.Fatalf("arms at the start %+v, want b and c at 4500 each (P(best) 0.5) and the control a at 1000", st.Arms)
+	}
+	updates := func() int { s, _ := w.mgr.Status("rec"); return s.Updates }
+	w.now = w.now.Add(10*time.Second - time.Nanosecond)
+	w.mgr.Tick(context.Background())
+	if n := updates(); n != 0 {
+		t.Fatalf("an update a nanosecond before it was due (%d)", n)
+	}
+	w.now = w.now.Add(time.Nanosecond)
+	w.reward(100, map[string]float64{"b": 0.1, "c": 0.9})
+	w.mgr.Tick(context.Background())
+	if st, _ := w.mgr.Status("rec"); st.Updates != 1 || !st.Warmup || st.LastUpdate == nil || !st.LastUpdate.Equal(w.now) {
+		t.Fatalf("first update at 10s, 200 rewards: %+v, want update 1 in the warm-up", st)
+	}
+	// At 20s the warm-up time is over, but 300 rewards are not reached yet
+	// (200 + 98).
+	w.now = w.now.Add(10 * time.Second)
+	w.reward(49, map[string]float64{"b": 0.1, "c": 0.9})
+	w.mgr.Tick(context.Background())
+	if st, _ := w.mgr.Status("rec"); st.Updates != 2 || !st.Warmup || st.Phase != "warmup" {
+		t.Fatalf("298 rewards of 300: %+v, want still warming up", st)
+	}
+	w.now = w.now.Add(10 * time.Second)
+	w.reward(1, map[string]float64{"b": 0.1, "c": 0.9})
+	w.mgr.Tick(context.Background())
+	st, _ = w.mgr.Status("rec")
+	if st.Updates != 3 || st.Warmup || st.Phase != "running" {
+		t.Fatalf("300 rewards after 30s: %+v, want running", st)
+	}
+	if b, c := st.Arms[0], st.Arms[1]; b.Pulls != 150 || c.Pulls != 150 || c.ProbBest < 0.99 || c.Weight <= b.Weight || c.Lower > c.Mean || c.Upper < c.Mean {
+		t.Fatalf("arms %+v", st.Arms)
+	}
+	if l := w.mgr.List(); len(l) != 1 || l[0].Endpoint != "rec" {
+		t.Fatalf("list %+v", l)
+	}
+}
+
+// The warm-up needs its time as well as its rewards.
+func TestBanditWarmupTime(t *testing.T) {
+	w := newBanditWorld(t, "{reward: header, interval: 10s, warmup: 20s}")
+	w.mgr.Tick(context.Background())
+	w.now = w.now.Add(10 * time.Second)
+	w.reward(1000, map[string]float64{"a": 0.1, "b": 0.5, "c": 0.9})
+	w.mgr.Tick(context.Background())
+	if st, _ := w.mgr.Status("rec"); !st.Warmup {
+		t.Fatalf("10s into a 20s warm-up with 3,000 rewards: %+v, want warming up", st)
+	}
+	w.now = w.now.Add(10 * time.Second)
+	w.mgr.Tick(context.Background())
+	if st, _ := w.mgr.Status("rec"); st.Warmup {
+		t.Fatalf("20s into a 20s warm-up: %+v, want running", st)
+	}
+}
+
+func TestBanditStatusRefusals(t *testing.T) {
+	w := newBanditWorld(t, "{reward: header}")
+	if _, err := w.mgr.Status("nope"); !errors.Is(err, ErrUnknownEndpoint) {
+		t.Errorf("unknown endpoint: %v", err)
+	}
+	cfg := banditConfig(t, "{reward: header}")
+	cfg.Endpoints[0].Bandit = nil
+	if _, err := w.ctrl.SetFileConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.mgr.Status("rec"); !errors.Is(err, ErrNoBandit) {
+		t.Errorf("no bandit: %v", err)
+	}
+	if l := w.mgr.List(); len(l) != 0 {
+		t.Errorf("list without bandits: %+v", l)
+	}
+}
