@@ -273,3 +273,37 @@ func TestLatencyAndPromQLGates(t *testing.T) {
 type promValue float64
 
 func (p promValue) Query(context.Context, string, string) (float64, error) { return float64(p), nil }
+
+// check counts its checks from 1 (the first spends alpha·6/π²), and puts
+// the sample gate first: pending below MinRequests per variant, on the
+// baseline only while it takes traffic.
+func TestCheckCountsAndSamples(t *testing.T) {
+	m := New(Options{Results: &fakeResults{}})
+	e := endpointOf("a", 50, "c", 50)
+	e.Rollout = &config.Rollout{Canary: "c", MinRequests: 100, Gates: []config.RolloutGate{{Metric: "latency", MaxIncrease: 0.5}}}
+	rec := &record{RolloutStatus: api.RolloutStatus{Canary: "c", Baseline: "a", Weights: map[string]int{"a": 50, "c": 50}}}
+	r := newRun("p", 1, time.Time{})
+	r.stepEv, r.allEv = newEvidence(), newEvidence()
+	r.stepEv.variants["c"] = &VariantCounts{Responses: 100, Latency: []uint64{0, 0, 100, 0}}
+	r.stepEv.variants["a"] = &VariantCounts{Responses: 100, Latency: []uint64{100, 0, 0, 0}}
+	vs := m.check(context.Background(), e, rec, r)
+	if r.checks != 1 || len(vs) != 2 || vs[0].Gate != "min_requests" || vs[0].Verdict != api.VerdictPass || vs[1].Verdict != api.VerdictFail {
+		t.Fatalf("first check (%d): %+v, want the sample passing and the latency gate failing", r.checks, vs)
+	}
+	r.stepEv.variants["a"].Responses = 99
+	if vs := m.check(context.Background(), e, rec, r); r.checks != 2 || vs[0].Verdict != api.VerdictPending {
+		t.Fatalf("baseline 99 of 100 while it takes traffic: %+v, want pending", vs[0])
+	}
+	rec.Weights = map[string]int{"a": 0, "c": 100}
+	if vs := m.check(context.Background(), e, rec, r); vs[0].Verdict != api.VerdictPass {
+		t.Fatalf("baseline 99 without traffic: %+v, want pass on the canary alone", vs[0])
+	}
+	r.stepEv.variants["c"].Responses = 99
+	if vs := m.check(context.Background(), e, rec, r); vs[0].Verdict != api.VerdictPending {
+		t.Fatalf("canary 99 of 100: %+v, want pending", vs[0])
+	}
+	e.Rollout.Gates = nil
+	if vs := m.check(context.Background(), e, rec, r); len(vs) != 1 || vs[0].Verdict != api.VerdictPass || !strings.Contains(vs[0].Detail, "no gates") {
+		t.Fatalf("no gates, few requests: %+v, want the sample passing on bake time alone", vs)
+	}
+}
