@@ -307,3 +307,52 @@ func TestCheckCountsAndSamples(t *testing.T) {
 		t.Fatalf("no gates, few requests: %+v, want the sample passing on bake time alone", vs)
 	}
 }
+
+// collect adds each closed window once: to the whole rollout's evidence
+// from the rollout's start, to the step's from the step's start; the
+// open window counts in both answers but is never kept.
+func TestCollectAddsEachWindowOnce(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	win := func(start int, n uint64, partial bool) Window {
+		return Window{Start: at(start), End: at(start + 10), Partial: partial, Weights: map[string]int{"a": 1},
+			Variants: map[string]VariantCounts{"a": {Responses: n}}}
+	}
+	res := &fakeResults{}
+	for _, w := range []Window{win(-10, 1, false), win(0, 10, false), win(10, 100, false), win(20, 1000, false)} {
+		res.add("chat", w)
+	}
+	rec := &record{RolloutStatus: api.RolloutStatus{Started: at(0)}}
+	r := newRun("p", 2, at(20))
+	r.collect(res, "chat", rec)
+	if s, a := r.stepEv.variant("a").Responses, r.allEv.variant("a").Responses; s != 1000 || a != 1110 || !r.through.Equal(at(30)) {
+		t.Fatalf("first collect: step %d all %d through %v, want 1000, 1110, 30s", s, a, r.through)
+	}
+	res.add("chat", win(30, 10000, true))
+	r.collect(res, "chat", rec)
+	if s, a := r.stepEv.variant("a").Responses, r.allEv.variant("a").Responses; s != 11000 || a != 11110 {
+		t.Fatalf("with the open window: step %d all %d, want 11000 and 11110", s, a)
+	}
+	if s, a := r.stepClosed.variant("a").Responses, r.allClosed.variant("a").Responses; s != 1000 || a != 1110 || !r.through.Equal(at(30)) {
+		t.Fatalf("the open window was kept: step %d all %d through %v", s, a, r.through)
+	}
+	r.collect(nil, "chat", rec)
+	if a := r.allEv.variant("a").Responses; a != 1110 {
+		t.Fatalf("without results: all %d, want the closed 1110", a)
+	}
+	// A run of the next step keeps the rollout's evidence, not the step's;
+	// a run of another plan keeps nothing.
+	n := r.next("p", 3, at(40))
+	if n.allClosed.variant("a").Responses != 1110 || n.stepClosed.variant("a").Responses != 0 || !n.through.Equal(at(30)) {
+		t.Fatalf("next step: all %d step %d", n.allClosed.variant("a").Responses, n.stepClosed.variant("a").Responses)
+	}
+	if o := r.next("q", 1, at(40)); o.allClosed.variant("a").Responses != 0 {
+		t.Fatal("another plan kept the evidence")
+	}
+	// An open window that began before the step counts for the rollout only.
+	r2 := newRun("p", 2, at(35))
+	r2.collect(res, "chat", rec)
+	if s, a := r2.stepEv.variant("a").Responses, r2.allEv.variant("a").Responses; s != 0 || a != 11110 {
+		t.Fatalf("open window from before the step: step %d all %d, want 0 and 11110", s, a)
+	}
+}
