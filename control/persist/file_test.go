@@ -2,11 +2,16 @@ package persist
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/modelsplit/modelsplit/control/live"
+	"github.com/modelsplit/modelsplit/internal/testredis"
 )
 
 // Revision reads a long state file's revision from its first bytes, and
@@ -60,4 +65,40 @@ func TestFileLockIsPerFile(t *testing.T) {
 		t.Fatal("the lock is still held after unlock")
 	}
 	mu.Unlock()
+}
+
+// Revision reads the first 64 bytes only, as the Redis save script's
+// GETRANGE 0 63 does, so both agree on what is stored: a revision
+// readable there is answered without reading the rest (even when the
+// rest is damaged), one that ends past it means reading the whole.
+func TestRevisionReadsTheHeadOnly(t *testing.T) {
+	srv := testredis.Start(t)
+	rc := redisClient(t, srv)
+	ctx := context.Background()
+	dir := t.TempDir()
+	// The "," after the revision is byte 63 (the 64th) in one, byte 64 in
+	// the other.
+	inHead := `{"revision":5` + strings.Repeat(" ", 63-len(`{"revision":5`)) + `, damaged`
+	pastHead := `{` + strings.Repeat(" ", 64-len(`{"revision":5`)) + `"revision":5, damaged`
+	if inHead[63] != ',' || pastHead[64] != ',' {
+		t.Fatal("test layout")
+	}
+	for i, content := range []string{inHead, pastHead} {
+		file := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprint("head:", i)
+		rc.Set(ctx, key, content, 0)
+		for _, p := range []Persister{FilePersister{Path: file}, RedisPersister{Client: rc, Key: key}} {
+			rev, exists, err := p.Revision(ctx)
+			saveErr := p.Save(ctx, &live.State{Revision: 6}, 5)
+			switch {
+			case i == 0 && (err != nil || !exists || rev != 5 || saveErr != nil):
+				t.Errorf("%s, revision in the head: %d %v %v, save %v; want 5 and saved over", p, rev, exists, err, saveErr)
+			case i == 1 && (!errors.Is(err, ErrNotState) || !errors.Is(saveErr, ErrNotState)):
+				t.Errorf("%s, revision past the head: %d %v %v, save %v; want ErrNotState from both", p, rev, exists, err, saveErr)
+			}
+		}
+	}
 }
