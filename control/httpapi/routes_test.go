@@ -46,6 +46,10 @@ func (f *fake) SetShadowPaused(ep, sh string, paused bool, _ live.Requester) (ap
 	return api.ChangeResult{}, nil
 }
 func (f *fake) Disagreements(ep, sh string) (api.Disagreements, error) {
+	if sh != "s1" {
+		return api.Disagreements{}, live.Errorf(live.ErrUnknownShadow, "endpoint %q has no shadow %q", ep, sh)
+	}
+	f.calls = append(f.calls, "disagreements "+ep+" "+sh)
 	return api.Disagreements{}, nil
 }
 func (f *fake) Audit(limit int) []api.AuditEntry { f.limit = limit; return nil }
@@ -106,13 +110,15 @@ func TestRoutes(t *testing.T) {
 		{"PUT", "/v1/endpoints/chat/weights", `{"weights": {"a": 1}} {}`, 400, "unexpected data after the JSON object"},
 		{"PUT", "/v1/endpoints/chat/weights", `{"weights": {"a": 1}, "x": "` + strings.Repeat("y", maxBody) + `"}`, 413, "larger than 1048576 bytes"},
 		{"GET", "/v1/nothing", "", 404, "no such admin API path GET /v1/nothing"},
+		{"GET", "/v1/endpoints/chat/shadows/s1/disagreements", "", 200, ""},
+		{"GET", "/v1/endpoints/chat/shadows/s2/disagreements", "", 404, `has no shadow \"s2\"`},
 	} {
 		code, body := serve(t, h, c.method, c.path, c.body)
 		if code != c.code || !strings.Contains(body, c.want) {
 			t.Errorf("%s %s: %d %.200s, want %d with %q", c.method, c.path, code, body, c.code, c.want)
 		}
 	}
-	want := "weights chat,weights chat,promote chat b,reset chat,pause chat s1,resume chat s1"
+	want := "weights chat,weights chat,promote chat b,reset chat,pause chat s1,resume chat s1,disagreements chat s1"
 	if got := strings.Join(f.calls, ","); got != want {
 		t.Errorf("calls %s, want %s", got, want)
 	}

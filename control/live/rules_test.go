@@ -216,6 +216,11 @@ func TestClip(t *testing.T) {
 	if got := clip("aéééé", 7); got != "aé…" || !utf8.ValidString(got) {
 		t.Errorf("clip(aéééé, 7) = %q, want aé…", got)
 	}
+	// What clients send need not be UTF-8: a cut finding no rune start
+	// before it keeps nothing but the "…".
+	if got := clip("\x80\x80\x80\x80\x80", 4); got != "…" {
+		t.Errorf("clip of continuation bytes = %q, want …", got)
+	}
 }
 
 // An audit entry's strings and weights are bounded; a small entry is
