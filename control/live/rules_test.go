@@ -378,3 +378,25 @@ func TestCodes(t *testing.T) {
 		t.Error("a plain error has a code")
 	}
 }
+
+// Automated entries merge only with the endpoint's newest entry when it
+// has the same actor, plan, action and shadow; the endpoint's first entry
+// merges too.
+func TestAutomatedEntriesMergeOnlyWhenAllMatch(t *testing.T) {
+	st := NewState()
+	rec := func(actor, plan, action, shadow string) {
+		st.Record(api.AuditEntry{Endpoint: "chat", Actor: actor, Plan: plan, Action: action, Shadow: shadow, Count: 1})
+	}
+	rec("rollout", "p1", "rollout_step", "")
+	rec("rollout", "p1", "rollout_step", "")
+	if len(st.Audit) != 1 || st.Audit[0].Count != 2 {
+		t.Fatalf("two steps as the endpoint's first entries: %+v, want one entry of count 2", st.Audit)
+	}
+	rec("rollout", "p2", "rollout_step", "")
+	rec("bandit", "p2", "rollout_step", "")
+	rec("bandit", "p2", "bandit_update", "")
+	rec("bandit", "p2", "bandit_update", "s")
+	if len(st.Audit) != 5 {
+		t.Fatalf("entries differing in plan, actor, action, shadow: %d entries, want 5", len(st.Audit))
+	}
+}
