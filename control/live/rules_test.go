@@ -269,6 +269,9 @@ func TestAuditKeepsTheNewest(t *testing.T) {
 	if len(st.Audit) != MaxAudit || st.Audit[0].Detail != "10" || st.Audit[MaxAudit-1].Detail != fmt.Sprint(MaxAudit+9) {
 		t.Fatalf("audit of %d: first %q last %q", len(st.Audit), st.Audit[0].Detail, st.Audit[len(st.Audit)-1].Detail)
 	}
+	if len(st.auditJSON) != len(st.Audit) {
+		t.Fatalf("%d entries encoded ahead for %d entries: saving would encode the audit again", len(st.auditJSON), len(st.Audit))
+	}
 	assertEncodingIsFresh(t, st)
 	c := st.Clone()
 	c.Record(api.AuditEntry{Action: "reset", Endpoint: "chat"})
