@@ -403,3 +403,41 @@ func TestAutomatedEntriesMergeOnlyWhenAllMatch(t *testing.T) {
 		t.Fatalf("entries differing in plan, actor, action, shadow: %d entries, want 5", len(st.Audit))
 	}
 }
+
+// Any one of an owner, a ramp or a state holds the endpoint: weights
+// equal to the file's stay an override, so the hold is kept with them.
+func TestAnyHoldKeepsTheOverride(t *testing.T) {
+	file := map[string]int{"a": 100, "b": 0}
+	ramp := &config.Ramp{Canary: "b", Base: file}
+	for name, ch := range map[string]AutoChange{
+		"owner": {Owner: "rollout plan p1"},
+		"ramp":  {Ramp: ramp},
+		"state": {State: json.RawMessage(`{"x":1}`)},
+	} {
+		ch.Actor, ch.Plan, ch.Action = "rollout", "p1", "rollout_step"
+		for _, weights := range []map[string]int{file, nil} {
+			ch.Weights = weights
+			w := newWorld(t)
+			w.must("chat", Automated(ch))
+			es := w.st.Endpoints["chat"]
+			if es == nil || !maps.Equal(es.Weights, file) || !maps.Equal(es.Base, file) {
+				t.Errorf("held by its %s only (weights %v): %+v, want the file's weights kept as an override", name, weights, es)
+				continue
+			}
+			switch name {
+			case "owner":
+				if err := w.do("chat", SetWeights(map[string]int{"a": 1, "b": 1})); !errors.Is(err, ErrOwned) {
+					t.Errorf("held by its owner (weights %v): a person's change %v, want ErrOwned", weights, err)
+				}
+			case "ramp":
+				if r := w.endpoint("chat").Ramp; r == nil || r.Canary != "b" {
+					t.Errorf("held by its ramp (weights %v): ramp served %+v", weights, r)
+				}
+			case "state":
+				if s, ok := w.st.ActorState("chat"); !ok || string(s) != `{"x":1}` {
+					t.Errorf("held by its state (weights %v): state %s %v", weights, s, ok)
+				}
+			}
+		}
+	}
+}
