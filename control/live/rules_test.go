@@ -441,3 +441,68 @@ func TestAnyHoldKeepsTheOverride(t *testing.T) {
 		}
 	}
 }
+
+// A superseded endpoint or shadow is skipped, not the end of the work:
+// the other endpoints' and shadows' overrides are still laid over the
+// file, whichever order they come in.
+func TestSupersededOverridesDoNotStopTheOthers(t *testing.T) {
+	file := parse(t)
+	for range 20 {
+		st := NewState()
+		st.Endpoint("aaa").Weights = map[string]int{"x": 1} // no longer in the file
+		chat := st.Endpoint("chat")
+		chat.Weights, chat.Base = map[string]int{"a": 10, "b": 90}, map[string]int{"a": 100, "b": 0}
+		face := st.Endpoint("face")
+		face.Shadows = map[string]ShadowState{
+			"mirror": {Paused: false, Base: true}, // the file's mirror runs: superseded
+			"parked": {Paused: false, Base: true},
+		}
+		eff, superseded := Effective(file, st, t0)
+		if len(superseded) != 2 {
+			t.Fatalf("superseded %+v, want the gone endpoint and mirror", superseded)
+		}
+		if e, _ := eff.Endpoint("chat"); e.Variants[1].Weight != 90 {
+			t.Fatalf("chat's override not served after a gone endpoint: %+v", e.Variants)
+		}
+		if e, _ := eff.Endpoint("face"); e.Shadows[1].Paused {
+			t.Fatal("parked's resume not served next to a superseded mirror")
+		}
+		for _, a := range superseded {
+			if a.Shadow == "mirror" && a.Detail != "the config file changed this shadow's paused setting; the file's setting is in force" {
+				t.Fatalf("mirror (the first shadow) superseded with %q", a.Detail)
+			}
+		}
+	}
+}
+
+// The effective config shares with the file what live state leaves
+// alone: an endpoint with live weights only keeps the file's shadows,
+// one with shadow overrides only keeps the file's variants.
+func TestEffectiveSharesWhatItDoesNotChange(t *testing.T) {
+	file := parse(t)
+	st := NewState()
+	chat := st.Endpoint("chat")
+	chat.Weights, chat.Base = map[string]int{"a": 10, "b": 90}, map[string]int{"a": 100, "b": 0}
+	st.Endpoint("face").Shadows = map[string]ShadowState{"parked": {Paused: false, Base: true}}
+	eff, _ := Effective(file, st, t0)
+	fc, _ := file.Endpoint("chat")
+	ec, _ := eff.Endpoint("chat")
+	ff, _ := file.Endpoint("face")
+	ef, _ := eff.Endpoint("face")
+	if &ec.Variants[0] == &fc.Variants[0] || &ef.Shadows[0] == &ff.Shadows[0] {
+		t.Fatal("an override was written into the file's slices")
+	}
+	if &ef.Variants[0] != &ff.Variants[0] {
+		t.Error("face (shadow overrides only) got a copy of its variants")
+	}
+	faceFile := parse(t)
+	st2 := NewState()
+	face := st2.Endpoint("face")
+	face.Weights, face.Base = map[string]int{"stable": 50, "canary": 50}, fileFace
+	eff2, _ := Effective(faceFile, st2, t0)
+	a, _ := faceFile.Endpoint("face")
+	b, _ := eff2.Endpoint("face")
+	if &a.Shadows[0] != &b.Shadows[0] {
+		t.Error("face (live weights only) got a copy of its shadows")
+	}
+}
