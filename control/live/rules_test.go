@@ -278,6 +278,9 @@ func TestAuditKeepsTheNewest(t *testing.T) {
 	if len(st.Audit) != MaxAudit || st.Audit[MaxAudit-1].Action != "set_weights" {
 		t.Fatal("recording on a clone changed the original's audit")
 	}
+	if len(c.auditJSON) != len(c.Audit) {
+		t.Fatalf("the clone lost the encoded entries (%d for %d)", len(c.auditJSON), len(c.Audit))
+	}
 	assertEncodingIsFresh(t, c)
 }
 
