@@ -324,6 +324,9 @@ func TestBoundAStoredState(t *testing.T) {
 	if _, ok := st.Endpoints["gone"]; ok {
 		t.Error("a nil endpoint state kept")
 	}
+	if len(st.auditJSON) != len(st.Audit) {
+		t.Errorf("%d entries encoded ahead for %d after Bound", len(st.auditJSON), len(st.Audit))
+	}
 	assertEncodingIsFresh(t, st)
 	b, _ := st.Encode()
 	if !strings.HasPrefix(string(b), `{"revision":7,"endpoints":{"face":`) {
@@ -383,6 +386,12 @@ func TestCodes(t *testing.T) {
 	if CodeOf(errors.New("plain")) != 0 {
 		t.Error("a plain error has a code")
 	}
+	// 0 is CodeOf's "no code": no code may be 0.
+	for _, c := range []Code{ErrInvalid, ErrUnknownEndpoint, ErrUnknownShadow, ErrConflict, ErrOwned, ErrRejected} {
+		if c == 0 {
+			t.Errorf("code %q is 0, what CodeOf answers for an error without a code", c.Error())
+		}
+	}
 }
 
 // Automated entries merge only with the endpoint's newest entry when it
@@ -425,6 +434,16 @@ func TestAnyHoldKeepsTheOverride(t *testing.T) {
 			es := w.st.Endpoints["chat"]
 			if es == nil || !maps.Equal(es.Weights, file) || !maps.Equal(es.Base, file) {
 				t.Errorf("held by its %s only (weights %v): %+v, want the file's weights kept as an override", name, weights, es)
+				continue
+			}
+			// A later change of the same actor without weights keeps the
+			// override, its hold and when it began.
+			since := *es.Since
+			next := ch
+			next.Weights = nil
+			w.must("chat", Automated(next))
+			if es := w.st.Endpoints["chat"]; es == nil || !maps.Equal(es.Weights, file) || !es.Since.Equal(since) {
+				t.Errorf("held by its %s, then a change without weights: %+v, want the override kept since %v", name, es, since)
 				continue
 			}
 			switch name {
