@@ -26,9 +26,9 @@
 //     `len(s.auditJSON)+1`, Encode's `256 + len(s.Audit)*320`, and
 //     encodeAudit's `len(s.Audit)+1`, each as `-` (or `/`). append and
 //     the buffer grow as needed either way.
-//   - Trims that are no-ops at zero: `n > 0` as `n >= 0` in pushHistory,
-//     Bound (history and audit) and Record (audit), and audit.go's
-//     Record: slicing from 0 keeps everything.
+//   - Trims that are no-ops at zero: `n > 0` as `n >= 0` in state.go's
+//     pushHistory and Bound (history and audit) and audit.go's Record:
+//     slicing from 0 keeps everything.
 //   - audit.go, boundWeights: `len(w) <= maxWeights` and `len(k) <=
 //     maxName` as `<`. At exactly the bound the slow path keeps all the
 //     names, in full: the same map.
