@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/modelsplit/modelsplit/admin"
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/control"
@@ -85,5 +88,47 @@ func TestManagerDefaultsLogAFailedUpdate(t *testing.T) {
 	mgr.Tick(context.Background())
 	if st, err := mgr.Status("rec"); err != nil || st.Updates != 0 || st.Phase != "warmup" {
 		t.Fatalf("after a failed update: %+v %v, want still at the start", st, err)
+	}
+}
+
+// A bandit that cannot start (another actor owns the endpoint) and an
+// update that fails are each logged as a warning, and only then.
+func TestManagerLogsWhatFails(t *testing.T) {
+	cfg := banditConfig(t, "{reward: header, interval: 10s}")
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	ctrl := control.New(context.Background(), control.Options{Metrics: metrics.New(), Now: func() time.Time { return now }, Apply: func(*config.Config) error { return nil }})
+	if _, err := ctrl.SetFileConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	var results fakeResults
+	mgr := New(Options{Controller: ctrl, Results: &results, Logger: zap.New(core), Now: func() time.Time { return now }})
+	mgr.Tick(context.Background()) // starts
+	now = now.Add(10 * time.Second)
+	mgr.Tick(context.Background()) // updates
+	if n := logs.FilterLevelExact(zap.WarnLevel).Len(); n != 0 {
+		t.Fatalf("%d warnings after a start and an update that worked: %v", n, logs.All())
+	}
+	mgr.opts.Results = failingResults{}
+	now = now.Add(10 * time.Second)
+	mgr.Tick(context.Background())
+	if n := logs.FilterMessage("bandit update failed; retried at its next interval").Len(); n != 1 {
+		t.Fatalf("a failed update logged %d times, want once", n)
+	}
+	// Another actor owns a second bandit endpoint: its start is refused.
+	cfg2 := banditConfig(t, "{reward: header, interval: 10s}")
+	other := cfg2.Endpoints[0]
+	other.Name, other.Match = "rec2", config.Match{PathPrefix: "/rec2"}
+	cfg2.Endpoints = append(cfg2.Endpoints, other)
+	if _, err := ctrl.SetFileConfig(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctrl.ApplyAutomated("rec2", control.AutoChange{Actor: "rollout", Plan: "p1", Action: "rollout_start", Owner: "rollout plan p1",
+		State: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	mgr.Tick(context.Background())
+	if n := logs.FilterMessage("bandit could not start").Len(); n != 1 {
+		t.Fatalf("a refused start logged %d times, want once: %v", n, logs.All())
 	}
 }
