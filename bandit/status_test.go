@@ -132,3 +132,38 @@ func TestBanditStatusRefusals(t *testing.T) {
 		t.Errorf("list without bandits: %+v", l)
 	}
 }
+
+// recordingResults remembers the window bounds asked for.
+type recordingResults struct {
+	settle       time.Duration
+	since, until []time.Time
+}
+
+func (r *recordingResults) Settle() time.Duration { return r.settle }
+func (r *recordingResults) Rewards(_ context.Context, _ string, since, until time.Time) (map[string]Arm, time.Time, error) {
+	r.since, r.until = append(r.since, since), append(r.until, until)
+	return nil, until, nil
+}
+
+// Without an interval the default applies; rewards are read up to the
+// settle time before now, from where the last read ended.
+func TestBanditIntervalAndSettle(t *testing.T) {
+	w := newBanditWorld(t, "{reward: header}")
+	res := &recordingResults{settle: 5 * time.Second}
+	w.mgr.opts.Results = res
+	start := w.now
+	w.mgr.Tick(context.Background())
+	st, _ := w.mgr.Status("rec")
+	every := config.DefaultBanditInterval.D()
+	if st.NextUpdate == nil || !st.NextUpdate.Equal(start.Add(every)) {
+		t.Fatalf("next update %v, want the default interval %v after the start", st.NextUpdate, every)
+	}
+	w.now = start.Add(every)
+	w.mgr.Tick(context.Background())
+	w.now = start.Add(2 * every)
+	w.mgr.Tick(context.Background())
+	if len(res.until) != 2 || !res.until[0].Equal(start.Add(every-5*time.Second)) || !res.since[0].Equal(start) ||
+		!res.since[1].Equal(res.until[0]) || !res.until[1].Equal(start.Add(2*every-5*time.Second)) {
+		t.Fatalf("read windows since %v until %v, want from the start to 5s before each update", res.since, res.until)
+	}
+}
