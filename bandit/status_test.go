@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/control"
 	"github.com/modelsplit/modelsplit/metrics"
@@ -165,5 +168,55 @@ func TestBanditIntervalAndSettle(t *testing.T) {
 	if len(res.until) != 2 || !res.until[0].Equal(start.Add(every-5*time.Second)) || !res.since[0].Equal(start) ||
 		!res.since[1].Equal(res.until[0]) || !res.until[1].Equal(start.Add(2*every-5*time.Second)) {
 		t.Fatalf("read windows since %v until %v, want from the start to 5s before each update", res.since, res.until)
+	}
+}
+
+// An update is stored only over the state it was computed from: another
+// plan's state, or the same plan moved on, refuses it.
+func TestBanditUpdateRefusedOverAnotherState(t *testing.T) {
+	w := newBanditWorld(t, "{reward: header, interval: 10s}")
+	w.mgr.Tick(context.Background())
+	e, _ := w.ctrl.Effective().Endpoint("rec")
+	rec, ok := w.mgr.load("rec")
+	if !ok || rec.Updates != 0 {
+		t.Fatalf("no stored bandit after the start: %+v", rec)
+	}
+	for _, c := range []struct {
+		plan    string
+		updates int
+		ok      bool
+	}{
+		{"other@1", 1, false}, // another plan, at the next update
+		{rec.Plan, 2, false},  // this plan, an update skipped
+		{rec.Plan, 1, true},   // this plan, the next update
+		{rec.Plan, 1, false},  // the same update again
+	} {
+		r := *rec
+		r.Plan, r.Updates = c.plan, c.updates
+		err := w.mgr.apply(e, &r, "bandit_update", "test")
+		if (err == nil) != c.ok {
+			t.Errorf("plan %s update %d over %s update %d: %v, want accepted: %v", c.plan, c.updates, rec.Plan, rec.Updates, err, c.ok)
+		}
+		if err == nil {
+			rec.Updates = c.updates
+		}
+	}
+}
+
+// When the bandit leaves the config the release is logged as done, not
+// as failed.
+func TestBanditStopLogged(t *testing.T) {
+	w := newBanditWorld(t, "{reward: header, interval: 10s}")
+	core, logs := observer.New(zap.InfoLevel)
+	w.mgr.log = zap.New(core)
+	w.mgr.Tick(context.Background())
+	cfg := banditConfig(t, "{reward: header}")
+	cfg.Endpoints[0].Bandit = nil
+	if _, err := w.ctrl.SetFileConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	w.mgr.Tick(context.Background())
+	if logs.FilterMessage("bandit stopped").Len() != 1 || logs.FilterLevelExact(zap.WarnLevel).Len() != 0 {
+		t.Fatalf("logs %v, want bandit stopped and no warning", logs.All())
 	}
 }
