@@ -160,3 +160,13 @@ func TestFinite(t *testing.T) {
 		t.Error("finite(NaN) is not 0")
 	}
 }
+
+// An arm with two rewards already centres the untried ones: against an
+// arm at 10 (two rewards) an untried arm drawn around 10 is best half the
+// time.
+func TestTwoRewardsCentreTheUntried(t *testing.T) {
+	p := ProbBest([]Arm{arm(10, 10), {}}, true, 20_000, rand.NewPCG(12, 13))
+	if p[1] < 0.47 || p[1] > 0.53 {
+		t.Errorf("untried arm against one at 10 with two rewards: P(best) %v, want about 0.5", p)
+	}
+}
