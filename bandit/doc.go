@@ -22,4 +22,12 @@
 //   - rewards.go, fifo: `time.Since(e.at) < f.ttl` (putIfAbsent) as `<=`,
 //     and `>= f.ttl` (get) as `>`. They differ only when the clock reads
 //     exactly the TTL since the entry was put, to the nanosecond.
+//   - thompson.go, ProbBest: `v > bv` as `>=`. Only a tie between two
+//     arms' draws tells them apart, and the draws are continuous (Beta,
+//     or Normal with a variance of at least 1e-12): a tie has
+//     probability 0.
+//   - thompson.go, Allocate: `rest < 0` as `<=`. At rest = 0 the floors
+//     fill the share exactly, and the mutant sets floor to share/len,
+//     the same value (at most its last bit differs, which Basis's
+//     rounding to basis points never shows).
 package bandit
