@@ -118,6 +118,15 @@ func TestBinaryArmsDrawFromBeta(t *testing.T) {
 	}
 }
 
+// Shares follow the probabilities' proportions even when they do not sum
+// to 1.
+func TestAllocateInProportion(t *testing.T) {
+	got := Allocate([]float64{1, 3}, 0, 100)
+	if got[0] != 25 || got[1] != 75 {
+		t.Fatalf("Allocate(1, 3) = %v, want 25 and 75", got)
+	}
+}
+
 func TestAllocateWithoutProbabilities(t *testing.T) {
 	got := Allocate([]float64{0, 0, 0, 0}, 10, 80)
 	for _, x := range got {
@@ -139,6 +148,7 @@ func TestBasisLargestRemainder(t *testing.T) {
 		{[]float64{10.004, 39.998, 49.998}, []int{1000, 4000, 5000}},
 		{[]float64{50, 50}, []int{5000, 5000}},
 		{[]float64{12.5, 12.5, 25, 50}, []int{1250, 1250, 2500, 5000}},
+		{[]float64{60.001, 39.999}, []int{6000, 4000}}, // the larger remainder, not the larger share
 	} {
 		got := Basis(c.shares)
 		for i := range got {
