@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/modelsplit/modelsplit/api"
+	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/stats"
 )
 
@@ -109,5 +110,37 @@ func TestFIFOWrapsAndExpires(t *testing.T) {
 	}
 	if _, ok := expired.get("x"); ok {
 		t.Error("an entry past its expiry was returned")
+	}
+}
+
+// A numeric bandit takes any finite number, not NaN or an infinity; the
+// reward settings of every bandit endpoint are taken, whatever endpoints
+// without a bandit come before it.
+func TestNumericHeaderRewardsAndSettings(t *testing.T) {
+	cfg, err := config.Parse("b.yaml", []byte(`endpoints:
+  - name: plain
+    match: {path_prefix: /plain}
+    variants:
+      - {name: a, weight: 1, backends: ["10.0.0.1:80"]}
+  - name: rec
+    match: {path_prefix: /rec}
+    sticky: {header: x-user-id}
+    variants:
+      - {name: a, weight: 1, backends: ["10.0.0.1:80"]}
+      - {name: b, weight: 1, backends: ["10.0.0.2:80"]}
+    bandit: {reward: header, numeric: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, m := rewardsFor(t, cfg)
+	if _, ok := r.RewardHeader("rec"); !ok {
+		t.Fatal("the bandit after an endpoint without one has no reward settings")
+	}
+	for _, v := range []string{"NaN", "Inf", "-Inf", "1e999", "-2.5", " 7 "} {
+		r.Observed("rec", "a", stats.Class2xx, 0, "", v, true, false)
+	}
+	if n, sum := rewardSum(m, "a"); n != 2 || sum != 4.5 {
+		t.Errorf("numeric header rewards: %d summing %v, want -2.5 and 7 only", n, sum)
 	}
 }
