@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/modelsplit/modelsplit/api"
 	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/internal/testredis"
 	"github.com/modelsplit/modelsplit/stats"
 )
 
@@ -142,5 +145,31 @@ func TestNumericHeaderRewardsAndSettings(t *testing.T) {
 	}
 	if n, sum := rewardSum(m, "a"); n != 2 || sum != 4.5 {
 		t.Errorf("numeric header rewards: %d summing %v, want -2.5 and 7 only", n, sum)
+	}
+}
+
+// Reward ids shared through Redis count once: the first post of an id is
+// new, the next a duplicate, another endpoint's same id new again.
+func TestRedisDedup(t *testing.T) {
+	srv := testredis.Start(t)
+	opt, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	defer c.Close()
+	d := redisDedup{c: c, prefix: "t:reward:"}
+	ctx := context.Background()
+	for i, want := range []bool{false, true} {
+		if dup, err := d.seen(ctx, "rec", "r1"); err != nil || dup != want {
+			t.Fatalf("post %d of r1: duplicate %v %v, want %v", i+1, dup, err, want)
+		}
+	}
+	if dup, err := d.seen(ctx, "other", "r1"); err != nil || dup {
+		t.Fatalf("r1 on another endpoint: duplicate %v %v, want new", dup, err)
+	}
+	srv.Kill()
+	if dup, err := d.seen(ctx, "rec", "r2"); err == nil || dup {
+		t.Fatalf("Redis down: duplicate %v %v, want an error and no duplicate", dup, err)
 	}
 }

@@ -180,3 +180,12 @@ func TestTwoRewardsCentreTheUntried(t *testing.T) {
 		t.Errorf("untried arm against one at 10 with two rewards: P(best) %v, want about 0.5", p)
 	}
 }
+
+// Two rewards are enough for an arm's own posterior: arms at 0 and 10
+// with two rewards each are told apart.
+func TestTwoRewardsDrawFromTheArm(t *testing.T) {
+	p := ProbBest([]Arm{arm(-1, 1), arm(9, 11)}, true, 20_000, rand.NewPCG(14, 15))
+	if p[1] < 0.99 {
+		t.Errorf("arms at 0 and 10 with two rewards each: P(best) %v, want the second almost surely", p)
+	}
+}
