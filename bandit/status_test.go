@@ -220,3 +220,33 @@ func TestBanditStopLogged(t *testing.T) {
 		t.Fatalf("logs %v, want bandit stopped and no warning", logs.All())
 	}
 }
+
+type fakeLease struct {
+	held bool
+	err  error
+}
+
+func (l fakeLease) Hold(context.Context) (bool, error) { return l.held, l.err }
+func (l fakeLease) ID() string                         { return "test" }
+
+// Only the lease holder updates bandits: not while another replica holds
+// it, nor while the lease cannot be read.
+func TestBanditDrivesOnlyWithTheLease(t *testing.T) {
+	for _, c := range []struct {
+		lease  fakeLease
+		drives bool
+	}{
+		{fakeLease{held: true}, true},
+		{fakeLease{held: false}, false},
+		{fakeLease{held: true, err: errors.New("redis down")}, false},
+		{fakeLease{held: false, err: errors.New("redis down")}, false},
+	} {
+		w := newBanditWorld(t, "{reward: header}")
+		w.mgr.opts.Lease = c.lease
+		w.mgr.Tick(context.Background())
+		st, _ := w.mgr.Status("rec")
+		if started := st.Phase != "starting"; started != c.drives {
+			t.Errorf("lease %+v: phase %s, want driving: %v", c.lease, st.Phase, c.drives)
+		}
+	}
+}

@@ -140,6 +140,9 @@ func TestAllocateWithoutProbabilities(t *testing.T) {
 }
 
 func TestBasisLargestRemainder(t *testing.T) {
+	if got := Basis(nil); len(got) != 0 {
+		t.Errorf("Basis of no shares = %v", got)
+	}
 	for _, c := range []struct {
 		shares []float64
 		want   []int
