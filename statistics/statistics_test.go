@@ -210,6 +210,9 @@ func TestSequentialBoundaries(t *testing.T) {
 	if _, err := s.Update(10, 10, 0, 10); err != nil {
 		t.Errorf("every canary request failed: %v, want accepted", err)
 	}
+	if _, err := NewSequentialTest(0, 0.05).Update(0, 10, 10, 10); err != nil {
+		t.Errorf("every baseline request failed: %v, want accepted", err)
+	}
 	if _, err := s.Update(10, 30, 0, 10); err != nil {
 		t.Errorf("failures and baseline unchanged: %v, want accepted", err)
 	}
