@@ -22,10 +22,8 @@
 // `make mutate` mutates this package (scripts/mutate.sh). These surviving
 // mutants are equivalent: no input can tell them from the code as written.
 //
-//   - Capacity hints: state.go, Clone's `len(s.Audit)+1` and
-//     `len(s.auditJSON)+1`, Encode's `256 + len(s.Audit)*320`, and
-//     encodeAudit's `len(s.Audit)+1`, each as `-` (or `/`). append and
-//     the buffer grow as needed either way.
+//   - state.go, Encode: `256 + len(s.Audit)*320` as `/ 320` in b.Grow. A
+//     capacity hint: the buffer grows as needed either way.
 //   - Trims that are no-ops at zero: `n > 0` as `n >= 0` in state.go's
 //     pushHistory and Bound (history and audit) and audit.go's Record:
 //     slicing from 0 keeps everything.
@@ -36,11 +34,4 @@
 //     `err == nil && cached` as `||`: encoding an entry never fails, and
 //     with the cache out of step (cached false) appending to it leaves it
 //     out of step, so Encode encodes afresh either way.
-//   - state.go, Equal: the first `&&` as `||`. It is the inner operand of
-//     `(err1 == nil && err2 == nil) && bytes.Equal(a, b)`; Encode never
-//     fails, so bytes.Equal decides either way.
-//   - automated.go, Automated: in `es.Weights != nil && !held &&
-//     maps.Equal(es.Weights, file)` the first `&&` as `||`. It is the
-//     inner operand; with es.Weights nil, maps.Equal(nil, file) is false
-//     for any endpoint (it has variants), so the result is the same.
 package live

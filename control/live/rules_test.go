@@ -528,3 +528,21 @@ func TestEffectiveSharesWhatItDoesNotChange(t *testing.T) {
 		t.Error("face (live weights only) got a copy of its shadows")
 	}
 }
+
+// A state read back with an empty audit (or none) clones and bounds like
+// any other.
+func TestStateWithAnEmptyAudit(t *testing.T) {
+	for _, stored := range []string{`{"revision":3,"audit":[]}`, `{"revision":3}`} {
+		var st State
+		if err := json.Unmarshal([]byte(stored), &st); err != nil {
+			t.Fatal(err)
+		}
+		st.Bound()
+		c := st.Clone()
+		c.Record(api.AuditEntry{Action: "reset", Endpoint: "face"})
+		if len(c.Audit) != 1 || c.Revision != 3 || len(st.Audit) != 0 {
+			t.Errorf("%s: clone audit %d, revision %d; original audit %d", stored, len(c.Audit), c.Revision, len(st.Audit))
+		}
+		assertEncodingIsFresh(t, c)
+	}
+}
