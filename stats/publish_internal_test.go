@@ -1,8 +1,13 @@
 package stats
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/modelsplit/modelsplit/internal/testredis"
 )
 
 // A closed window is handed to the publisher only once it has been
@@ -27,5 +32,35 @@ func TestWindowsPublishedAWindowAfterClosing(t *testing.T) {
 	r.Rotate()
 	if !ep.closed[0].published {
 		t.Fatal("not published a window length after closing")
+	}
+}
+
+// A published slot lives for the retention plus two windows (the slot's
+// own and the publishing lag), so MergedWindows still finds every slot
+// the local retention keeps; a recorder that does not publish has no
+// failures.
+func TestPublishedSlotTTL(t *testing.T) {
+	srv := testredis.Start(t)
+	opt, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opt)
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := New(Options{Window: time.Hour, Retention: 10 * time.Hour})
+	if d, f := r.PublishFailures(); d != 0 || f != 0 {
+		t.Fatalf("failures %d %d before publishing", d, f)
+	}
+	r.Publish(ctx, client, "t:")
+	p := r.publisher.Load()
+	w := Window{Weights: map[string]int{"a": 1}, Variants: map[string]VariantCounts{"a": {Requests: 1}}}
+	if err := p.write(ctx, "t:slot", w); err != nil {
+		t.Fatal(err)
+	}
+	// 12 h set; an hour of slack for the time the test takes.
+	if ttl := client.TTL(ctx, "t:slot").Val(); ttl <= 11*time.Hour || ttl > 12*time.Hour {
+		t.Errorf("TTL %v, want 12h (retention 10h plus two 1h windows)", ttl)
 	}
 }
