@@ -64,3 +64,45 @@ func TestPublishedSlotTTL(t *testing.T) {
 		t.Errorf("TTL %v, want 12h (retention 10h plus two 1h windows)", ttl)
 	}
 }
+
+// A field of the slot's hash that is not in the layout (another writer's,
+// or damaged) is skipped; every other field is still read, whatever order
+// HGETALL gives them in.
+func TestMergedWindowsSkipStrayFields(t *testing.T) {
+	srv := testredis.Start(t)
+	opt, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opt)
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	now := time.Date(2026, 11, 29, 10, 0, 30, 0, time.UTC)
+	r := New(Options{Now: func() time.Time { return now }})
+	r.Publish(ctx, client, "t:")
+	slot := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	key := r.slotKey("t:", "ep", slot)
+	w := Window{Weights: map[string]int{"a": 1}, Variants: map[string]VariantCounts{"a": {Requests: 3, Decisions: 2, Assigned: 1}}}
+	if err := r.publisher.Load().write(ctx, key, w); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"stray", "x|v|nopipe", "y|s|none"} {
+		client.HSet(ctx, key, f, "1")
+	}
+	for range 20 {
+		ws, err := r.MergedWindows(ctx, client, "t:", "ep", slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got VariantCounts
+		for _, w := range ws {
+			if w.Weights["a"] == 1 {
+				got = w.Variants["a"]
+			}
+		}
+		if got.Requests != 3 || got.Decisions != 2 || got.Assigned != 1 {
+			t.Fatalf("with stray fields: %+v, want 3 requests, 2 decisions, 1 assigned", got)
+		}
+	}
+}
