@@ -65,6 +65,9 @@
 //     are equal, setting Retention to Window changes nothing.
 //   - recorder.go, trimLocked: `drop > 0` as `drop >= 0`. Copying and
 //     clearing nothing leaves the closed windows as they are.
+//   - redis.go, MergedWindows: `j < 0` as `j <= 0`. j is 0 only for a
+//     field naming an empty variant or shadow, which no replica writes
+//     (config validation refuses empty names).
 //
 // Not equivalent, but left without a test: in recorder.go, Run,
 // `next.Sub(now) + time.Millisecond` as `-`. The timer then fires a
