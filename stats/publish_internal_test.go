@@ -106,3 +106,33 @@ func TestMergedWindowsSkipStrayFields(t *testing.T) {
 		}
 	}
 }
+
+// setCounter reads every bucket and class index in range, from the first
+// to the last, and skips one out of range or not a number.
+func TestSetCounterIndexes(t *testing.T) {
+	var c VariantCounts
+	for counter, val := range map[string]string{
+		"l0": "1", "l14": "2", "l15": "9", "l-1": "9", "lx": "9",
+		"c0": "3", "c5": "4", "c6": "9", "c-1": "9", "cx": "9",
+		"req": "5", "dec": "6", "new": "7", "rn": "8", "lsum": "0.5", "rs": "1.5", "rq": "2.5",
+	} {
+		if err := setCounter(&c, counter, val); err != nil {
+			t.Fatalf("%s: %v", counter, err)
+		}
+	}
+	if c.Latency.Counts[0] != 1 || c.Latency.Counts[NumBuckets-1] != 2 || c.Latency.Count() != 3 {
+		t.Errorf("latency %v, want 1 in the first bucket, 2 in the last, nothing else", c.Latency.Counts)
+	}
+	if c.Responses[0] != 3 || c.Responses[NumClasses-1] != 4 || c.Responses[1]+c.Responses[2]+c.Responses[3]+c.Responses[4] != 0 {
+		t.Errorf("responses %v, want 3 none and 4 5xx", c.Responses)
+	}
+	if c.Requests != 5 || c.Decisions != 6 || c.Assigned != 7 || c.Rewards != 8 || c.Latency.Sum != 0.5 || c.RewardSum != 1.5 || c.RewardSumSquares != 2.5 {
+		t.Errorf("counts %+v", c)
+	}
+	if err := setCounter(&c, "req", "x"); err == nil {
+		t.Error("a count that is not a number was taken")
+	}
+	if err := setCounter(&c, "rs", "x"); err == nil {
+		t.Error("a sum that is not a number was taken")
+	}
+}
