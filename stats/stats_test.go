@@ -447,3 +447,16 @@ func TestWindowBoundsAreExact(t *testing.T) {
 		t.Fatalf("past the edge: %d windows, want the 2 that ended at 2s and 3s", len(ws))
 	}
 }
+
+// Totals and AllTotals keep every shadow's comparisons.
+func TestShadowTotals(t *testing.T) {
+	r := newRecorder(newClock(at(0)), stats.Options{})
+	r.Shadow("ep", "s1").Compared(true)
+	r.Shadow("ep", "s2").Compared(false)
+	r.Shadow("ep", "s2").Compared(true)
+	for name, tot := range map[string]stats.Totals{"Totals": r.Totals("ep"), "AllTotals": r.AllTotals()["ep"]} {
+		if tot.Shadows["s1"] != (stats.ShadowCounts{Compared: 1, Agreed: 1}) || tot.Shadows["s2"] != (stats.ShadowCounts{Compared: 2, Agreed: 1}) {
+			t.Errorf("%s: shadows %+v", name, tot.Shadows)
+		}
+	}
+}
