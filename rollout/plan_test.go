@@ -356,3 +356,41 @@ func TestCollectAddsEachWindowOnce(t *testing.T) {
 		t.Fatalf("open window from before the step: step %d all %d, want 0 and 11110", s, a)
 	}
 }
+
+// The error-ratio gate waits for MinRequests on each side, then runs the
+// sequential test and says at which confidence; the sample gate notes a
+// canary that takes no user traffic while it lacks requests.
+func TestErrorRatioGateAndSampleNote(t *testing.T) {
+	m := New(Options{Results: &fakeResults{}})
+	e := endpointOf("a", 100, "c", 0)
+	e.Rollout = &config.Rollout{Canary: "c", MinRequests: 100, Gates: []config.RolloutGate{{Metric: "error_ratio", MaxIncrease: 0.01}}}
+	rec := &record{RolloutStatus: api.RolloutStatus{Canary: "c", Baseline: "a", Weights: map[string]int{"a": 100, "c": 0}}}
+	r := newRun("p", 1, time.Time{})
+	r.stepEv, r.allEv = newEvidence(), newEvidence()
+	r.stepEv.variants["c"] = &VariantCounts{Responses: 99}
+	r.allEv.variants["c"] = &VariantCounts{Responses: 99, Errors: 50}
+	r.allEv.variants["a"] = &VariantCounts{Responses: 1000}
+	vs := m.check(context.Background(), e, rec, r)
+	if !strings.Contains(vs[0].Detail, "takes no user traffic") || vs[1].Verdict != api.VerdictPending {
+		t.Fatalf("canary at 0%% with 99 of 100: %+v", vs)
+	}
+	r.allEv.variants["c"].Responses, r.stepEv.variants["c"].Responses = 100, 100
+	r.allEv.variants["a"].Responses = 99
+	if vs := m.check(context.Background(), e, rec, r); strings.Contains(vs[0].Detail, "takes no user traffic") || vs[1].Verdict != api.VerdictPending {
+		t.Fatalf("canary with 100, baseline 99: %+v", vs)
+	}
+	r.allEv.variants["a"].Responses = 100
+	vs = m.check(context.Background(), e, rec, r)
+	if v := vs[1]; v.Verdict == api.VerdictPending || v.PValue == nil || !strings.Contains(v.Detail, "with 95% confidence") {
+		t.Fatalf("100 each: %+v, want a verdict at 95%% confidence", v)
+	}
+	r.allEv.variants["c"].Responses, r.allEv.variants["c"].Errors, r.allEv.variants["a"].Responses = 1000, 500, 1000
+	if v := m.check(context.Background(), e, rec, r)[1]; v.Verdict != api.VerdictFail {
+		t.Fatalf("50%% errors against none, 1000 each: %+v, want a failure", v)
+	}
+	rec.Weights = map[string]int{"a": 90, "c": 10}
+	r.stepEv.variants["c"].Responses = 99
+	if vs := m.check(context.Background(), e, rec, r); strings.Contains(vs[0].Detail, "takes no user traffic") {
+		t.Fatalf("a canary with weight noted as taking no traffic: %+v", vs[0])
+	}
+}
