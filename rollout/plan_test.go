@@ -255,6 +255,11 @@ func TestLatencyAndPromQLGates(t *testing.T) {
 	if v := gate(config.RolloutGate{Metric: "latency", MaxIncrease: 0.5}, 101); v.Verdict != api.VerdictPending {
 		t.Errorf("short of min requests: %+v, want pending", v)
 	}
+	r.stepEv.variants["a"].Responses = 99
+	if v := gate(config.RolloutGate{Metric: "latency", MaxIncrease: 0.5}, 100); v.Verdict != api.VerdictPending {
+		t.Errorf("baseline short of min requests: %+v, want pending", v)
+	}
+	r.stepEv.variants["a"].Responses = 100
 	r.stepEv.variants["a"].Latency = []uint64{1, 2, 3}
 	if v := gate(config.RolloutGate{Metric: "latency", MaxIncrease: 0.5}, 100); v.Verdict != api.VerdictError {
 		t.Errorf("histograms of different shapes: %+v, want an error", v)
