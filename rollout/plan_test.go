@@ -399,3 +399,28 @@ func TestErrorRatioGateAndSampleNote(t *testing.T) {
 		t.Fatalf("a canary with weight noted as taking no traffic: %+v", vs[0])
 	}
 }
+
+// The SRM gate counts new users per side and waits for MinRequests of
+// them while the step splits users; the latency gate names its quantile.
+func TestSRMGateCounts(t *testing.T) {
+	m := New(Options{Results: &fakeResults{}})
+	e := endpointOf("a", 50, "c", 50)
+	e.Rollout = &config.Rollout{Canary: "c"}
+	rec := &record{RolloutStatus: api.RolloutStatus{Canary: "c", Baseline: "a", Weights: map[string]int{"a": 50, "c": 50}}}
+	r := newRun("p", 1, time.Time{})
+	r.stepEv, r.allEv = newEvidence(), newEvidence()
+	w := Window{Weights: map[string]int{"a": 50, "c": 50}, Variants: map[string]VariantCounts{"a": {Assigned: 60}, "c": {Assigned: 40}}}
+	r.stepEv.add(&w)
+	v := m.gate(context.Background(), e, rec, r, 0, config.RolloutGate{Metric: "srm"}, 100)
+	if v.Verdict == api.VerdictPending || v.CanaryN != 40 || v.BaseN != 60 || v.PValue == nil {
+		t.Fatalf("100 new users, 40 on the canary, min 100: %+v, want a verdict on 40 and 60", v)
+	}
+	if v := m.gate(context.Background(), e, rec, r, 0, config.RolloutGate{Metric: "srm"}, 101); v.Verdict != api.VerdictPending {
+		t.Fatalf("100 new users, min 101: %+v, want pending", v)
+	}
+	r.stepEv.variants["c"] = &VariantCounts{Responses: 10, Latency: []uint64{10, 0, 0, 0}}
+	r.stepEv.variants["a"] = &VariantCounts{Responses: 10, Latency: []uint64{10, 0, 0, 0}}
+	if v := m.gate(context.Background(), e, rec, r, 0, config.RolloutGate{Metric: "latency", Quantile: 0.9}, 10); !strings.HasPrefix(v.Detail, "p90 canary") {
+		t.Fatalf("latency detail %q, want it to name p90", v.Detail)
+	}
+}
