@@ -17,4 +17,7 @@
 //
 //   - gates.go, check: `len(p.Gates)+1` as `-` in make's capacity. A
 //     capacity hint: append grows the slice either way.
+//   - gates.go, gate: `p < spent` (latency) and `p < threshold` (SRM) as
+//     `<=`. The p-values are continuous: equal to the level only by a
+//     coincidence no test can arrange short of searching for it.
 package rollout
