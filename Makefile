@@ -125,10 +125,12 @@ soak: test-deps ## Soak test (SOAK_DURATION, default 10m): goroutines, heap, RSS
 # each package mutates (files left out) is in scripts/mutate.sh. A mutant's
 # `go test` may take MUTATE_TIMEOUT_COEFFICIENT times the package's coverage
 # run before it counts as timed out. JSON results and logs: mutate.out/.
-MUTATE_PKGS := ./admin ./xds/translate:check ./xds/translate:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis ./extproc ./control:changes ./control:state ./control:http
+MUTATE_PKGS := ./admin ./xds/translate:check ./xds/translate:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis \
+	./extproc:server ./extproc:observe ./control ./control/live ./control/persist ./control/httpapi \
+	./stats:recorder ./stats:redis ./statistics ./rollout ./bandit
 PKGS ?= $(MUTATE_PKGS)
 GREMLINS_VERSION := v0.6.0
-mutate: test-deps gremlins-install ## Mutation testing (gremlins) of PKGS (default: admin xds cohort control extproc): score, surviving mutants
+mutate: test-deps gremlins-install ## Mutation testing (gremlins) of PKGS (default: admin xds cohort extproc control stats statistics rollout bandit): score, surviving mutants
 	scripts/mutate.sh $(PKGS)
 
 # gremlins is a tool, not a dependency of the product: it is installed into

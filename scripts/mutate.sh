@@ -60,6 +60,9 @@ cohort_redis='redis|redisurl'
 # recovery, state-change logging), over half a second each: only
 # cohort:redis runs them.
 cohort_redis_tests='TestRedisURLForms|TestRedisStoreStartsDownAndRecovers|TestRedisOutage|TestStoreStateChangesLoggedOnceWithoutUserIDs'
+# The streams' bounds test holds 10,000 streams past their idle timeout
+# (about 13 s): only extproc:server runs it.
+extproc_bounds_tests='TestIdleAndExcessStreamsAreBounded|TestHoldStreamsHelper'
 files_excluded() {
 	case "$1" in
 	# xds/translate: the Envoy/gRPC configuration it builds and checks;
@@ -74,19 +77,25 @@ files_excluded() {
 	./cohort:engine) echo "^picktest/|^($cohort_compile|$cohort_redis|shadows|store|userkey)\\.go\$" ;;
 	./cohort:redis) echo "^picktest/|^($cohort_compile|$cohort_engine|shadows|store|userkey)\\.go\$" ;;
 	./cohort:parts) echo "^picktest/|^($cohort_compile|$cohort_engine|$cohort_redis)\\.go\$" ;;
-	# extproc/extproctest is a test client, not product code.
+	# extproc/extproctest is a test client, not product code. extproc is
+	# split in two: the streams, their bounds and counters (server.go,
+	# counters.go), and the observe filter (observe.go), whose run skips
+	# the streams' slow bounds test.
 	./extproc) echo '^extproctest/' ;;
-	# control: the changes (control.go), the state and its persisters
-	# (state.go), and the REST handlers with the traffic shares (http.go,
-	# traffic.go).
-	./control:changes) echo '^(state|http|traffic)\.go$' ;;
-	./control:state) echo '^(control|http|traffic)\.go$' ;;
-	./control:http) echo '^(control|state)\.go$' ;;
+	./extproc:server) echo '^extproctest/|^observe\.go$' ;;
+	./extproc:observe) echo '^extproctest/|^(server|counters)\.go$' ;;
+	# control, control/live (the rules of a change), control/persist (the
+	# stores) and control/httpapi (the admin API) are each mutated whole.
+	# stats: the windows, counters and Prometheus export, and apart the
+	# publishing of windows to Redis and their merging over replicas.
+	./stats:recorder) echo '^redis\.go$' ;;
+	./stats:redis) echo '^(recorder|counts|prom)\.go$' ;;
 	esac
 }
 tests_skipped() {
 	case "$1" in
 	./cohort:compile | ./cohort:engine | ./cohort:parts) echo "^($cohort_redis_tests)\$" ;;
+	./extproc:observe) echo "^($extproc_bounds_tests)\$" ;;
 	esac
 }
 

@@ -78,5 +78,32 @@
 // variance, so their guarantee is approximate while counts are small;
 // the seeded A/A simulation in the tests (1% errors, 30 looks of 500
 // requests per arm) measures the false-rejection rate at 1.3% for
-// alpha 0.05.
+// alpha 0.05.//
+// # Mutation testing
+//
+// `make mutate` mutates this package (scripts/mutate.sh). These surviving
+// mutants are equivalent: no input can tell them from the code as written.
+//
+//   - histogram.go, MannWhitneyHistogram: `!(s > 0)` as `!(s >= 0)`. s is
+//     0 only when every observation is in one bucket; then U is exactly
+//     its mean n1·n2/2, each z is -0.5/0 = -Inf and every p-value 1, as
+//     the early return gives.
+//   - histogram.go, HistogramQuantile: `end <= 0` as `end < 0`. For a
+//     first bucket bounded by 0 the interpolation runs from 0 to 0 and
+//     returns 0, as the early return does.
+//   - sequential.go, mixtureLogLR: `u < -30` as `u <= -30`, and in the
+//     far branch's `- 0.5*math.Log(2*math.Pi)` the `-` as `+`, the `*` as
+//     `/` or `2*math.Pi` as `2/math.Pi`. That branch is reached only for
+//     an estimate far on the null side, where log Λ stays below 0 with
+//     any of them (base <= log 2, log 30 > 3.4), and the p-value is
+//     exp(-max(log Λ, 0)) = 1 either way; mixtureThreshold never reaches
+//     it (it searches u >= 0).
+//   - sequential.go, mixtureThreshold: the loop bound `i < 200` as `<=`,
+//     `i++` as `i--`, `&&` as `||`, `hi-lo > 1e-15*hi` as `>=`, `hi+lo`
+//     or `1e-15/hi`, and `< target` as `<= target`. The bisection halves
+//     the bracket each time and reaches the precision of a float64 within
+//     about 60 steps, so how it stops moves the bound only in its last
+//     digits (a tolerance of 1e-15 of the bracket, or 1e-15 over it),
+//     far below anything a gate compares, and equality with the target
+//     has probability 0.
 package statistics

@@ -54,5 +54,27 @@
 // 1,000 × 91 × ~150 B ≈ 14 MB of window headers: about 77 MB. An
 // endpoint without traffic has no window: its header (names, weights,
 // a 224-byte total per variant: about 1 KB with 3 variants) is all it
-// costs.
+// costs.//
+// # Mutation testing
+//
+// `make mutate` mutates this package in two runs (scripts/mutate.sh).
+// These surviving mutants are equivalent: no input can tell them from the
+// code as written.
+//
+//   - recorder.go, New: `opts.Retention < opts.Window` as `<=`. When they
+//     are equal, setting Retention to Window changes nothing.
+//   - recorder.go, trimLocked: `drop > 0` as `drop >= 0`. Copying and
+//     clearing nothing leaves the closed windows as they are.
+//   - redis.go, MergedWindows: `j < 0` as `j <= 0`. j is 0 only for a
+//     field naming an empty variant or shadow, which no replica writes
+//     (config validation refuses empty names).
+//
+// Not equivalent, but left without a test: in recorder.go, Run,
+// `next.Sub(now) + time.Millisecond` as `-`. The timer then fires a
+// millisecond before the boundary and the loop spins until it (Rotate
+// closing nothing), so a window may be closed by the next round instead,
+// up to a window length late. Every read rotates its endpoint itself, so
+// Windows, Current and Totals answer the same; only publishing to Redis
+// can lag one more window, which a test could tell from a slow machine
+// only with a timing ceiling.
 package stats

@@ -349,3 +349,114 @@ func TestRewardsAndSum(t *testing.T) {
 		t.Error("windows of an unknown endpoint")
 	}
 }
+
+func TestClassNames(t *testing.T) {
+	for c, want := range map[stats.Class]string{stats.ClassNone: "none", stats.Class1xx: "1xx", stats.Class5xx: "5xx", stats.NumClasses: "invalid", 200: "invalid"} {
+		if got := c.String(); got != want {
+			t.Errorf("Class(%d) = %q, want %q", c, got, want)
+		}
+	}
+}
+
+// A variant without an answered request is skipped, not the end of its
+// endpoint's series: whichever order the map gives (it changes from one
+// collection to the next), the variant with answers is exported.
+func TestPrometheusSkipsOnlyVariantsWithoutAnswers(t *testing.T) {
+	r := newRecorder(newClock(at(0)), stats.Options{})
+	r.Variant("ep", "idle")
+	r.Variant("ep", "reset").Request(stats.ClassNone, 0)
+	r.Variant("ep", "busy").Request(stats.Class2xx, time.Millisecond)
+	for i := range 40 {
+		// requests_total, 4 response classes and a histogram for busy only.
+		if n := testutil.CollectAndCount(r.Collector()); n != 6 {
+			t.Fatalf("collection %d: %d series, want 6 (busy's)", i, n)
+		}
+	}
+}
+
+// Variants and shadows resolved while a window is open join it: their
+// records land in the same window as the earlier ones, none is lost. A
+// class out of range is not recorded.
+func TestHandlesAddedMidWindow(t *testing.T) {
+	c := newClock(at(1))
+	r := newRecorder(c, stats.Options{})
+	s1 := r.Shadow("ep", "s1")
+	s1.Compared(true) // opens the window
+	a := r.Variant("ep", "a")
+	a.Request(stats.Class2xx, time.Millisecond)
+	s2 := r.Shadow("ep", "s2")
+	s2.Compared(false)
+	b := r.Variant("ep", "b")
+	b.Request(stats.Class5xx, time.Millisecond)
+	b.Decided()
+	a.Assigned()
+	s1.Compared(false)
+	b.Request(stats.NumClasses, time.Millisecond)
+	b.Request(stats.NumClasses+1, time.Millisecond)
+	c.Set(at(10))
+	ws := r.Windows("ep", time.Time{})
+	if len(ws) != 1 {
+		t.Fatalf("%d windows, want 1", len(ws))
+	}
+	w := ws[0]
+	if va, vb := w.Variants["a"], w.Variants["b"]; va.Requests != 1 || va.Assigned != 1 || vb.Requests != 1 || vb.Responses[stats.Class5xx] != 1 || vb.Decisions != 1 {
+		t.Errorf("variants %+v", w.Variants)
+	}
+	if w.Shadows["s1"] != (stats.ShadowCounts{Compared: 2, Agreed: 1}) || w.Shadows["s2"] != (stats.ShadowCounts{Compared: 1}) {
+		t.Errorf("shadows %+v", w.Shadows)
+	}
+	if tb := r.Totals("ep").Variants["b"]; tb.Requests != 1 {
+		t.Errorf("b's total %d requests, want 1 (classes out of range are not recorded)", tb.Requests)
+	}
+}
+
+// MaxWindows keeps exactly the newest MaxWindows closed windows, however
+// many weight changes split them; Retention drops windows that ended
+// before it, and keeps one that ended exactly at its edge.
+func TestWindowBoundsAreExact(t *testing.T) {
+	c := newClock(at(0))
+	r := newRecorder(c, stats.Options{MaxWindows: 3})
+	a := r.Variant("ep", "a")
+	for i := range 6 { // six windows in one slot, split by weight changes
+		a.Request(stats.Class2xx, time.Millisecond)
+		c.Advance(time.Second)
+		r.SetWeights("ep", map[string]int{"a": i + 1})
+	}
+	ws := r.Windows("ep", time.Time{})
+	if len(ws) != 3 || !ws[0].Start.Equal(at(3)) || !ws[2].End.Equal(at(6)) {
+		t.Fatalf("%d windows from %v: want the newest 3, [3s, 6s)", len(ws), ws)
+	}
+	if ws[0].Shadows != nil {
+		t.Errorf("a window of an endpoint without shadows has a shadows map: %v", ws[0].Shadows)
+	}
+	c2 := newClock(at(0))
+	r2 := newRecorder(c2, stats.Options{Window: time.Second, Retention: 5 * time.Second})
+	b := r2.Variant("ep", "b")
+	for range 3 {
+		b.Request(stats.Class2xx, time.Millisecond)
+		c2.Advance(time.Second)
+		r2.Rotate()
+	}
+	// Windows ended at 1s, 2s and 3s; at 6s the retention edge is 1s.
+	c2.Set(at(6))
+	if ws := r2.Windows("ep", time.Time{}); len(ws) != 3 {
+		t.Fatalf("at the retention edge: %d windows, want 3 (the one ending at the edge kept)", len(ws))
+	}
+	c2.Set(at(6.001))
+	if ws := r2.Windows("ep", time.Time{}); len(ws) != 2 || !ws[0].End.Equal(at(2)) {
+		t.Fatalf("past the edge: %d windows, want the 2 that ended at 2s and 3s", len(ws))
+	}
+}
+
+// Totals and AllTotals keep every shadow's comparisons.
+func TestShadowTotals(t *testing.T) {
+	r := newRecorder(newClock(at(0)), stats.Options{})
+	r.Shadow("ep", "s1").Compared(true)
+	r.Shadow("ep", "s2").Compared(false)
+	r.Shadow("ep", "s2").Compared(true)
+	for name, tot := range map[string]stats.Totals{"Totals": r.Totals("ep"), "AllTotals": r.AllTotals()["ep"]} {
+		if tot.Shadows["s1"] != (stats.ShadowCounts{Compared: 1, Agreed: 1}) || tot.Shadows["s2"] != (stats.ShadowCounts{Compared: 2, Agreed: 1}) {
+			t.Errorf("%s: shadows %+v", name, tot.Shadows)
+		}
+	}
+}
