@@ -271,8 +271,16 @@ func TestRolloutResumesAfterAKill(t *testing.T) {
 	if after.Step != 2 || after.Phase != api.PhaseRunning || after.NextStepDue == nil || !after.NextStepDue.Equal(due) {
 		t.Fatalf("after the restart: %+v, want step 2 running, next step due %s", after, due)
 	}
-	if w := fallbackWeights(t, g.envoy); w["chat/canary"] != 6000 {
-		t.Errorf("Envoy's weights after the restart %v, want the step's 60%%", w)
+	// Envoy reconnects to the restarted server and gets the step's weights
+	// (the kill may have come before the step reached Envoy).
+	var w map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if w = fallbackWeights(t, g.envoy); w["chat/canary"] == 6000 {
+			break
+		}
+	}
+	if w["chat/canary"] != 6000 {
+		t.Errorf("Envoy's weights 10s after the restart %v, want the step's 60%%", w)
 	}
 	st = waitRollout(t, g.admin(), 30*time.Second, "step 3", func(st api.RolloutStatus) bool { return st.Step == 3 || st.Phase != api.PhaseRunning })
 	if late := time.Since(due); late < 0 || late > 3*time.Second {
