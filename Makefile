@@ -127,7 +127,7 @@ soak: test-deps ## Soak test (SOAK_DURATION, default 10m): goroutines, heap, RSS
 # run before it counts as timed out. JSON results and logs: mutate.out/.
 MUTATE_PKGS := ./admin ./xds/translate:check ./xds/translate:build ./cohort:compile ./cohort:engine ./cohort:parts ./cohort:redis \
 	./extproc:server ./extproc:observe ./control ./control/live ./control/persist ./control/httpapi \
-	./stats:recorder ./stats:redis ./statistics ./rollout ./bandit
+	./stats:recorder ./stats:redis ./statistics ./rollout:gates ./rollout:manager ./bandit
 PKGS ?= $(MUTATE_PKGS)
 GREMLINS_VERSION := v0.6.0
 mutate: test-deps gremlins-install ## Mutation testing (gremlins) of PKGS (default: admin xds cohort extproc control stats statistics rollout bandit): score, surviving mutants

@@ -12,12 +12,15 @@
 //
 // # Mutation testing
 //
-// `make mutate` mutates this package (scripts/mutate.sh). These surviving
-// mutants are equivalent: no input can tell them from the code as written.
+// `make mutate` mutates this package in two runs (scripts/mutate.sh).
+// These surviving mutants are equivalent: no input can tell them from the
+// code as written. (Only part of the package has been measured yet; see
+// the README.)
 //
 //   - gates.go, check: `len(p.Gates)+1` as `-` in make's capacity. A
 //     capacity hint: append grows the slice either way.
 //   - gates.go, gate: `p < spent` (latency) and `p < threshold` (SRM) as
-//     `<=`. The p-values are continuous: equal to the level only by a
-//     coincidence no test can arrange short of searching for it.
+//     `<=`. A p-value equals its level (alpha·6/(π²k²), or the SRM
+//     threshold) only by a coincidence no test can arrange short of
+//     searching for it.
 package rollout

@@ -424,3 +424,35 @@ func TestSRMGateCounts(t *testing.T) {
 		t.Fatalf("latency detail %q, want it to name p90", v.Detail)
 	}
 }
+
+// The shadow-agreement gate waits for MinRequests comparisons, then fails
+// an agreement shown below its floor.
+func TestShadowAgreementGate(t *testing.T) {
+	m := New(Options{Results: &fakeResults{}})
+	e := endpointOf("a", 50, "c", 50)
+	e.Rollout = &config.Rollout{Canary: "c"}
+	rec := &record{RolloutStatus: api.RolloutStatus{Canary: "c", Baseline: "a", Weights: map[string]int{"a": 50, "c": 50}}}
+	r := newRun("p", 1, time.Time{})
+	r.stepEv, r.allEv = newEvidence(), newEvidence()
+	g := config.RolloutGate{Metric: "shadow_agreement", Shadow: "m", MinAgreement: 0.95}
+	gate := func() apiVerdict { return m.gate(context.Background(), e, rec, r, 0, g, 100) }
+	if v := gate(); v.Verdict != api.VerdictPending || v.CanaryN != 0 || v.Gate != "shadow_agreement:m" || v.Baseline != 0.95 {
+		t.Fatalf("no comparisons: %+v", v)
+	}
+	r.allEv.shadows["m"] = &ShadowCounts{Compared: 99, Agreed: 99}
+	if v := gate(); v.Verdict != api.VerdictPending || v.CanaryN != 99 {
+		t.Fatalf("99 of 100 comparisons: %+v, want pending with 99", v)
+	}
+	r.allEv.shadows["m"] = &ShadowCounts{Compared: 1000, Agreed: 1000}
+	if v := gate(); v.Verdict != api.VerdictPass || v.CanaryN != 1000 || v.Canary != 1 || v.PValue == nil || !strings.Contains(v.Detail, "below 0.95 with 95% confidence") {
+		t.Fatalf("all of 1000 agree: %+v, want pass", v)
+	}
+	r.allEv.shadows["m"] = &ShadowCounts{Compared: 2000, Agreed: 1500}
+	if v := gate(); v.Verdict != api.VerdictFail || v.Canary != 0.75 {
+		t.Fatalf("1500 of 2000 agree: %+v, want fail", v)
+	}
+	r.allEv.shadows["m"] = &ShadowCounts{Compared: 1000, Agreed: 1500} // counts went backwards
+	if v := gate(); v.Verdict != api.VerdictError {
+		t.Fatalf("counts going backwards: %+v, want an error", v)
+	}
+}

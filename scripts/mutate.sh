@@ -90,6 +90,11 @@ files_excluded() {
 	# publishing of windows to Redis and their merging over replicas.
 	./stats:recorder) echo '^redis\.go$' ;;
 	./stats:redis) echo '^(recorder|counts|prom)\.go$' ;;
+	# rollout: the gates, routes, lease and PromQL client, and apart the
+	# manager with its plans and evidence (its tests simulate whole
+	# rollouts: the package whole takes over half an hour).
+	./rollout:gates) echo '^(manager|plan|results|statglue)\.go$' ;;
+	./rollout:manager) echo '^(gates|http|lease|promql)\.go$' ;;
 	esac
 }
 tests_skipped() {

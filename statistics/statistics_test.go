@@ -333,6 +333,11 @@ func TestSequentialProportionLooks(t *testing.T) {
 	if v, err := q.Update(90, 100); err != nil || v.P != 0.05 || !v.Reject || v.Looks != 2 {
 		t.Errorf("running p = alpha: %+v %v, want P 0.05, Reject, 2 looks", v, err)
 	}
+	q0 := &SequentialProportion{Null: 0.9, Alternative: Greater, Alpha: 0.05, Tau: DefaultTau,
+		State: SequentialState{Looks: 1, MinP: 0.05, Bound: 0.91}}
+	if v, err := q0.Update(0, 0); err != nil || v.P != 0.05 || !v.Reject || v.Looks != 1 || v.Lower != 0.91 {
+		t.Errorf("running p = alpha, no trials: %+v %v, want P 0.05, Reject, 1 look, bound kept", v, err)
+	}
 }
 
 // A window without traffic is skipped, not the end of the windows; a
