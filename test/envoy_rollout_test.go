@@ -344,8 +344,11 @@ func TestRolloutTwoReplicasExactlyOneDrives(t *testing.T) {
 	}
 	took := time.Since(killed)
 	t.Logf("the follower took over %.2fs after the driver was killed (lease period 5s), at step %d", took.Seconds(), stepAtKill)
-	if took > 6*time.Second {
-		t.Errorf("takeover took %v, want within one lease period (5s) and a tick", took)
+	// The lease expires at most 5s after the driver's last renewal (which
+	// came up to 1s before the kill); the follower tries every 1s tick. So
+	// 6s plus scheduling on a loaded machine; 8s leaves room for that.
+	if took > 8*time.Second {
+		t.Errorf("takeover took %v, want within one lease period (5s), a tick (1s) and scheduling slack", took)
 	}
 	st := waitRollout(t, follower.admin, 30*time.Second, "promotion by the new driver", func(st api.RolloutStatus) bool { return st.Phase == api.PhasePromoted })
 	if st.Step <= stepAtKill {
