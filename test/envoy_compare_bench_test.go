@@ -123,8 +123,8 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/req-added-"+name)
 				b.Logf("sampled %d%%: %s CPU per request: paused %.0f µs, comparing %.0f µs (median of blocks)", percent, name, median(cpuA[i]), median(cpuB[i]))
 			}
-			b.Logf("sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f p99 %.3f; shadow %s",
-				percent, r50, median(r50), r99, median(r99), median(aa50), median(aa99), st)
+			b.Logf("sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f); shadow %s",
+				percent, r50, median(r50), r99, median(r99), aa50, median(aa50), aa99, median(aa99), st)
 		})
 	}
 }

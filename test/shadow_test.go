@@ -288,7 +288,8 @@ func BenchmarkShadowPrimaryLatency(b *testing.B) {
 				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/call-added-"+name)
 				b.Logf("grpc-go, sampled %d%%: %s CPU per call: paused %.0f µs, comparing %.0f µs (median of blocks)", percent, name, median(cpuA[i]), median(cpuB[i]))
 			}
-			b.Logf("grpc-go, sampled %d%%: p50 ratios %.3f, p99 ratios %.3f; A/A medians p50 %.3f p99 %.3f", percent, r50, r99, median(aa50), median(aa99))
+			b.Logf("grpc-go, sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f)",
+				percent, r50, median(r50), r99, median(r99), aa50, median(aa50), aa99, median(aa99))
 		})
 	}
 }
