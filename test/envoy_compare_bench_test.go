@@ -69,27 +69,29 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 			// CPU per request of each process, per block: Envoy, modelsplit
 			// and this process (the load generator and both backends).
 			pids := []int{g.envoy.pid(), g.serve.current().cmd.Process.Pid, os.Getpid()}
-			var cpuA, cpuB [3][]float64
+			var cpuA, cpuB, sysA, sysB [3][]float64
 			block := func(paused bool) []time.Duration {
 				setPaused(paused)
 				var before [3]time.Duration
+				var sysBefore [3]int64
 				for i, pid := range pids {
-					before[i] = procCPU(pid)
+					before[i], sysBefore[i] = procCPU(pid), procSyscalls(pid)
 				}
 				lat := timedGets(b, g, "/cmp/predict", n, every)
 				for i, pid := range pids {
 					perReq := float64(cpuDelta(before[i], procCPU(pid))) / float64(n) / float64(time.Microsecond)
+					sysPerReq := float64(procSyscalls(pid)-sysBefore[i]) / float64(n)
 					if paused {
-						cpuA[i] = append(cpuA[i], perReq)
+						cpuA[i], sysA[i] = append(cpuA[i], perReq), append(sysA[i], sysPerReq)
 					} else {
-						cpuB[i] = append(cpuB[i], perReq)
+						cpuB[i], sysB[i] = append(cpuB[i], perReq), append(sysB[i], sysPerReq)
 					}
 				}
 				return lat
 			}
 			block(false) // warm up both states
 			block(true)
-			cpuA, cpuB = [3][]float64{}, [3][]float64{}
+			cpuA, cpuB, sysA, sysB = [3][]float64{}, [3][]float64{}, [3][]float64{}, [3][]float64{}
 			b.ResetTimer()
 			var r50, r99, aa50, aa99 []float64
 			var prevA []time.Duration
@@ -121,12 +123,32 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 			st := shadowStatus(b, admin)
 			for i, name := range []string{"envoy", "modelsplit", "client+backends"} {
 				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/req-added-"+name)
-				b.Logf("sampled %d%%: %s CPU per request: paused %.0f µs, comparing %.0f µs (median of blocks)", percent, name, median(cpuA[i]), median(cpuB[i]))
+				b.Logf("sampled %d%%: %s per request: CPU paused %.0f µs, comparing %.0f µs; read+write syscalls paused %.1f, comparing %.1f (medians of blocks)",
+					percent, name, median(cpuA[i]), median(cpuB[i]), median(sysA[i]), median(sysB[i]))
 			}
 			b.Logf("sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f); shadow %s",
 				percent, r50, median(r50), r99, median(r99), aa50, median(aa50), aa99, median(aa99), st)
 		})
 	}
+}
+
+// procSyscalls is how many read and write system calls pid has made
+// (/proc/<pid>/io syscr + syscw), or -1 without /proc. On a virtual
+// machine a system call, and the wake-up it often brings, is the
+// costly part of a gRPC message.
+func procSyscalls(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return -1
+	}
+	var total int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok && (k == "syscr" || k == "syscw") {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			total += n
+		}
+	}
+	return total
 }
 
 // benchInt reads a positive integer setting from the environment.
