@@ -80,6 +80,11 @@ func TestEnvoyRuntimeWeights(t *testing.T) {
 	adminRuntime(t, g, "modelsplit.weights.model/a=", "modelsplit.weights.model/b=", "modelsplit.weights.model/c=")
 	waitEnvoyWeights(t, g.envoy, map[string]float64{"model/a": 7000, "model/b": 0, "model/c": 3000})
 	g.envoy.assertNoRejections()
+	// This Envoy asked for its runtime layer before its listeners: the
+	// warning meant for old bootstraps stays silent.
+	if logs := g.serve.current().Logs(); strings.Contains(logs, "without the runtime layer") {
+		t.Errorf("modelsplit warned of an Envoy without the runtime layer:\n%s", logs)
+	}
 }
 
 // routeWeights reads the weights written in Envoy's loaded route
