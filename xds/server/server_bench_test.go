@@ -90,18 +90,20 @@ func BenchmarkApplyUnchanged1000x4(b *testing.B) {
 // BenchmarkWeightChangeToACK100Streams measures the server's side of
 // propagation: 100 raw ADS streams of one node kind that ACK on receipt,
 // from Apply (one endpoint's weights changed) to the server seeing each
-// stream's ACK of the new route version. Envoy-kind streams subscribe to
-// every resource of every type, as Envoy does; gRPC-kind streams to the
-// changed endpoint's listener, route configuration, clusters and load
-// assignments by name, as grpc-go clients of that endpoint do. No client
-// CPU competes (see BenchmarkWeightChangeToACK100Clients for grpc-go
-// clients). It reports percentiles over every stream's ACK and the bytes
-// (of every type) one stream received per change.
+// stream's ACK of the new version of the type that carries weights: the
+// route configuration for gRPC kind, the Runtime resource (the RTDS layer
+// of weights) for Envoy kind. Envoy-kind streams subscribe to every
+// resource of every type and to the runtime layer by name, as Envoy does;
+// gRPC-kind streams to the changed endpoint's listener, route
+// configuration, clusters and load assignments by name, as grpc-go clients
+// of that endpoint do. No client CPU competes (see
+// BenchmarkWeightChangeToACK100Clients for grpc-go clients). It reports
+// percentiles over every stream's ACK and the bytes (of every type) one
+// stream received per change, counted until the streams are quiet.
 //
-// For Envoy nodes, which get one route configuration holding every
-// endpoint's routes, it also runs the floor: the same encoded response
-// written to 100 streams of a bare gRPC server that does nothing else,
-// interleaved with the real runs (floor-p99-ms).
+// For Envoy nodes it also runs the floor: the Runtime resource written to
+// 100 streams of a bare gRPC server that does nothing else, interleaved
+// with the real runs (floor-p99-ms).
 func BenchmarkWeightChangeToACK100Streams(b *testing.B) {
 	for _, endpoints := range benchEndpoints(1000, 10000) {
 		for _, kind := range translate.Kinds {
