@@ -83,6 +83,7 @@ type Translator struct {
 	extProcTarget string
 	global        map[resource.Type]*Encoded // Envoy's listener and ext_proc cluster, by type
 	order         []string                   // endpoint names in gateway route order
+	weightsOrder  []string                   // endpoint names in runtime key order
 	sets          map[NodeKind]Set
 	owner         map[NodeKind]map[resource.Type]map[string]string // name → endpoint
 }
@@ -97,7 +98,10 @@ type unit struct {
 	// routesHash digests routes, so the gateway route configuration's hash
 	// is made from the endpoints' hashes rather than from its megabytes.
 	routesHash uint64
-	grpc       []typed
+	// weights are the endpoint's entries of Envoy's runtime layer
+	// (endpointWeights), spliced into the Runtime resource.
+	weights []byte
+	grpc    []typed
 }
 
 type typed struct {
@@ -118,6 +122,7 @@ func (t *Translator) Reset() {
 	t.units = map[string]*unit{}
 	t.global = map[resource.Type]*Encoded{}
 	t.order = nil
+	t.weightsOrder = nil
 	t.extProcTarget = ""
 	t.sets = map[NodeKind]Set{}
 	t.owner = map[NodeKind]map[resource.Type]map[string]string{}
@@ -220,8 +225,29 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 		}
 		t.put(KindEnvoy, resource.RouteType, rc, "", changes)
 	}
+	// The runtime layer: a weight change lands here only, as the routes
+	// above come out byte for byte the same (put reports no change).
+	if len(stale) > 0 || len(t.units) != len(next) || t.sets[KindEnvoy][resource.RuntimeType][WeightsRuntimeName] == nil {
+		wo := t.weightsOrder
+		if len(t.units) != len(next) || t.sets[KindEnvoy][resource.RuntimeType][WeightsRuntimeName] == nil || anyNew(t.units, cfg.Endpoints, stale) {
+			wo = weightsOrder(order)
+		}
+		t.put(KindEnvoy, resource.RuntimeType, composeWeightsRuntime(wo, func(n string) []byte { return next[n].weights }), "", changes)
+		t.weightsOrder = wo
+	}
 	t.units, t.order, t.extProcTarget = next, order, target
 	return changes, Stats{Endpoints: len(cfg.Endpoints), Rebuilt: len(stale)}, nil
+}
+
+// anyNew reports whether an endpoint at one of the indexes was not built
+// before.
+func anyNew(units map[string]*unit, endpoints []config.Endpoint, idx []int) bool {
+	for _, i := range idx {
+		if units[endpoints[i].Name] == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func slicesEqual(a, b []string) bool {
@@ -322,6 +348,9 @@ func buildUnit(e *config.Endpoint, target string) (*unit, error) {
 		u.routes = protowire.AppendBytes(u.routes, b)
 	}
 	u.routesHash = xxhash.Sum64(u.routes)
+	if u.weights, err = endpointWeights(e); err != nil {
+		return nil, err
+	}
 	return u, nil
 }
 
