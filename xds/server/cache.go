@@ -102,11 +102,16 @@ func (c *encodedCache) differs(p pending) bool {
 func (c *encodedCache) set(version string, p pending) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// The types whose resources changed: a parked delta watch of any other
+	// type holds what the cache holds (it was parked up to date), so only
+	// these are compared stream by stream.
+	changed := map[string]bool{}
 	for typ, names := range p.remove {
 		for n := range names {
 			if c.res[typ][n] != nil {
 				delete(c.res[typ], n)
 				delete(c.all, typ)
+				changed[typ] = true
 			}
 		}
 	}
@@ -121,6 +126,7 @@ func (c *encodedCache) set(version string, p pending) {
 			a := &anypb.Any{TypeUrl: typ, Value: enc.Bytes}
 			c.res[typ][n] = &entry{hash: enc.Hash, any: a, delta: &discovery.Resource{Name: n, Version: enc.Hash, Resource: a}}
 			delete(c.all, typ)
+			changed[typ] = true
 		}
 	}
 	c.version = version
@@ -141,6 +147,9 @@ func (c *encodedCache) set(version string, p pending) {
 		}
 	}) {
 		w := c.delta[id]
+		if !changed[w.req.GetTypeUrl()] {
+			continue
+		}
 		if resp := c.deltaResponse(w.req, w.sub, false); resp != nil {
 			delete(c.delta, id)
 			w.out <- resp
