@@ -101,9 +101,11 @@ func BenchmarkApplyUnchanged1000x4(b *testing.B) {
 // percentiles over every stream's ACK and the bytes (of every type) one
 // stream received per change, counted until the streams are quiet.
 //
-// For Envoy nodes it also runs the floor: the Runtime resource written to
+// For Envoy nodes it also runs the floor: the same encoded bytes written to
 // 100 streams of a bare gRPC server that does nothing else, interleaved
-// with the real runs (floor-p99-ms).
+// with the real runs (floor-p99-ms) — with delta the Runtime resource; in
+// state of the world every type's whole set, timed, as the real run is
+// then, to the ACK of the route configuration (sent last).
 func BenchmarkWeightChangeToACK100Streams(b *testing.B) {
 	for _, endpoints := range benchEndpoints(1000, 10000) {
 		for _, kind := range translate.Kinds {
@@ -167,6 +169,12 @@ func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta 
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
 	s, conn, tracker, served := benchServer(ctx, b, cfg, kind)
+	if kind == translate.KindEnvoy && !delta {
+		// State of the world re-sends every type on each version, the
+		// route configuration last: a change is through when that is
+		// ACKed (the floor times the same).
+		tracker.typ = resource.RouteType
+	}
 	version := <-served
 	var received atomicInts
 	ua, names := subscription(cfg, kind)
@@ -219,13 +227,7 @@ func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta 
 		settle(&received) // types sent after the tracked one
 		real.bytes = append(real.bytes, received.total()/clients)
 		if fl != nil {
-			// The floor sends what carries the change to Envoy nodes: the
-			// runtime layer of weights.
-			c := s.caches[translate.KindEnvoy]
-			c.mu.Lock()
-			rt := c.res[resource.RuntimeType][translate.WeightsRuntimeName].any
-			c.mu.Unlock()
-			floor.lat = append(floor.lat, fl.broadcast(b, &discovery.DiscoveryResponse{VersionInfo: v, TypeUrl: resource.RuntimeType, Resources: []*anypb.Any{rt}})...)
+			floor.lat = append(floor.lat, fl.broadcast(b, floorResponses(s, v, delta)...)...)
 		}
 	}
 	b.StopTimer()
@@ -233,6 +235,30 @@ func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta 
 	if fl != nil {
 		floor.report(b, "floor-")
 	}
+}
+
+// floorResponses are the bytes a change sends an Envoy-kind stream: with
+// delta, the runtime layer of weights (the one resource that changed); in
+// state of the world, every type's whole set, in the order the server
+// sends them (the same version on every type), the route configuration
+// last.
+func floorResponses(s *Server, v string, delta bool) []*discovery.DiscoveryResponse {
+	c := s.caches[translate.KindEnvoy]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	types := []string{resource.RuntimeType}
+	if !delta {
+		types = append(types, resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType)
+	}
+	var out []*discovery.DiscoveryResponse
+	for _, typ := range types {
+		var all []*anypb.Any
+		for _, e := range c.res[typ] {
+			all = append(all, e.any)
+		}
+		out = append(out, &discovery.DiscoveryResponse{VersionInfo: v, TypeUrl: typ, Resources: all})
+	}
+	return out
 }
 
 // settle waits until no bytes have arrived for 50 ms (at most 10 s): the
@@ -378,6 +404,7 @@ type floorServer struct {
 	acks    chan time.Time
 	ready   chan struct{}
 	want    int
+	last    string // the type of a broadcast's last response, whose ACK is timed
 }
 
 func startFloor(b *testing.B, clients int) *floorServer {
@@ -425,23 +452,29 @@ func (f *floorServer) StreamAggregatedResources(stream discovery.AggregatedDisco
 		if err != nil {
 			return err
 		}
-		if req.GetResponseNonce() != "" {
+		if req.GetResponseNonce() != "" && req.GetTypeUrl() == f.last {
 			f.acks <- time.Now()
 		}
 	}
 }
 
-// broadcast writes resp to every stream, one goroutine each as
-// go-control-plane does, and returns each ACK's delay.
-func (f *floorServer) broadcast(b *testing.B, resp *discovery.DiscoveryResponse) []time.Duration {
+// broadcast writes resps, in order, to every stream, one goroutine each
+// as go-control-plane does, and returns the delay of each stream's ACK of
+// the last.
+func (f *floorServer) broadcast(b *testing.B, resps ...*discovery.DiscoveryResponse) []time.Duration {
 	f.mu.Lock()
 	streams := f.streams
+	f.last = resps[len(resps)-1].GetTypeUrl()
 	f.mu.Unlock()
 	start := time.Now()
 	for i, st := range streams {
 		go func() {
-			r := &discovery.DiscoveryResponse{VersionInfo: resp.GetVersionInfo(), TypeUrl: resp.GetTypeUrl(), Resources: resp.GetResources(), Nonce: fmt.Sprint(i)}
-			_ = st.Send(r)
+			for _, resp := range resps {
+				r := &discovery.DiscoveryResponse{VersionInfo: resp.GetVersionInfo(), TypeUrl: resp.GetTypeUrl(), Resources: resp.GetResources(), Nonce: fmt.Sprint(i)}
+				if st.Send(r) != nil {
+					return
+				}
+			}
 		}()
 	}
 	out := make([]time.Duration, 0, len(streams))
