@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"strconv"
 	"sync"
 
@@ -84,7 +85,21 @@ type Translator struct {
 	order         []string                   // endpoint names in gateway route order
 	sets          map[NodeKind]Set
 	owner         map[NodeKind]map[resource.Type]map[string]string // name → endpoint
+	// sizes follows each set's encoded sizes as resources are put and
+	// removed, so Oversized need not walk every resource on each Update.
+	sizes map[NodeKind]map[resource.Type]*typeSize
 }
+
+// typeSize is one type's encoded bytes in a set, and its resources of at
+// least bigResource bytes.
+type typeSize struct {
+	total, count int
+	big          map[string]int
+}
+
+// bigResource is the smallest resource typeSize names; Oversized answers
+// from typeSize for limits at least this large.
+const bigResource = 64 << 10
 
 // unit is one endpoint's part of every node kind's resources.
 type unit struct {
@@ -120,9 +135,11 @@ func (t *Translator) Reset() {
 	t.extProcTarget = ""
 	t.sets = map[NodeKind]Set{}
 	t.owner = map[NodeKind]map[resource.Type]map[string]string{}
+	t.sizes = map[NodeKind]map[resource.Type]*typeSize{}
 	for _, k := range Kinds {
 		t.sets[k] = Set{}
 		t.owner[k] = map[resource.Type]map[string]string{}
+		t.sizes[k] = map[resource.Type]*typeSize{}
 	}
 }
 
@@ -432,6 +449,9 @@ func (t *Translator) replaceUnit(name string, old, now *unit, changes Changes) {
 }
 
 func (t *Translator) remove(kind NodeKind, typ resource.Type, name string, changes Changes) {
+	if old := t.sets[kind][typ][name]; old != nil {
+		t.sized(kind, typ, name, len(old.Bytes), -1)
+	}
 	delete(t.sets[kind][typ], name)
 	delete(t.owner[kind][typ], name)
 	changes.add(kind, typ, name)
@@ -445,11 +465,55 @@ func (t *Translator) put(kind NodeKind, typ resource.Type, enc *Encoded, owner s
 		t.owner[kind][typ] = map[string]string{}
 	}
 	old := set[typ][enc.Name]
+	if old != nil {
+		t.sized(kind, typ, enc.Name, len(old.Bytes), -1)
+	}
+	t.sized(kind, typ, enc.Name, len(enc.Bytes), +1)
 	set[typ][enc.Name] = enc
 	t.owner[kind][typ][enc.Name] = owner
 	if old == nil || old.Hash != enc.Hash || !bytes.Equal(old.Bytes, enc.Bytes) {
 		changes.add(kind, typ, enc.Name)
 	}
+}
+
+// sized counts a resource of n bytes into (sign +1) or out of (-1) its
+// type's sizes.
+func (t *Translator) sized(kind NodeKind, typ resource.Type, name string, n, sign int) {
+	ts := t.sizes[kind][typ]
+	if ts == nil {
+		ts = &typeSize{big: map[string]int{}}
+		t.sizes[kind][typ] = ts
+	}
+	ts.total += sign * n
+	ts.count += sign
+	if n >= bigResource {
+		if sign > 0 {
+			ts.big[name] = n
+		} else {
+			delete(ts.big, name)
+		}
+	}
+}
+
+// Oversized is OversizedInSet(t.Set(kind), kind, limit), from the sizes
+// kept as resources change rather than from every resource.
+func (t *Translator) Oversized(kind NodeKind, limit int) []Oversized {
+	if limit < bigResource {
+		return OversizedInSet(t.sets[kind], kind, limit)
+	}
+	var out []Oversized
+	for typ, ts := range t.sizes[kind] {
+		for name, n := range ts.big {
+			if n > limit {
+				out = append(out, Oversized{Kind: kind, Type: shortType(typ), Name: name, Bytes: n, Limit: limit})
+			}
+		}
+		if ts.total > limit && ts.count > 1 {
+			out = append(out, Oversized{Kind: kind, Type: shortType(typ), Bytes: ts.total, Limit: limit})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bytes > out[j].Bytes })
+	return out
 }
 
 // Field numbers of the gateway route configuration that

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -231,4 +232,49 @@ func BenchmarkTranslatorFull(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestOversizedFollowsSet: the sizes the Translator keeps as resources
+// change name the same oversized resources and type totals as a walk over
+// its set, after a full build, a change and a removal.
+func TestOversizedFollowsSet(t *testing.T) {
+	cfg := benchConfig(t, 1000, false)
+	tr := NewTranslator()
+	same := func(when string) {
+		t.Helper()
+		for _, kind := range Kinds {
+			for _, limit := range []int{GRPCDefaultReceiveLimit, 1 << 20, bigResource, bigResource + 1, 10 << 10, 1} {
+				got, want := tr.Oversized(kind, limit), OversizedInSet(tr.Set(kind), kind, limit)
+				if g, w := oversizedKey(got), oversizedKey(want); g != w {
+					t.Errorf("%s, %s, limit %d: Oversized = %s, want %s", when, kind, limit, g, w)
+				}
+			}
+		}
+	}
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Oversized(KindEnvoy, GRPCDefaultReceiveLimit)) == 0 {
+		t.Fatal("1,000 endpoints' route configuration is not over 4 MiB")
+	}
+	same("full build")
+	cfg.Endpoints[3].Variants[0].Weight++
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	same("one change")
+	cfg.Endpoints = cfg.Endpoints[:600]
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	same("400 endpoints removed")
+}
+
+func oversizedKey(os []Oversized) string {
+	var lines []string
+	for _, o := range os {
+		lines = append(lines, fmt.Sprintf("%s/%s/%s=%d", o.Kind, o.Type, o.Name, o.Bytes))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, " ")
 }
