@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -301,46 +302,87 @@ func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit,
 	return out, errors.Join(errs...)
 }
 
-// buildUnit builds, checks and encodes one endpoint for every node kind.
+// buildUnit builds, encodes and checks one endpoint for every node kind.
+// Check reads the encodings made here (the bytes that are served) rather
+// than encoding the resources again.
 func buildUnit(e *config.Endpoint, target string) (*unit, error) {
 	u := &unit{src: cloneEndpoint(e)}
 	envoy := envoyEndpoint(e)
 	routes := gatewayEndpointRoutes(e)
+	grpc, err := grpcEndpoint(e, target)
+	if err != nil {
+		return nil, fmt.Errorf("resources for %s nodes: %w", KindGRPC, err)
+	}
+	encoded := map[types.Resource][]byte{}
+	var encodeErr error
+	u.envoy, encodeErr = encodeTyped(envoy, encoded)
+	if encodeErr == nil {
+		u.grpc, encodeErr = encodeTyped(grpc, encoded)
+	}
+	if encodeErr == nil {
+		u.routes, encodeErr = appendRoutes(nil, routes)
+	}
 	// The endpoint's slice of the gateway route configuration, checked with
 	// its clusters: every reference it makes is to its own clusters.
 	shell := gatewayRouteShell()
+	if encodeErr == nil {
+		shell.VirtualHosts[0].Routes = nil
+		var rs routeShell
+		if rs, encodeErr = encodeRouteShell(shell); encodeErr == nil {
+			encoded[shell] = rs.compose(len(u.routes), func(yield func([]byte)) { yield(u.routes) })
+		}
+	}
 	shell.VirtualHosts[0].Routes = routes
 	checked := Resources{resource.RouteType: {shell}}
 	for typ, list := range envoy {
 		checked[typ] = list
 	}
-	if err := Check(checked); err != nil {
+	// A resource that failed to encode is encoded again by check, which
+	// reports it.
+	lookup := func(r types.Resource) []byte { return encoded[r] }
+	if err := check(checked, lookup); err != nil {
 		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindEnvoy, e.Name, err)
 	}
-	grpc, err := grpcEndpoint(e, target)
-	if err != nil {
-		return nil, fmt.Errorf("resources for %s nodes: %w", KindGRPC, err)
-	}
-	if err := Check(grpc); err != nil {
+	if err := check(grpc, lookup); err != nil {
 		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindGRPC, e.Name, err)
 	}
-	if u.envoy, err = encodeTyped(envoy); err != nil {
-		return nil, err
-	}
-	if u.grpc, err = encodeTyped(grpc); err != nil {
-		return nil, err
-	}
-	for _, r := range routes {
-		b, err := marshal(r)
-		if err != nil {
-			return nil, err
-		}
-		u.routes = protowire.AppendTag(u.routes, vhRoutesField, protowire.BytesType)
-		u.routes = protowire.AppendBytes(u.routes, b)
+	if encodeErr != nil {
+		return nil, encodeErr
 	}
 	u.routesHash = xxhash.Sum64(u.routes)
 	return u, nil
 }
+
+// appendRoutes appends routes to b, encoded, each framed as a
+// VirtualHost.routes field: sized first, then encoded in place, so each
+// is encoded once and copied never.
+func appendRoutes(b []byte, routes []*routev3.Route) ([]byte, error) {
+	sizes := make([]int, len(routes))
+	total := len(b)
+	for i, r := range routes {
+		sizes[i] = deterministic.Size(r)
+		total += protowire.SizeTag(vhRoutesField) + protowire.SizeBytes(sizes[i])
+	}
+	if b == nil {
+		b = make([]byte, 0, total)
+	}
+	for i, r := range routes {
+		b = protowire.AppendTag(b, vhRoutesField, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(sizes[i]))
+		n := len(b)
+		var err error
+		// Size left each message's size cached: encode with it.
+		if b, err = cachedSize.MarshalAppend(b, r); err != nil {
+			return nil, fmt.Errorf("encode %T: %w", r, err)
+		}
+		if len(b)-n != sizes[i] {
+			return nil, fmt.Errorf("encode %T: %d bytes, sized %d", r, len(b)-n, sizes[i])
+		}
+	}
+	return b, nil
+}
+
+var cachedSize = proto.MarshalOptions{Deterministic: true, UseCachedSize: true}
 
 // cloneEndpoint deep-copies an endpoint the way Config.Clone does.
 func cloneEndpoint(e *config.Endpoint) config.Endpoint {
@@ -532,67 +574,90 @@ const (
 // route, then its fields after routes. The result is byte for byte what
 // encoding gatewayRouteConfig would give (TestComposedRoutesEqualEncoded).
 func composeGatewayRoutes(order []string, units map[string]*unit) (*Encoded, error) {
-	shell := gatewayRouteShell()
-	vh := shell.VirtualHosts[0]
-	tail := vh.Routes // the unmatched route
-	vh.Routes = nil
-	shell.VirtualHosts = nil
-	rcBytes, err := marshal(shell)
+	rs, err := encodeRouteShell(gatewayRouteShell())
 	if err != nil {
 		return nil, err
 	}
-	vhBytes, err := marshal(vh)
-	if err != nil {
-		return nil, err
-	}
-	var tailBytes []byte
-	for _, r := range tail {
-		b, err := marshal(r)
-		if err != nil {
-			return nil, err
-		}
-		tailBytes = protowire.AppendTag(tailBytes, vhRoutesField, protowire.BytesType)
-		tailBytes = protowire.AppendBytes(tailBytes, b)
-	}
-	vhBefore, vhAfter, err := splitAt(vhBytes, vhRoutesField)
-	if err != nil {
-		return nil, err
-	}
-	rcBefore, rcAfter, err := splitAt(rcBytes, rcVirtualHostsField)
-	if err != nil {
-		return nil, err
-	}
-	vhLen := len(vhBefore) + len(tailBytes) + len(vhAfter)
-	for _, name := range order {
-		vhLen += len(units[name].routes)
+	parts := make([]*unit, len(order))
+	n := 0
+	for i, name := range order {
+		parts[i] = units[name]
+		n += len(parts[i].routes)
 	}
 	// One buffer, written once: at 1,000 endpoints it is megabytes.
-	out := make([]byte, 0, len(rcBefore)+len(rcAfter)+vhLen+2*binary.MaxVarintLen64)
-	out = append(out, rcBefore...)
-	out = protowire.AppendTag(out, rcVirtualHostsField, protowire.BytesType)
-	out = protowire.AppendVarint(out, uint64(vhLen))
-	out = append(out, vhBefore...)
-	for _, name := range order {
-		out = append(out, units[name].routes...)
-	}
-	out = append(out, tailBytes...)
-	out = append(out, vhAfter...)
-	out = append(out, rcAfter...)
+	out := rs.compose(n, func(yield func([]byte)) {
+		for _, u := range parts {
+			yield(u.routes)
+		}
+	})
 	// The hash covers every part by its digest: equal parts in equal order
 	// give an equal hash, and any changed route changes its endpoint's
 	// digest.
 	h := xxhash.New()
-	var n [8]byte
-	for _, part := range [][]byte{rcBefore, vhBefore, tailBytes, vhAfter, rcAfter} {
-		binary.LittleEndian.PutUint64(n[:], xxhash.Sum64(part))
-		h.Write(n[:])
+	var d [8]byte
+	for _, part := range [][]byte{rs.rcBefore, rs.vhBefore, rs.tail, rs.vhAfter, rs.rcAfter} {
+		binary.LittleEndian.PutUint64(d[:], xxhash.Sum64(part))
+		h.Write(d[:])
 	}
-	for _, name := range order {
-		binary.LittleEndian.PutUint64(n[:], units[name].routesHash)
-		h.Write(n[:])
+	for i, name := range order {
+		binary.LittleEndian.PutUint64(d[:], parts[i].routesHash)
+		h.Write(d[:])
 		h.WriteString(name)
 	}
 	return &Encoded{Name: GatewayRouteName, Bytes: out, Hash: "r" + strconv.FormatUint(h.Sum64(), 36)}, nil
+}
+
+// routeShell is a route configuration of one virtual host, encoded in the
+// parts that routes are spliced between: the configuration's fields before
+// and after virtual_hosts, the virtual host's before and after routes, and
+// the virtual host's own routes (tail), which stay after the spliced ones.
+type routeShell struct {
+	rcBefore, vhBefore, tail, vhAfter, rcAfter []byte
+}
+
+func encodeRouteShell(shell *routev3.RouteConfiguration) (routeShell, error) {
+	var rs routeShell
+	vhs := shell.VirtualHosts
+	vh := vhs[0]
+	tail := vh.Routes
+	// Encoded without them, then put back.
+	vh.Routes, shell.VirtualHosts = nil, nil
+	defer func() { vh.Routes, shell.VirtualHosts = tail, vhs }()
+	rcBytes, err := marshal(shell)
+	if err != nil {
+		return rs, err
+	}
+	vhBytes, err := marshal(vh)
+	if err != nil {
+		return rs, err
+	}
+	if rs.tail, err = appendRoutes(nil, tail); err != nil {
+		return rs, err
+	}
+	if rs.vhBefore, rs.vhAfter, err = splitAt(vhBytes, vhRoutesField); err != nil {
+		return rs, err
+	}
+	if rs.rcBefore, rs.rcAfter, err = splitAt(rcBytes, rcVirtualHostsField); err != nil {
+		return rs, err
+	}
+	return rs, nil
+}
+
+// compose encodes the configuration with routes (n bytes in all, yielded
+// by each, already framed as VirtualHost.routes fields) before the
+// virtual host's own.
+func (rs routeShell) compose(n int, each func(yield func([]byte))) []byte {
+	vhLen := len(rs.vhBefore) + n + len(rs.tail) + len(rs.vhAfter)
+	out := make([]byte, 0, len(rs.rcBefore)+len(rs.rcAfter)+vhLen+2*binary.MaxVarintLen64)
+	out = append(out, rs.rcBefore...)
+	out = protowire.AppendTag(out, rcVirtualHostsField, protowire.BytesType)
+	out = protowire.AppendVarint(out, uint64(vhLen))
+	out = append(out, rs.vhBefore...)
+	each(func(b []byte) { out = append(out, b...) })
+	out = append(out, rs.tail...)
+	out = append(out, rs.vhAfter...)
+	out = append(out, rs.rcAfter...)
+	return out
 }
 
 // splitAt splits an encoded message before its first field numbered above
@@ -638,7 +703,9 @@ func Encode(r types.Resource) (*Encoded, error) {
 	return newEncoded(resourceName(r), b), nil
 }
 
-func encodeTyped(res Resources) ([]typed, error) {
+// encodeTyped encodes every resource, in type order, and records each
+// one's encoding in encoded.
+func encodeTyped(res Resources, encoded map[types.Resource][]byte) ([]typed, error) {
 	var out []typed
 	for _, typ := range sortedTypes(res) {
 		for _, r := range res[typ] {
@@ -646,6 +713,7 @@ func encodeTyped(res Resources) ([]typed, error) {
 			if err != nil {
 				return nil, err
 			}
+			encoded[r] = enc.Bytes
 			out = append(out, typed{typ, enc})
 		}
 	}
