@@ -41,7 +41,7 @@ func Check(res Resources) error { return check(res, nil) }
 // are found in the encoding (what is served), not by reflection over the
 // messages.
 func check(res Resources, encoded func(types.Resource) []byte) error {
-	c := &checker{res: res, unpacked: map[string]map[string]proto.Message{}}
+	c := &checker{res: res, unpacked: map[string]map[string]proto.Message{}, path: make([]pathElem, 0, 16)}
 	for _, t := range sortedTypes(res) {
 		for _, r := range res[t] {
 			if r == nil {
@@ -199,19 +199,20 @@ func (c *checker) visit(b []byte, w *walkInfo) {
 		c.walk(b, w)
 		return
 	}
-	url, value := anyFields(b)
-	byValue := c.unpacked[url]
-	if byValue == nil {
-		byValue = map[string]proto.Message{}
-		c.unpacked[url] = byValue
-	}
+	rawURL, value := anyFields(b)
+	byValue := c.unpacked[string(rawURL)]
 	if _, seen := byValue[string(value)]; seen {
 		// Validated already: an equal Any elsewhere (routes share their
 		// per-filter configs). Its problems, if any, are reported here too.
-		for _, p := range c.failed[url][string(value)] {
+		for _, p := range c.failed[string(rawURL)][string(value)] {
 			c.problems = append(c.problems, c.at()+p)
 		}
 		return
+	}
+	url := string(rawURL)
+	if byValue == nil {
+		byValue = map[string]proto.Message{}
+		c.unpacked[url] = byValue
 	}
 	before := len(c.problems)
 	c.unpackAndValidate(url, value, byValue)
@@ -252,14 +253,15 @@ func (c *checker) unpackAndValidate(url string, value []byte, byValue map[string
 		c.addf("%s: cannot unpack Any %s: %v", c.at(), url, err)
 		return
 	}
-	c.path = append(c.path, pathElem{name: "<" + string(inner.ProtoReflect().Descriptor().Name()) + ">", index: -1})
+	w := walkInfoOf(inner.ProtoReflect().Descriptor())
+	c.path = append(c.path, pathElem{name: w.inAny, index: -1})
 	c.deepValidate(inner, value)
 	c.path = c.path[:len(c.path)-1]
 }
 
 // anyFields reads an encoded Any's type URL and value (the last of each,
 // as decoding does).
-func anyFields(b []byte) (url string, value []byte) {
+func anyFields(b []byte) (url, value []byte) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -272,7 +274,7 @@ func anyFields(b []byte) (url string, value []byte) {
 				return url, value
 			}
 			if num == 1 {
-				url = string(v)
+				url = v
 			} else {
 				value = v
 			}
@@ -364,6 +366,7 @@ var anyName = (&anypb.Any{}).ProtoReflect().Descriptor().FullName()
 // the message-valued fields from which an Any can be reached, by number.
 type walkInfo struct {
 	isAny  bool
+	inAny  string       // "<Name>": the type's step in a path, inside an Any
 	fields []*walkField // by field number, when numbers are small
 	byNum  map[protowire.Number]*walkField
 	lists  int // repeated fields among them, each counted in its own slot
@@ -418,7 +421,7 @@ func fillWalkInfo(md protoreflect.MessageDescriptor, pending map[protoreflect.Me
 	if w := pending[md]; w != nil {
 		return w
 	}
-	w := &walkInfo{isAny: md.FullName() == anyName}
+	w := &walkInfo{isAny: md.FullName() == anyName, inAny: "<" + string(md.Name()) + ">"}
 	pending[md] = w
 	if w.isAny {
 		return w
