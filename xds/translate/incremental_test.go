@@ -236,12 +236,14 @@ func BenchmarkTranslatorFull(b *testing.B) {
 
 // TestOversizedFollowsSet: the sizes the Translator keeps as resources
 // change name the same oversized resources and type totals as a walk over
-// its set, after a full build, a change and a removal.
+// its set, after a full build, a change and a removal; the set is Build's
+// each time (the first and the last commit each kind on its own goroutine).
 func TestOversizedFollowsSet(t *testing.T) {
 	cfg := benchConfig(t, 1000, false)
 	tr := NewTranslator()
 	same := func(when string) {
 		t.Helper()
+		sameAsFull(t, tr, cfg)
 		for _, kind := range Kinds {
 			for _, limit := range []int{GRPCDefaultReceiveLimit, 1 << 20, bigResource, bigResource + 1, 10 << 10, 1} {
 				got, want := tr.Oversized(kind, limit), OversizedInSet(tr.Set(kind), kind, limit)
@@ -277,4 +279,33 @@ func oversizedKey(os []Oversized) string {
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, " ")
+}
+
+// TestUpdateRefusesNameClashOnLargeUpdates: a cluster name two endpoints
+// would both define is refused, and nothing kept, also when so many
+// endpoints are built that the owner checks and the commit run per kind
+// on their own goroutines (parallelCommit).
+func TestUpdateRefusesNameClashOnLargeUpdates(t *testing.T) {
+	good := benchConfig(t, 2*parallelCommit, false)
+	bad := good.Clone()
+	// "m/a" + "b" and "m" + "a/b" both make the cluster m/a/b.
+	bad.Endpoints[10].Name, bad.Endpoints[10].Variants[0].Name = "m/a", "b"
+	bad.Endpoints[parallelCommit+5].Name, bad.Endpoints[parallelCommit+5].Variants[0].Name = "m", "a/b"
+	for i := range bad.Endpoints {
+		bad.Endpoints[i].Variants[1].Weight++ // every endpoint is built again
+	}
+	if _, _, err := NewTranslator().Update(bad); err == nil || !strings.Contains(err.Error(), "m/a/b is defined by both") {
+		t.Fatalf("full build with a clash: %v, want the clash on m/a/b", err)
+	}
+	tr := NewTranslator()
+	if _, _, err := tr.Update(good); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tr.Update(bad); err == nil || !strings.Contains(err.Error(), "m/a/b is defined by both") {
+		t.Fatalf("update with a clash: %v, want the clash on m/a/b", err)
+	}
+	sameAsFull(t, tr, good)
+	if _, st, err := tr.Update(good); err != nil || st.Rebuilt != 0 {
+		t.Fatalf("after the refusal, the last good config rebuilt %d endpoints (%v)", st.Rebuilt, err)
+	}
 }
