@@ -209,7 +209,7 @@ func BenchmarkStaleEndpoints(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if s := tr.staleEndpoints(cfg.Endpoints); len(s) != 0 {
+		if s, _ := tr.staleEndpoints(cfg.Endpoints, false); len(s) != 0 {
 			b.Fatalf("%d stale", len(s))
 		}
 	}

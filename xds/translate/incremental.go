@@ -62,10 +62,12 @@ func (c Changes) Merge(o Changes) {
 // Translator builds resources incrementally: it keeps every endpoint's
 // built, checked and encoded resources, and on Update builds again only the
 // endpoints whose inputs changed. An endpoint's inputs are the endpoint
-// itself (compared deeply with the copy kept from the last build) and, for
-// gRPC nodes, the ext_proc target; the builders it calls take nothing else
-// (envoyEndpoint, gatewayEndpointRoutes, grpcEndpoint), so the compiler
-// keeps that list honest. What depends on the config as a whole (the
+// itself (compared by reflect.DeepEqual's rules, sameEndpoint, with the copy
+// kept from the last build) and, for gRPC nodes, the ext_proc target; the
+// builders it calls take nothing else (envoyEndpoint, gatewayEndpointRoutes,
+// grpcEndpoint), so the compiler keeps that list honest. A new target
+// builds every endpoint's gRPC resources again and keeps the Envoy ones of
+// unchanged endpoints. What depends on the config as a whole (the
 // gateway listener, the ext_proc cluster, the order of the gateway's
 // routes) is built on every Update, which costs little, and checked again
 // when its encoding changes.
@@ -74,7 +76,8 @@ func (c Changes) Merge(o Changes) {
 // gateway's route configuration cut down to that endpoint's routes, so the
 // recursive validation and the reference checks (routes → clusters,
 // clusters → load assignments, RLS default targets, grpc-go's rules) run on
-// what changed. Names are unique across endpoints by construction (cluster
+// what changed. They are encoded first, and Check reads those encodings
+// (the bytes served) to find the Anys it unpacks and validates. Names are unique across endpoints by construction (cluster
 // names are endpoint/variant); an owner index still refuses a clash.
 //
 // Update is all or nothing: on an error nothing of the new config is kept.
@@ -157,10 +160,10 @@ type Stats struct {
 // On error, the Translator is as before the call.
 func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 	target := cfg.ExtProcTarget()
-	if target != t.extProcTarget {
-		// Every gRPC resource names the target: build everything again.
-		t.units = map[string]*unit{}
-	}
+	// Every gRPC resource names the target: with a new one, every
+	// endpoint's gRPC resources are built again (its Envoy ones only if
+	// the endpoint changed too).
+	retarget := target != t.extProcTarget
 	seen := make(map[string]bool, len(cfg.Endpoints))
 	for i := range cfg.Endpoints {
 		e := &cfg.Endpoints[i]
@@ -169,8 +172,8 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 		}
 		seen[e.Name] = true
 	}
-	stale := t.staleEndpoints(cfg.Endpoints)
-	built, err := buildUnits(cfg.Endpoints, stale, target)
+	stale, keepEnvoy := t.staleEndpoints(cfg.Endpoints, retarget)
+	built, err := buildUnits(cfg.Endpoints, stale, keepEnvoy, target)
 	if err != nil {
 		return nil, Stats{}, err
 	}
@@ -295,35 +298,47 @@ func slicesEqual(a, b []string) bool {
 // staleEndpoints lists the indexes of the endpoints that are new or differ
 // from the copy kept when they were built (sameEndpoint: DeepEqual's rules,
 // compiled). At 1,000 endpoints they are still a large part of an Update
-// that changes one, so they run on every core.
-func (t *Translator) staleEndpoints(endpoints []config.Endpoint) []int {
+// that changes one, so they run on every core. With retarget, every
+// endpoint is stale, and keepEnvoy holds, for those that are unchanged,
+// the unit whose Envoy resources stay.
+func (t *Translator) staleEndpoints(endpoints []config.Endpoint, retarget bool) (stale []int, keepEnvoy []*unit) {
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(endpoints)/256))
-	parts := make([][]int, workers)
+	type part struct {
+		stale []int
+		keep  []*unit
+	}
+	parts := make([]part, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			lo, hi := w*len(endpoints)/workers, (w+1)*len(endpoints)/workers
+			p := &parts[w]
 			for i := lo; i < hi; i++ {
 				e := &endpoints[i]
-				if u := t.units[e.Name]; u == nil || !sameEndpoint(&u.src, e) {
-					parts[w] = append(parts[w], i)
+				u := t.units[e.Name]
+				switch same := u != nil && sameEndpoint(&u.src, e); {
+				case !same:
+					p.stale, p.keep = append(p.stale, i), append(p.keep, nil)
+				case retarget:
+					p.stale, p.keep = append(p.stale, i), append(p.keep, u)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	var stale []int
 	for _, p := range parts {
-		stale = append(stale, p...)
+		stale = append(stale, p.stale...)
+		keepEnvoy = append(keepEnvoy, p.keep...)
 	}
-	return stale
+	return stale, keepEnvoy
 }
 
 // buildUnits builds the endpoints at the given indexes, on every core when
-// there are many (a full build of 10,000 endpoints).
-func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit, error) {
+// there are many (a full build of 10,000 endpoints); keepEnvoy[k], when
+// set, is a unit whose Envoy resources endpoint idx[k] keeps.
+func buildUnits(endpoints []config.Endpoint, idx []int, keepEnvoy []*unit, target string) ([]*unit, error) {
 	out := make([]*unit, len(idx))
 	errs := make([]error, len(idx))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(idx)/64))
@@ -333,7 +348,7 @@ func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit,
 		go func() {
 			defer wg.Done()
 			for k := w; k < len(idx); k += workers {
-				out[k], errs[k] = buildUnit(&endpoints[idx[k]], target)
+				out[k], errs[k] = buildUnit(&endpoints[idx[k]], target, keepEnvoy[k])
 			}
 		}()
 	}
@@ -343,21 +358,19 @@ func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit,
 
 // buildUnit builds, encodes and checks one endpoint for every node kind.
 // Check reads the encodings made here (the bytes that are served) rather
-// than encoding the resources again.
-func buildUnit(e *config.Endpoint, target string) (*unit, error) {
+// than encoding the resources again. With keep (the endpoint's unit, built
+// from an equal endpoint), its Envoy resources are kept and only the gRPC
+// ones built: they alone name the ext_proc target.
+func buildUnit(e *config.Endpoint, target string, keep *unit) (*unit, error) {
+	if keep != nil {
+		return buildGRPCPart(&unit{src: keep.src, envoy: keep.envoy, routes: keep.routes, routesHash: keep.routesHash}, e, target)
+	}
 	u := &unit{src: cloneEndpoint(e)}
 	envoy := envoyEndpoint(e)
 	routes := gatewayEndpointRoutes(e)
-	grpc, err := grpcEndpoint(e, target)
-	if err != nil {
-		return nil, fmt.Errorf("resources for %s nodes: %w", KindGRPC, err)
-	}
 	encoded := make(map[types.Resource][]byte, 16)
 	var encodeErr error
 	u.envoy, encodeErr = encodeTyped(envoy, encoded)
-	if encodeErr == nil {
-		u.grpc, encodeErr = encodeTyped(grpc, encoded)
-	}
 	if encodeErr == nil {
 		u.routes, encodeErr = appendRoutes(nil, routes)
 	}
@@ -382,13 +395,29 @@ func buildUnit(e *config.Endpoint, target string) (*unit, error) {
 	if err := check(checked, lookup); err != nil {
 		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindEnvoy, e.Name, err)
 	}
-	if err := check(grpc, lookup); err != nil {
+	if encodeErr != nil {
+		return nil, encodeErr
+	}
+	u.routesHash = xxhash.Sum64(u.routes)
+	return buildGRPCPart(u, e, target)
+}
+
+// buildGRPCPart builds, encodes and checks the endpoint's resources for
+// gRPC nodes into u.
+func buildGRPCPart(u *unit, e *config.Endpoint, target string) (*unit, error) {
+	grpc, err := grpcEndpoint(e, target)
+	if err != nil {
+		return nil, fmt.Errorf("resources for %s nodes: %w", KindGRPC, err)
+	}
+	encoded := make(map[types.Resource][]byte, 16)
+	var encodeErr error
+	u.grpc, encodeErr = encodeTyped(grpc, encoded)
+	if err := check(grpc, func(r types.Resource) []byte { return encoded[r] }); err != nil {
 		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindGRPC, e.Name, err)
 	}
 	if encodeErr != nil {
 		return nil, encodeErr
 	}
-	u.routesHash = xxhash.Sum64(u.routes)
 	return u, nil
 }
 

@@ -309,3 +309,58 @@ func TestUpdateRefusesNameClashOnLargeUpdates(t *testing.T) {
 		t.Fatalf("after the refusal, the last good config rebuilt %d endpoints (%v)", st.Rebuilt, err)
 	}
 }
+
+// TestRetargetKeepsEnvoyResources: a new ext_proc target builds every
+// endpoint's gRPC resources again and keeps the Envoy ones of the
+// endpoints that did not change (the same encodings, not rebuilt), while
+// a changed endpoint gets both built.
+func TestRetargetKeepsEnvoyResources(t *testing.T) {
+	cfg := benchConfig(t, 2*parallelCommit, false)
+	tr := NewTranslator()
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]*Encoded{}
+	for name, enc := range tr.Set(KindEnvoy)[resource.ClusterType] {
+		before[name] = enc
+	}
+	cfg.Listen.ExtProc = "127.0.0.1:19999"
+	cfg.Endpoints[7].Variants[0].Weight++
+	cfg.Endpoints[7].Variants[0].Backends[0].Port++
+	if _, st, err := tr.Update(cfg); err != nil || st.Rebuilt != len(cfg.Endpoints) {
+		t.Fatalf("retarget rebuilt %d of %d endpoints (%v)", st.Rebuilt, len(cfg.Endpoints), err)
+	}
+	sameAsFull(t, tr, cfg)
+	for name, enc := range tr.Set(KindEnvoy)[resource.ClusterType] {
+		if name == ExtProcClusterName {
+			continue
+		}
+		rebuilt := strings.HasPrefix(name, cfg.Endpoints[7].Name+"/")
+		if kept := before[name] == enc; kept == rebuilt {
+			t.Errorf("cluster %s: kept %v", name, kept)
+		}
+	}
+}
+
+// BenchmarkTranslatorRetarget is an Update whose only change is the
+// ext_proc target: every endpoint's gRPC resources built, checked and
+// encoded again, the Envoy ones kept.
+func BenchmarkTranslatorRetarget(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		cfg := benchConfig(b, n, false)
+		b.Run(fmt.Sprint("endpoints=", n), func(b *testing.B) {
+			tr := NewTranslator()
+			if _, _, err := tr.Update(cfg); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				i++
+				cfg.Listen.ExtProc = fmt.Sprintf("127.0.0.1:%d", 20000+i%2)
+				if _, _, err := tr.Update(cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
