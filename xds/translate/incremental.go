@@ -242,6 +242,9 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 	for k, kind := range Kinds {
 		tasks = append(tasks, func() {
 			ch := Changes{}
+			if big {
+				t.reserve(kind, stale, cfg.Endpoints, next, ch)
+			}
 			for _, i := range stale {
 				name := cfg.Endpoints[i].Name
 				t.replaceUnit(kind, name, t.units[name], next[name], ch)
@@ -265,6 +268,14 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 				if rc != nil {
 					t.put(KindEnvoy, resource.RouteType, rc, "", ch)
 				}
+			}
+			for typ, names := range ch[kind] {
+				if len(names) == 0 {
+					delete(ch[kind], typ) // reserved, not changed
+				}
+			}
+			if len(ch[kind]) == 0 {
+				delete(ch, kind)
 			}
 			parts[k] = ch
 		})
@@ -586,6 +597,28 @@ func (t *Translator) replaceUnit(kind NodeKind, name string, old, now *unit, cha
 		if !kept[key{r.typ, r.enc.Name}] && t.owner[kind][r.typ][r.enc.Name] == name {
 			t.remove(kind, r.typ, r.enc.Name, changes)
 		}
+	}
+}
+
+// reserve sizes a kind's empty maps (a first build) for the resources the
+// stale endpoints bring, so tens of thousands of names are not inserted
+// through repeated growth.
+func (t *Translator) reserve(kind NodeKind, stale []int, endpoints []config.Endpoint, next map[string]*unit, ch Changes) {
+	n := map[resource.Type]int{}
+	for _, i := range stale {
+		for _, r := range next[endpoints[i].Name].of(kind) {
+			n[r.typ]++
+		}
+	}
+	for typ, count := range n {
+		if len(t.sets[kind][typ]) == 0 {
+			t.sets[kind][typ] = make(map[string]*Encoded, count)
+			t.owner[kind][typ] = make(map[string]string, count)
+		}
+		if ch[kind] == nil {
+			ch[kind] = map[resource.Type]map[string]struct{}{}
+		}
+		ch[kind][typ] = make(map[string]struct{}, count)
 	}
 }
 
