@@ -9,7 +9,7 @@ ENVOY_VERSION := 1.40.0
 # process's environment from the start (t.Setenv is too late).
 export GRPC_EXPERIMENTAL_XDS_EXT_PROC_ON_CLIENT = true
 
-.PHONY: help build run serve test test-deps browser-deps manifests envoy-install vet fuzz bench bench-envoy bench-xds soak golden reference-values mutate gremlins-install clean
+.PHONY: help build run serve test test-deps browser-deps manifests envoy-install vet fuzz bench bench-envoy bench-shadow bench-xds soak golden reference-values mutate gremlins-install clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -83,9 +83,22 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./extproc -run '^$$' -fuzz FuzzRequestHeaders -fuzztime $${FUZZTIME:-30s}
 
-bench: test-deps ## Benchmarks (-benchmem, 5 runs each), then bench-envoy; not part of `make test`
-	set -o pipefail; $(GO) test -run '^$$' -bench . -skip '^BenchmarkEnvoyDecide$$' -benchmem -count $${COUNT:-5} -timeout 60m ./... | tee bench.out
+bench: test-deps ## Benchmarks (-benchmem, 5 runs each), then bench-envoy and bench-shadow; not part of `make test`
+	set -o pipefail; $(GO) test -run '^$$' -bench . -skip '^(BenchmarkEnvoyDecide|BenchmarkEnvoyComparePrimaryLatency|BenchmarkShadowPrimaryLatency|BenchmarkEnvoyMirrorPrimaryLatency)$$' -benchmem -count $${COUNT:-5} -timeout 60m ./... | tee bench.out
 	$(MAKE) bench-envoy
+	$(MAKE) bench-shadow
+
+# What a compare shadow 500 ms slower than the primary costs the primary,
+# through Envoy and for a grpc-go client, at 100% and 10% sampling, and a
+# mirror shadow slow or down (Envoy; 10 pairs of 500 requests):
+# COMPARE_PAIRS interleaved pairs (shadow paused, shadow comparing) of
+# COMPARE_BLOCK requests each; medians of the pairwise p50/p99 ratios, the
+# A/A ratios (noise) and CPU per request of each process. Run it alone.
+COMPARE_PAIRS ?= 8
+COMPARE_BLOCK ?= 1000
+bench-shadow: envoy-install ## Compare-shadow cost to the primary (Envoy and grpc-go, 100% and 10% sampled), interleaved pairs, into bench-shadow.out
+	set -o pipefail; COMPARE_PAIRS=$(COMPARE_PAIRS) COMPARE_BLOCK=$(COMPARE_BLOCK) \
+	  $(GO) test -run '^$$' -bench '^(BenchmarkEnvoyComparePrimaryLatency|BenchmarkShadowPrimaryLatency|BenchmarkEnvoyMirrorPrimaryLatency)$$' -benchtime 1x -count 1 -timeout 60m ./test | tee bench-shadow.out
 
 # Envoy alone vs Envoy + the decide filter, side by side in one Envoy:
 # BENCH_PAIRS interleaved pairs (envoy, envoy+decide) of BENCH_DURATION at
@@ -153,4 +166,4 @@ reference-values: ## Regenerate statistics/testdata/reference.json from SciPy/st
 	$(SCIPY_VENV)/bin/python statistics/testdata/reference.py
 
 clean: ## Remove build outputs
-	rm -rf bin bench.out bench-envoy.out bench-xds.out mutate.out soak.out
+	rm -rf bin bench.out bench-envoy.out bench-shadow.out bench-xds.out mutate.out soak.out

@@ -195,7 +195,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	watch := newTLSWatch(s.log.Named("tls"), s.metrics)
 	s.xdsGRPC = grpc.NewServer(grpcServerOptions(watch.creds("xds", creds))...)
 	s.xds.Register(s.xdsGRPC)
-	s.extprocGRPC = grpc.NewServer(grpcServerOptions(watch.creds("extproc", creds))...)
+	s.extprocGRPC = grpc.NewServer(append(grpcServerOptions(watch.creds("extproc", creds)), extprocServerOptions()...)...)
 	s.extproc.Register(s.extprocGRPC)
 	// Proxyless gRPC clients ask the same engine through the Route Lookup
 	// Service, on the same listener (their xDS names it as lookup_service).
@@ -462,6 +462,19 @@ func grpcServerOptions(creds credentials.TransportCredentials) []grpc.ServerOpti
 		opts = append(opts, grpc.Creds(creds))
 	}
 	return opts
+}
+
+// extprocServerOptions: fixed flow-control windows, which also turn off
+// grpc-go's bandwidth-delay probing. With probing on, a busy ext_proc
+// connection carries a PING and its answer every round trip: two more
+// system calls and wake-ups per few requests, for windows that only need
+// to hold one request's messages (1 MiB per stream, 16 MiB per
+// connection; larger bodies still flow, paced by the window).
+func extprocServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.InitialWindowSize(1 << 20),
+		grpc.InitialConnWindowSize(16 << 20),
+	}
 }
 
 func serverCredentials(t config.TLS) (credentials.TransportCredentials, error) {

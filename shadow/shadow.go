@@ -574,9 +574,13 @@ func (t *target) replay(x Exchange, reqBody, primary []byte) {
 	t.resultMu.Unlock()
 	t.results.Compared(reason == "")
 	t.latencyDiff.Observe((latency - x.PrimaryLatency).Seconds())
-	t.log.Debug("shadow compared", zap.String("request_id", x.RequestID), zap.Bool("agree", reason == ""),
-		zap.String("reason", reason), zap.Int("primary_status", x.PrimaryStatus), zap.Int("shadow_status", a.status),
-		zap.Duration("shadow_latency", latency))
+	// Checked first: the fields would be built (and escape) on every
+	// replay even with debug logging off.
+	if ce := t.log.Check(zap.DebugLevel, "shadow compared"); ce != nil {
+		ce.Write(zap.String("request_id", x.RequestID), zap.Bool("agree", reason == ""),
+			zap.String("reason", reason), zap.Int("primary_status", x.PrimaryStatus), zap.Int("shadow_status", a.status),
+			zap.Duration("shadow_latency", latency))
+	}
 }
 
 func newRequestID() string {
@@ -597,6 +601,11 @@ func shadowFailed(grpcShadow bool, primary, shadow int) bool {
 func (t *target) pick() string {
 	return t.backends[int(t.next.Add(1)-1)%len(t.backends)]
 }
+
+// readChunks holds the buffers replies are read through: 32 KiB each, one
+// per replay in flight, reused rather than allocated per replay (at 500
+// replays/s a fresh one each time was 16 MB/s of garbage).
+var readChunks = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (t *target) replayHTTP(ctx context.Context, x Exchange, body []byte) (answer, error) {
 	method := x.Method
@@ -627,7 +636,12 @@ func (t *target) replayHTTP(ctx context.Context, x Exchange, body []byte) (answe
 		return answer{}, errOverBudget
 	}
 	var buf bytes.Buffer
-	chunk := make([]byte, 32<<10)
+	if resp.ContentLength > 0 {
+		buf.Grow(int(resp.ContentLength))
+	}
+	chunkp := readChunks.Get().(*[]byte)
+	defer readChunks.Put(chunkp)
+	chunk := *chunkp
 	for {
 		n, err := resp.Body.Read(chunk)
 		if n > 0 {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +13,15 @@ import (
 
 // BenchmarkEnvoyComparePrimaryLatency: what a compare-mode shadow 500 ms
 // slower than the primary costs the primary, through a real Envoy, at 100%
-// and 10% sampling. One modelsplit, one Envoy, one warm-up: blocks of 500
-// requests at 500 req/s (the slow shadow has ~250 replays in flight at
-// 100%) alternate with the shadow paused (A: nothing is marked, no body
-// reaches modelsplit, nothing is replayed) and resumed (B), A B A B for 6
-// pairs. Reported: the medians of the pairwise p50 and p99 ratios (B/A),
-// and the same for consecutive A blocks (A/A: the machine's own noise).
+// and 10% sampling. One modelsplit, one Envoy, one warm-up: blocks of
+// COMPARE_BLOCK (1,000) requests at 500 req/s (the slow shadow has ~250
+// replays in flight at 100%) alternate with the shadow paused (A: nothing
+// is marked, no body reaches modelsplit, nothing is replayed) and resumed
+// (B), A B A B for COMPARE_PAIRS (8) pairs. Reported: the medians of the
+// pairwise p50 and p99 ratios (B/A), the same for consecutive A blocks
+// (A/A: the machine's own noise), and the CPU time per request each
+// process spent in A and B (the schedstat of all its threads: unlike
+// latency, it barely moves on a busy machine).
 // Targets: at 100%, p50 ≤ 1.05 and p99 ≤ 1.10; at 10%, within the A/A
 // noise. With MODELSPLIT_PROFILE_DIR set, a 5 s CPU profile of serve is
 // written there during a B block.
@@ -34,7 +38,9 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 				}
 				_, _ = w.Write([]byte("a"))
 			})
-			g := startGateway(b, fmt.Sprintf(`endpoints:
+			// Info, as in production: the tests' debug level would log
+			// every replay, and this process would read each line.
+			g := startGatewayArgs(b, []string{"-log-level", "info"}, fmt.Sprintf(`endpoints:
   - name: cmp
     match: {path_prefix: /cmp}
     sticky: {header: x-user-id}
@@ -58,22 +64,46 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 				resp.Body.Close()
 				time.Sleep(200 * time.Millisecond) // the change reaches the decision engine at once; let replays of the last block drain a little
 			}
-			const pairs, n = 6, 500
+			pairs, n := benchInt(b, "COMPARE_PAIRS", 8), benchInt(b, "COMPARE_BLOCK", 1000)
 			every := 2 * time.Millisecond
+			// CPU per request of each process, per block: Envoy, modelsplit
+			// and this process (the load generator and both backends).
+			pids := []int{g.envoy.pid(), g.serve.current().cmd.Process.Pid, os.Getpid()}
+			var cpuA, cpuB, sysA, sysB [3][]float64
 			block := func(paused bool) []time.Duration {
 				setPaused(paused)
-				return timedGets(b, g, "/cmp/predict", n, every)
+				var before [3]time.Duration
+				var sysBefore [3]int64
+				for i, pid := range pids {
+					before[i], sysBefore[i] = procCPU(pid), procSyscalls(pid)
+				}
+				lat := timedGets(b, g, "/cmp/predict", n, every)
+				for i, pid := range pids {
+					perReq := float64(cpuDelta(before[i], procCPU(pid))) / float64(n) / float64(time.Microsecond)
+					sysPerReq := float64(procSyscalls(pid)-sysBefore[i]) / float64(n)
+					if paused {
+						cpuA[i], sysA[i] = append(cpuA[i], perReq), append(sysA[i], sysPerReq)
+					} else {
+						cpuB[i], sysB[i] = append(cpuB[i], perReq), append(sysB[i], sysPerReq)
+					}
+				}
+				return lat
 			}
 			block(false) // warm up both states
 			block(true)
+			cpuA, cpuB, sysA, sysB = [3][]float64{}, [3][]float64{}, [3][]float64{}, [3][]float64{}
 			b.ResetTimer()
 			var r50, r99, aa50, aa99 []float64
 			var prevA []time.Duration
 			for i := 0; i < b.N; i++ {
 				for p := 0; p < pairs; p++ {
+					dir := os.Getenv("MODELSPLIT_PROFILE_DIR")
+					if p == pairs/2 && dir != "" {
+						go profileServe(b, admin, fmt.Sprintf("%s/serve-paused-%d", dir, percent))
+					}
 					a := block(true)
-					if p == pairs/2 && os.Getenv("MODELSPLIT_PROFILE_DIR") != "" {
-						go profileServe(b, admin, fmt.Sprintf("%s/serve-compare-%d.pprof", os.Getenv("MODELSPLIT_PROFILE_DIR"), percent))
+					if p == pairs/2 && dir != "" {
+						go profileServe(b, admin, fmt.Sprintf("%s/serve-comparing-%d", dir, percent))
 					}
 					s := block(false)
 					r50 = append(r50, float64(medianDuration(s))/float64(medianDuration(a)))
@@ -91,28 +121,72 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 			b.ReportMetric(median(aa50), "p50-ratio-AA")
 			b.ReportMetric(median(aa99), "p99-ratio-AA")
 			st := shadowStatus(b, admin)
-			b.Logf("sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f p99 %.3f; shadow %s",
-				percent, r50, median(r50), r99, median(r99), median(aa50), median(aa99), st)
+			for i, name := range []string{"envoy", "modelsplit", "client+backends"} {
+				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/req-added-"+name)
+				b.Logf("sampled %d%%: %s per request: CPU paused %.0f µs, comparing %.0f µs; read+write syscalls paused %.1f, comparing %.1f (medians of blocks)",
+					percent, name, median(cpuA[i]), median(cpuB[i]), median(sysA[i]), median(sysB[i]))
+			}
+			b.Logf("sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f); shadow %s",
+				percent, r50, median(r50), r99, median(r99), aa50, median(aa50), aa99, median(aa99), st)
 		})
 	}
 }
 
-// profileServe takes a 5 s CPU profile of modelsplit serve into path.
-func profileServe(b *testing.B, admin, path string) {
-	resp, err := http.Get("http://" + admin + "/debug/pprof/profile?seconds=5")
+// procSyscalls is how many read and write system calls pid has made
+// (/proc/<pid>/io syscr + syscw), or -1 without /proc. On a virtual
+// machine a system call, and the wake-up it often brings, is the
+// costly part of a gRPC message.
+func procSyscalls(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {
-		b.Logf("profile: %v", err)
-		return
+		return -1
 	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		b.Logf("profile: %v", err)
-		return
+	var total int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok && (k == "syscr" || k == "syscw") {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			total += n
+		}
 	}
-	defer f.Close()
-	_, _ = io.Copy(f, resp.Body)
-	b.Logf("CPU profile of serve during a shadow block: %s", path)
+	return total
+}
+
+// benchInt reads a positive integer setting from the environment.
+func benchInt(b *testing.B, env string, def int) int {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", env, v)
+	}
+	return n
+}
+
+// profileServe writes a 1 s CPU profile of modelsplit serve, taken while
+// a block runs, to prefix.cpu.pprof, and its goroutines half-way through
+// to prefix.goroutine.txt.
+func profileServe(b *testing.B, admin, prefix string) {
+	save := func(url, path string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}
+	time.Sleep(250 * time.Millisecond) // setPaused's 200 ms, then the block's first requests
+	go save("http://"+admin+"/debug/pprof/goroutine?debug=1", prefix+".goroutine.txt")
+	save("http://"+admin+"/debug/pprof/profile?seconds=1", prefix+".cpu.pprof")
+	b.Logf("profiles of serve during a block: %s.{cpu.pprof,goroutine.txt}", prefix)
 }
 
 func shadowStatus(b *testing.B, admin string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -149,11 +150,10 @@ func TestEnvoyLiveControl(t *testing.T) {
       - {name: a, weight: 80, backends: [%q]}
       - {name: b, weight: 20, backends: [%q]}
 `, a.addr, b.addr), "extproc_timeout: 2s", "/model/predict", "x-user-id", "probe")
-	version := g.envoy.xdsVersions()["route/"+gatewayRouteName]
 	step := func(what string, args []string, users string, want map[string]float64) {
 		t.Helper()
 		mustCLI(t, g.admin(), args...)
-		version = waitEnvoyRouteVersion(t, g.envoy, version)
+		waitEnvoyWeights(t, g.envoy, map[string]float64{"model/a": 10000 * want["a"], "model/b": 10000 * want["b"]})
 		got := sharesOf(g.route(t, "/model/predict", userNames(users, 4000)))
 		assertSharesPP(t, what, got, want, 3)
 	}
@@ -182,10 +182,14 @@ func TestEnvoyLiveControl(t *testing.T) {
 	g.envoy.assertNoRejections()
 }
 
-// fallbackWeights reads the weighted clusters of Envoy's loaded route
-// configuration (cluster name → weight).
+// fallbackWeights reads the weights Envoy's fallback routes split by
+// (cluster name → weight): each weighted cluster's weight in the loaded
+// route configuration, or, for a route with runtime_key_prefix, the
+// runtime key <prefix>.<cluster> when Envoy holds it (its /runtime), as
+// Envoy itself reads them.
 func fallbackWeights(t testing.TB, e *envoyProc) map[string]float64 {
 	t.Helper()
+	rt := e.runtime()
 	out := map[string]float64{}
 	for _, c := range asList(e.configDump()["configs"]) {
 		for _, r := range asList(c["dynamic_route_configs"]) {
@@ -194,9 +198,13 @@ func fallbackWeights(t testing.TB, e *envoyProc) map[string]float64 {
 				for _, route := range asList(vh["routes"]) {
 					ra, _ := route["route"].(map[string]any)
 					wc, _ := ra["weighted_clusters"].(map[string]any)
+					prefix, _ := wc["runtime_key_prefix"].(string)
 					for _, cw := range asList(wc["clusters"]) {
 						name, _ := cw["name"].(string)
 						w, _ := cw["weight"].(float64)
+						if v, ok := rt[prefix+"."+name]; ok && prefix != "" {
+							w, _ = strconv.ParseFloat(v, 64)
+						}
 						out[name] = w
 					}
 				}
@@ -204,6 +212,26 @@ func fallbackWeights(t testing.TB, e *envoyProc) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// waitEnvoyWeights waits until Envoy's fallback routes split by the given
+// weights (cluster name → weight scaled to 10,000), through its runtime.
+func waitEnvoyWeights(t testing.TB, e *envoyProc, want map[string]float64) {
+	t.Helper()
+	var got map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		got = fallbackWeights(t, e)
+		ok := true
+		for k, w := range want {
+			if got[k] != w {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+	}
+	t.Fatalf("Envoy's fallback weights %v after 10s, want %v", got, want)
 }
 
 // Scenario: restarts. modelsplit restarted under load: Envoy keeps its
@@ -276,9 +304,8 @@ func TestEnvoyRestarts(t *testing.T) {
 	t.Logf("%d requests across the modelsplit restart, %d failed", sent.Load(), failed.Load())
 
 	// A live change, then Envoy restarted: it comes back with the change.
-	routeBefore := g.envoy.xdsVersions()["route/"+gatewayRouteName]
 	mustCLI(t, g.admin(), "set-weights", "model", "a=10", "b=90")
-	waitEnvoyRouteVersion(t, g.envoy, routeBefore)
+	waitEnvoyWeights(t, g.envoy, map[string]float64{"model/a": 1000, "model/b": 9000})
 	g.envoy.restart()
 	g.client = newGatewayClient(g.port)
 	g.client.waitRouted(t, "/model/predict", 30*time.Second, "x-user-id", "probe")

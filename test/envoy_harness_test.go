@@ -230,6 +230,29 @@ func (e *envoyProc) configDump() map[string]any {
 	return v
 }
 
+// runtime returns Envoy's runtime keys and their final values (/runtime:
+// the RTDS layer of weights, overridden by the admin layer).
+func (e *envoyProc) runtime() map[string]string {
+	e.t.Helper()
+	code, body := httpGet(e.adminURL("/runtime"))
+	if code != http.StatusOK {
+		e.t.Fatalf("envoy /runtime: %d %s", code, body)
+	}
+	var v struct {
+		Entries map[string]struct {
+			FinalValue string `json:"final_value"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		e.t.Fatalf("envoy /runtime: %v", err)
+	}
+	out := make(map[string]string, len(v.Entries))
+	for k, x := range v.Entries {
+		out[k] = x.FinalValue
+	}
+	return out
+}
+
 // xdsVersions returns the version_info Envoy holds per dynamic resource
 // kind ("listeners", "routes", "clusters") and for each resource by name.
 func (e *envoyProc) xdsVersions() map[string]string {

@@ -201,9 +201,8 @@ func TestRolloutHealthyCanaryReachesFullTraffic(t *testing.T) {
 		"extproc_timeout: 2s", "/chat/predict", "x-user-id", "probe")
 	returning := userNames("ret", 2000)
 	before := g.route(t, "/chat/predict", returning)
-	version := g.envoy.xdsVersions()["route/"+gatewayRouteName]
 	mustCLI(t, g.admin(), "rollout", "start", "chat")
-	waitEnvoyRouteVersion(t, g.envoy, version)
+	waitEnvoyWeights(t, g.envoy, map[string]float64{"chat/stable": 5000, "chat/canary": 5000})
 	// Step 1: 90/10 → 50/50 moves returning users onto the canary.
 	at50 := g.route(t, "/chat/predict", returning)
 	on, off := 0, 0

@@ -3,7 +3,10 @@ package test
 import (
 	"context"
 	"fmt"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"net"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,14 +44,23 @@ func scaleConfig(t *testing.T, n int, extproc string) *config.Config {
 }
 
 // A real Envoy loads 1,000 endpoints × 4 variants (4,001 clusters, one
-// route configuration of ~5 MB) with zero NACKs, over delta xDS; then a
-// change of one endpoint's weights is in force (p99 of 20 changes, goal
-// 200 ms, asserted 1 s: see the end). The time is from Apply to the gateway route configuration's
-// config_reload_time_ms gauge (the epoch ms at which Envoy applied it),
-// polled through /stats, which costs Envoy little: polling /config_dump
-// makes its main thread, which also applies xDS, render megabytes each
-// time. After each change the dump is checked to hold the new version.
-// Reports p50/p99.
+// route configuration of ~5 MB, a runtime layer of 4,000 weights) with
+// zero NACKs, over delta xDS; then a change of one endpoint's weights is
+// in force (p99 of 20 changes, goal 200 ms, asserted 1 s: see the end).
+// Envoy's weighted routes read the weights from the RTDS layer, so a
+// change re-sends the ~110 KB Runtime resource only and Envoy does not
+// reload its routes (checked: the route configuration's reload counter
+// and version stay put).
+//
+// In force is when Envoy loaded the new runtime snapshot: the RTDS
+// subscription's runtime.update_time gauge (epoch ms), read once Envoy has
+// ACKed the Runtime version to modelsplit (Envoy ACKs after it applied
+// the update); Envoy's /runtime is then checked to hold the new weight
+// (config_dump does not show the runtime). Nothing polls Envoy's admin
+// API during a change: at 4,000 clusters one /stats request, filtered or
+// not, holds Envoy's main thread, which also applies xDS, for ~100-300 ms
+// on this machine, and polling it inflated the figures by that much.
+// Reports p50/p99 of Apply → update_time, and of Apply → ACK.
 func TestEnvoyScale1000Endpoints(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads 1,000 endpoints into Envoy")
@@ -57,9 +69,19 @@ func TestEnvoyScale1000Endpoints(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m := metrics.New()
-	servedAt := make(chan time.Time, 100)
+	type event struct {
+		at      time.Time
+		version string
+	}
+	servedAt := make(chan event, 100)
+	runtimeACKs := make(chan event, 100)
 	s := xds.NewServer(ctx, xds.ServerOptions{Metrics: m, Debounce: xds.DefaultDebounce,
-		OnServe: func(string) { servedAt <- time.Now() }})
+		OnServe: func(v string) { servedAt <- event{time.Now(), v} },
+		OnACK: func(_ *corev3.Node, typeURL, v string) {
+			if typeURL == resource.RuntimeType {
+				runtimeACKs <- event{time.Now(), v}
+			}
+		}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -104,51 +126,84 @@ func TestEnvoyScale1000Endpoints(t *testing.T) {
 	clusters := e.waitStat("cluster_manager.active_clusters", 60*time.Second, func(v uint64) bool { return v >= 4001 })
 	t.Logf("Envoy loaded 1,000 endpoints (%d active clusters) in %v", clusters, time.Since(start))
 
-	const reloadStat = "http.modelsplit.rds.modelsplit_routes.config_reload"
-	var lat, served []time.Duration
+	runtimeStat := func(name string) uint64 {
+		code, body := httpGet(e.adminURL("/stats?filter=" + url.QueryEscape("^runtime\\.update_")))
+		if code != 200 {
+			t.Fatalf("envoy /stats: %d %s", code, body)
+		}
+		for _, line := range strings.Split(body, "\n") {
+			if k, v, ok := strings.Cut(line, ": "); ok && k == name {
+				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	reloadsBefore := e.stat(routeReloads)
+	routeVersionBefore := routeVersion()
+	var lat, acked, served []time.Duration
 	for i := range 20 {
 		next := cfg.Clone()
-		next.Endpoints[i*37%1000].Variants[0].Weight = 1 + i // never the 25 it had
-		before := routeVersion()
-		reloads := e.stat(reloadStat)
+		ep := &next.Endpoints[i*37%1000]
+		ep.Variants[0].Weight = 1 + i // never the 25 it had
+		key := "modelsplit.weights." + config.ClusterName(ep.Name, ep.Variants[0].Name)
+		want := strconv.Itoa(int(config.ScaledWeights(ep.Variants)[0]))
+		updates := runtimeStat("runtime.update_success")
 		for len(servedAt) > 0 {
 			<-servedAt
+		}
+		for len(runtimeACKs) > 0 {
+			<-runtimeACKs
 		}
 		begin := time.Now()
 		if err := s.Apply(next); err != nil {
 			t.Fatal(err)
 		}
-		for e.stat(reloadStat) == reloads {
-			if time.Since(begin) > 10*time.Second {
-				t.Fatalf("change %d: %s still %d after 10s", i, reloadStat, reloads)
+		sv := <-servedAt
+		served = append(served, sv.at.Sub(begin))
+	wait:
+		for {
+			select {
+			case ack := <-runtimeACKs:
+				if ack.version == sv.version {
+					acked = append(acked, ack.at.Sub(begin))
+					break wait
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("change %d: Envoy did not ACK runtime version %s within 10s", i, sv.version)
 			}
-			time.Sleep(5 * time.Millisecond)
 		}
-		applied := time.UnixMilli(int64(e.stat(reloadStat + "_time_ms")))
-		lat = append(lat, applied.Sub(begin))
-		served = append(served, (<-servedAt).Sub(begin))
-		if routeVersion() == before {
-			t.Fatalf("change %d: Envoy reloaded its routes but config_dump still shows %s", i, before)
+		if n := runtimeStat("runtime.update_success"); n != updates+1 {
+			t.Fatalf("change %d: runtime.update_success %d → %d, want one update", i, updates, n)
+		}
+		lat = append(lat, time.UnixMilli(int64(runtimeStat("runtime.update_time"))).Sub(begin))
+		if got := e.runtime()[key]; got != want {
+			t.Fatalf("change %d: Envoy ACKed the runtime but /runtime shows %s = %q, want %s", i, key, got, want)
 		}
 		cfg = next
 	}
-	sort.Slice(served, func(i, j int) bool { return served[i] < served[j] })
-	t.Logf("of which Apply and the %v debounce until served: p50 %v", xds.DefaultDebounce, served[len(served)/2].Round(time.Millisecond))
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	p50, p99 := lat[len(lat)/2], lat[int(0.99*float64(len(lat)-1))]
-	t.Logf("one-endpoint change → Envoy config_dump: p50 %v, p99 %v (20 changes)", p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+	if n, v := e.stat(routeReloads), routeVersion(); n != reloadsBefore || v != routeVersionBefore {
+		t.Errorf("20 weight changes reloaded Envoy's routes: %s %d → %d, version %s → %s", routeReloads, reloadsBefore, n, routeVersionBefore, v)
+	}
+	p50p99 := func(ds []time.Duration) (p50, p99 time.Duration) {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[len(ds)/2].Round(time.Millisecond), ds[int(0.99*float64(len(ds)-1))].Round(time.Millisecond)
+	}
+	s50, _ := p50p99(served)
+	t.Logf("of which Apply and the %v debounce until served: p50 %v", xds.DefaultDebounce, s50)
+	a50, a99 := p50p99(acked)
+	t.Logf("one-endpoint change → Envoy's ACK of the runtime: p50 %v, p99 %v", a50, a99)
+	p50, p99 := p50p99(lat)
+	t.Logf("one-endpoint change → in force in Envoy's runtime (runtime.update_time): p50 %v, p99 %v (20 changes)", p50, p99)
 	e.assertNoRejections()
-	for _, typ := range []string{"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"} {
+	for _, typ := range []string{"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration", "Runtime"} {
 		if n := testutil.ToFloat64(m.XDSNacks.WithLabelValues("envoy", typ)); n != 0 {
 			t.Errorf("modelsplit counted %v NACKs of %s from Envoy", n, typ)
 		}
 	}
-	// The goal is 200 ms. modelsplit serves a change in ~20 ms (Apply and
-	// the debounce, logged above); the rest is Envoy receiving and loading
-	// the whole ~5 MB, 5,000-route configuration, 250–350 ms on the 2-core
-	// machine (README, Benchmarks). The bound guards against regressions
-	// on modelsplit's side without failing on that.
+	// The goal is 200 ms. The bound guards against regressions on
+	// modelsplit's side without failing on a loaded machine.
 	if p99 > time.Second {
-		t.Errorf("p99 %v from change to Envoy's config_dump, want ≤ 1s (goal 200ms)", p99)
+		t.Errorf("p99 %v from change to Envoy's runtime, want ≤ 1s (goal 200ms)", p99)
 	}
 }

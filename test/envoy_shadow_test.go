@@ -338,11 +338,16 @@ func BenchmarkEnvoyMirrorPrimaryLatency(b *testing.B) {
 			timedGets(b, g, "/plain/predict", 200, every) // warm up both paths
 			timedGets(b, g, "/"+shadow+"/predict", 200, every)
 			b.ResetTimer()
-			var ratios, p50s, base, with []float64
+			var ratios, p50s, base, with, aa99 []float64
+			var prevA []time.Duration
 			for i := 0; i < b.N; i++ {
 				for p := 0; p < pairs; p++ {
 					a := timedGets(b, g, "/plain/predict", n, every)
 					s := timedGets(b, g, "/"+shadow+"/predict", n, every)
+					if prevA != nil {
+						aa99 = append(aa99, float64(p99(a))/float64(p99(prevA)))
+					}
+					prevA = a
 					ratios = append(ratios, float64(p99(s))/float64(p99(a)))
 					p50s = append(p50s, float64(medianDuration(s))/float64(medianDuration(a)))
 					base = append(base, float64(p99(a).Microseconds()))
@@ -355,7 +360,9 @@ func BenchmarkEnvoyMirrorPrimaryLatency(b *testing.B) {
 			b.ReportMetric(median(p50s), "p50-ratio")
 			b.ReportMetric(median(base), "p99-µs-no-shadow")
 			b.ReportMetric(median(with), "p99-µs-shadow")
-			b.Logf("%s shadow: p99 ratios %.3f (median %.3f); p50 ratios median %.3f", shadow, ratios, mr, median(p50s))
+			b.ReportMetric(median(aa99), "p99-ratio-AA")
+			b.Logf("%s shadow: p99 ratios %.3f (median %.3f); p50 ratios median %.3f; A/A p99 ratios (consecutive no-shadow blocks, the noise) %.3f (median %.3f)",
+				shadow, ratios, mr, median(p50s), aa99, median(aa99))
 			if mr > 1.10 {
 				// Reported, not failed: on shared cores a busy neighbour
 				// moves single pairs by 2-30x (see the comment above).
@@ -816,9 +823,11 @@ func TestEnvoyMintCookie(t *testing.T) {
 		}
 	}
 	t.Logf("%d anonymous users: %d on a, %d on b; each got a minted uid with the backend's cookies and stuck for %d visits", users, onA, users-onA, visits)
-	// 50/50 over 200 users: 5 sigma is 17.7 users.
-	if onA < 100-18 || onA > 100+18 {
-		t.Errorf("%d of %d minted users on a, want 100 ± 18", onA, users)
+	// 50/50 over 200 users: sigma is sqrt(200/4) = 7.07 users, 5 sigma
+	// 35.4. Split accuracy is proven elsewhere with 200,000 users; this
+	// catches minted users not being split at all (all on one variant).
+	if onA < 100-36 || onA > 100+36 {
+		t.Errorf("%d of %d minted users on a, want 100 ± 36 (5 sigma)", onA, users)
 	}
 	g.envoy.assertNoRejections()
 }

@@ -170,10 +170,16 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 		t.Logf("%d of 50,000 requests failed open (Envoy: failure_mode_allowed %d)", undecided, fo)
 	}
 
-	// A weight change: existing users stay, new users follow the new weights.
+	// A weight change: existing users stay, new users follow the new
+	// weights. It reaches Envoy through its runtime layer alone: the
+	// route configuration is not reloaded.
 	before := g.envoy.xdsVersions()["route/"+gatewayRouteName]
+	reloads := g.envoy.stat(routeReloads)
 	mustCLI(t, g.admin(), "set-weights", "model", "a=20", "b=30", "c=50")
-	waitEnvoyRouteVersion(t, g.envoy, before)
+	waitEnvoyWeights(t, g.envoy, map[string]float64{"model/a": 2000, "model/b": 3000, "model/c": 5000})
+	if v, n := g.envoy.xdsVersions()["route/"+gatewayRouteName], g.envoy.stat(routeReloads); v != before || n != reloads {
+		t.Errorf("the weight change reloaded Envoy's routes: version %s → %s, %s %d → %d", before, v, routeReloads, reloads, n)
+	}
 	again := g.route(t, "/model/predict", users)
 	moved := 0
 	for _, u := range users {
@@ -206,6 +212,10 @@ func TestEnvoySplitStickinessAndDecisionRoutes(t *testing.T) {
 	if differ < 60 {
 		t.Fatalf("only %d of %d users have a fail-open pick other than their stored variant: the routing check proves little", differ, len(sample))
 	}
+	// With ext_proc paused Envoy routes by the live weights, read from its
+	// runtime (the route itself holds placeholders of 1): every user where
+	// the new-user rule puts them at 20/30/50.
+	assertExactPicks(t, "fail-open at the live 20/30/50", fallback, "", []int{20, 30, 50})
 	t.Logf("%d of %d stored users sampled would be routed elsewhere by Envoy's hash; the decision kept all of them", differ, len(sample))
 	failOpenBefore := g.envoy.extProcStat("failure_mode_allowed")
 	decided := g.route(t, "/model/predict", sample)
@@ -290,6 +300,9 @@ func waitEnvoyRouteVersion(t testing.TB, e *envoyProc, before string) string {
 
 // gatewayRouteName is the route configuration modelsplit serves to Envoy.
 const gatewayRouteName = xds.GatewayRouteName
+
+// routeReloads counts Envoy's loads of the gateway route configuration.
+const routeReloads = "http.modelsplit.rds." + gatewayRouteName + ".config_reload"
 
 // Scenario: fail-open keeps users where they were. Users assigned by the
 // hash (weights unchanged) land on the same variant when ext_proc is

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -202,11 +203,13 @@ func TestShadowCompareEndToEnd(t *testing.T) {
 
 // BenchmarkShadowPrimaryLatency: what a compare shadow 500 ms slower than
 // the primary costs a proxyless grpc-go client's calls, at 100% and 10%
-// sampling. One modelsplit, one client, one warm-up: blocks of 1,000
-// calls at 1,000/s alternate with the shadow paused (A: the client streams
-// no messages to the observe filter, nothing is replayed) and resumed (B),
-// A B A B for 6 pairs; reported are the medians of the pairwise p50 and
-// p99 ratios (B/A) and of consecutive A blocks (A/A, the noise).
+// sampling. One modelsplit (at the production log level), one client, one
+// warm-up: blocks of COMPARE_BLOCK (1,000) calls at 1,000/s alternate with
+// the shadow paused (A: the client streams no messages to the observe
+// filter, nothing is replayed) and resumed (B), A B A B for COMPARE_PAIRS
+// (8) pairs; reported are the medians of the pairwise p50 and p99 ratios
+// (B/A), of consecutive A blocks (A/A, the noise), and the CPU per call
+// of modelsplit and of this process (client and model servers) in A and B.
 func BenchmarkShadowPrimaryLatency(b *testing.B) {
 	primary := startModel(b, "a", 0, nil)
 	other := startModel(b, "b", 0, nil)
@@ -214,7 +217,7 @@ func BenchmarkShadowPrimaryLatency(b *testing.B) {
 	for _, percent := range []int{100, 10} {
 		b.Run(fmt.Sprintf("sampled-%d", percent), func(b *testing.B) {
 			p := newPorts(b)
-			srv := startServe(b, tempConfig(b, shadowConfig(p, primary, other, slow, percent)), p)
+			srv := startServe(b, tempConfig(b, shadowConfig(p, primary, other, slow, percent)), p, "-log-level", "info")
 			defer srv.stop()
 			client := xdsClient(b, "echo")
 			ackedRoute(b, "echo", "", 15*time.Second)
@@ -228,10 +231,17 @@ func BenchmarkShadowPrimaryLatency(b *testing.B) {
 				}
 				time.Sleep(500 * time.Millisecond) // the client's new observe config (body mode) is ACKed in ~60 ms
 			}
+			pairs, n := benchInt(b, "COMPARE_PAIRS", 8), benchInt(b, "COMPARE_BLOCK", 1000)
+			pids := []int{srv.cmd.Process.Pid, os.Getpid()}
+			var cpuA, cpuB [2][]float64
 			block := func(paused bool) []time.Duration {
 				setPaused(paused)
-				lat := make([]time.Duration, 0, 1000)
-				for i := 0; i < 1000; i++ {
+				var before [2]time.Duration
+				for i, pid := range pids {
+					before[i] = procCPU(pid)
+				}
+				lat := make([]time.Duration, 0, n)
+				for i := 0; i < n; i++ {
 					ctx := metadata.AppendToOutgoingContext(context.Background(), "x-user-id", fmt.Sprintf("user-%d", i%2000))
 					start := time.Now()
 					if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: int32(i)}, grpc.WaitForReady(true)); err != nil {
@@ -240,15 +250,24 @@ func BenchmarkShadowPrimaryLatency(b *testing.B) {
 					lat = append(lat, time.Since(start))
 					time.Sleep(time.Until(start.Add(time.Millisecond)))
 				}
+				for i, pid := range pids {
+					perCall := float64(cpuDelta(before[i], procCPU(pid))) / float64(n) / float64(time.Microsecond)
+					if paused {
+						cpuA[i] = append(cpuA[i], perCall)
+					} else {
+						cpuB[i] = append(cpuB[i], perCall)
+					}
+				}
 				return lat
 			}
 			block(false)
 			block(true)
+			cpuA, cpuB = [2][]float64{}, [2][]float64{}
 			b.ResetTimer()
 			var r50, r99, aa50, aa99 []float64
 			var prevA []time.Duration
 			for i := 0; i < b.N; i++ {
-				for pair := 0; pair < 6; pair++ {
+				for pair := 0; pair < pairs; pair++ {
 					a := block(true)
 					s := block(false)
 					r50 = append(r50, float64(medianDuration(s))/float64(medianDuration(a)))
@@ -265,7 +284,12 @@ func BenchmarkShadowPrimaryLatency(b *testing.B) {
 			b.ReportMetric(median(r99), "p99-ratio")
 			b.ReportMetric(median(aa50), "p50-ratio-AA")
 			b.ReportMetric(median(aa99), "p99-ratio-AA")
-			b.Logf("grpc-go, sampled %d%%: p50 ratios %.3f, p99 ratios %.3f; A/A medians p50 %.3f p99 %.3f", percent, r50, r99, median(aa50), median(aa99))
+			for i, name := range []string{"modelsplit", "client+backends"} {
+				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/call-added-"+name)
+				b.Logf("grpc-go, sampled %d%%: %s CPU per call: paused %.0f µs, comparing %.0f µs (median of blocks)", percent, name, median(cpuA[i]), median(cpuB[i]))
+			}
+			b.Logf("grpc-go, sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f)",
+				percent, r50, median(r50), r99, median(r99), aa50, median(aa50), aa99, median(aa99))
 		})
 	}
 }

@@ -97,7 +97,8 @@ func (c *encodedCache) differs(p pending) bool {
 
 // set applies p under a new version and answers the watches it concerns.
 // Envoy applies types in the order it receives them, so responses go out
-// clusters first, then load assignments, listeners and routes.
+// the runtime layer of weights first (its keys exist before a route that
+// reads them), then clusters, load assignments, listeners and routes.
 func (c *encodedCache) set(version string, p pending) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -149,7 +150,7 @@ func (c *encodedCache) set(version string, p pending) {
 
 // typeOrder is the order Envoy wants updates in (make before break).
 var typeOrder = map[string]int{
-	resource.ClusterType: 0, resource.EndpointType: 1, resource.ListenerType: 2, resource.RouteType: 3,
+	resource.RuntimeType: 0, resource.ClusterType: 1, resource.EndpointType: 2, resource.ListenerType: 3, resource.RouteType: 4,
 }
 
 func (c *encodedCache) ordered(typeOf func(int64) string, n int, ids func(func(int64))) []int64 {

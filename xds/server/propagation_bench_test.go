@@ -20,21 +20,24 @@ import (
 	"github.com/modelsplit/modelsplit/xds/translate"
 )
 
-// ackTracker records when each node ACKs a route version.
+// ackTracker records when each node ACKs a version of one type: the
+// route configuration, or for Envoy nodes (whose weights are in the
+// runtime layer, not in the routes) the Runtime resource.
 type ackTracker struct {
+	typ   string
 	mu    sync.Mutex
 	acked map[string]map[string]time.Time // version → node → time
 	cond  *sync.Cond
 }
 
 func newAckTracker() *ackTracker {
-	a := &ackTracker{acked: map[string]map[string]time.Time{}}
+	a := &ackTracker{typ: resource.RouteType, acked: map[string]map[string]time.Time{}}
 	a.cond = sync.NewCond(&a.mu)
 	return a
 }
 
 func (a *ackTracker) onACK(node *corev3.Node, typeURL, version string) {
-	if typeURL != resource.RouteType {
+	if typeURL != a.typ {
 		return
 	}
 	a.mu.Lock()

@@ -90,18 +90,20 @@ func BenchmarkApplyUnchanged1000x4(b *testing.B) {
 // BenchmarkWeightChangeToACK100Streams measures the server's side of
 // propagation: 100 raw ADS streams of one node kind that ACK on receipt,
 // from Apply (one endpoint's weights changed) to the server seeing each
-// stream's ACK of the new route version. Envoy-kind streams subscribe to
-// every resource of every type, as Envoy does; gRPC-kind streams to the
-// changed endpoint's listener, route configuration, clusters and load
-// assignments by name, as grpc-go clients of that endpoint do. No client
-// CPU competes (see BenchmarkWeightChangeToACK100Clients for grpc-go
-// clients). It reports percentiles over every stream's ACK and the bytes
-// (of every type) one stream received per change.
+// stream's ACK of the new version of the type that carries weights: the
+// route configuration for gRPC kind, the Runtime resource (the RTDS layer
+// of weights) for Envoy kind. Envoy-kind streams subscribe to every
+// resource of every type and to the runtime layer by name, as Envoy does;
+// gRPC-kind streams to the changed endpoint's listener, route
+// configuration, clusters and load assignments by name, as grpc-go clients
+// of that endpoint do. No client CPU competes (see
+// BenchmarkWeightChangeToACK100Clients for grpc-go clients). It reports
+// percentiles over every stream's ACK and the bytes (of every type) one
+// stream received per change, counted until the streams are quiet.
 //
-// For Envoy nodes, which get one route configuration holding every
-// endpoint's routes, it also runs the floor: the same encoded response
-// written to 100 streams of a bare gRPC server that does nothing else,
-// interleaved with the real runs (floor-p99-ms).
+// For Envoy nodes it also runs the floor: the Runtime resource written to
+// 100 streams of a bare gRPC server that does nothing else, interleaved
+// with the real runs (floor-p99-ms).
 func BenchmarkWeightChangeToACK100Streams(b *testing.B) {
 	for _, endpoints := range benchEndpoints(1000, 10000) {
 		for _, kind := range translate.Kinds {
@@ -164,7 +166,7 @@ func quantile(ds []time.Duration, p float64) float64 {
 func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta bool, clients int) {
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
-	s, conn, tracker, served := benchServer(ctx, b, cfg)
+	s, conn, tracker, served := benchServer(ctx, b, cfg, kind)
 	version := <-served
 	var received atomicInts
 	ua, names := subscription(cfg, kind)
@@ -188,7 +190,7 @@ func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta 
 		w = w%24 + 1
 		cfg.Endpoints[0].Variants[0].Weight = w
 		// Let the last change's other types land before counting.
-		time.Sleep(20 * time.Millisecond)
+		settle(&received)
 		received.reset()
 		start := time.Now()
 		if err := s.Apply(cfg); err != nil {
@@ -202,15 +204,16 @@ func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta 
 		for _, t := range acks {
 			real.lat = append(real.lat, t.Sub(start))
 		}
-		time.Sleep(20 * time.Millisecond) // types sent after routes
+		settle(&received) // types sent after the tracked one
 		real.bytes = append(real.bytes, received.total()/clients)
 		if fl != nil {
-			// The floor sends what Envoy nodes were just sent.
+			// The floor sends what carries the change to Envoy nodes: the
+			// runtime layer of weights.
 			c := s.caches[translate.KindEnvoy]
 			c.mu.Lock()
-			rc := c.res[resource.RouteType][translate.GatewayRouteName].any
+			rt := c.res[resource.RuntimeType][translate.WeightsRuntimeName].any
 			c.mu.Unlock()
-			floor.lat = append(floor.lat, fl.broadcast(b, &discovery.DiscoveryResponse{VersionInfo: v, TypeUrl: resource.RouteType, Resources: []*anypb.Any{rc}})...)
+			floor.lat = append(floor.lat, fl.broadcast(b, &discovery.DiscoveryResponse{VersionInfo: v, TypeUrl: resource.RuntimeType, Resources: []*anypb.Any{rt}})...)
 		}
 	}
 	b.StopTimer()
@@ -220,10 +223,28 @@ func benchACKs(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta 
 	}
 }
 
+// settle waits until no bytes have arrived for 50 ms (at most 10 s): the
+// types sent after the one an ACK is tracked for.
+func settle(received *atomicInts) {
+	last := received.total()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		n := received.total()
+		if n == last {
+			return
+		}
+		last = n
+	}
+}
+
 // benchServer serves cfg on a loopback gRPC server until ctx ends and
-// returns a connection to it, an ACK tracker and the versions served.
-func benchServer(ctx context.Context, b *testing.B, cfg *config.Config) (*Server, *grpc.ClientConn, *ackTracker, chan string) {
+// returns a connection to it, an ACK tracker (of the type that carries a
+// weight change to nodes of the kind) and the versions served.
+func benchServer(ctx context.Context, b *testing.B, cfg *config.Config, kind translate.NodeKind) (*Server, *grpc.ClientConn, *ackTracker, chan string) {
 	tracker := newAckTracker()
+	if kind == translate.KindEnvoy {
+		tracker.typ = resource.RuntimeType
+	}
 	served := make(chan string, 16)
 	s := NewServer(ctx, ServerOptions{OnACK: tracker.onACK, OnServe: func(v string) { served <- v }})
 	if err := s.Apply(cfg); err != nil {
@@ -247,10 +268,11 @@ func benchServer(ctx context.Context, b *testing.B, cfg *config.Config) (*Server
 }
 
 // subscription is what a node of the kind subscribes to: Envoy to every
-// resource (nil names), grpc-go to one endpoint's by name.
+// resource (no names) and to its RTDS layer by name, grpc-go to one
+// endpoint's by name.
 func subscription(cfg *config.Config, kind translate.NodeKind) (userAgent string, names map[string][]string) {
 	if kind == translate.KindEnvoy {
-		return "envoy", nil
+		return "envoy", map[string][]string{resource.RuntimeType: {translate.WeightsRuntimeName}}
 	}
 	e := cfg.Endpoints[0].Name
 	names = map[string][]string{resource.ListenerType: {e}, resource.RouteType: {e}}
@@ -282,6 +304,9 @@ func (a *atomicInts) total() int {
 func openAcker(b *testing.B, conn *grpc.ClientConn, node *corev3.Node, delta bool, names map[string][]string, received *atomicInts) error {
 	client := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+	if names[resource.RuntimeType] != nil {
+		types = append([]string{resource.RuntimeType}, types...)
+	}
 	if !delta {
 		stream, err := client.StreamAggregatedResources(b.Context())
 		if err != nil {
@@ -509,7 +534,7 @@ func BenchmarkMemoryPerClient(b *testing.B) {
 func heapPerClient(b *testing.B, cfg *config.Config, kind translate.NodeKind, delta bool, clients int) float64 {
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
-	_, conn, tracker, served := benchServer(ctx, b, cfg)
+	_, conn, tracker, served := benchServer(ctx, b, cfg, kind)
 	version := <-served
 	heap := func() int64 {
 		// Twice: gRPC pools its encode buffers in sync.Pools, which a

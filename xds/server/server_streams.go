@@ -6,7 +6,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"go.uber.org/zap"
 
 	"github.com/modelsplit/modelsplit/xds/translate"
 )
@@ -32,6 +34,9 @@ type streamState struct {
 	// held is a request marked for the nackGuard whose watch may not have
 	// been created yet; dropped from the guard when the stream closes.
 	held *discovery.DiscoveryRequest
+	// runtime is set once an Envoy stream asked for the runtime layer of
+	// weights; noRuntime once it was found asking for listeners first.
+	runtime, noRuntime bool
 }
 
 type sentResponse struct {
@@ -105,6 +110,7 @@ func (s *Server) onRequest(key streamKey, req *discovery.DiscoveryRequest) {
 	typeURL, holding, reason := req.GetTypeUrl(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage()
 	s.mu.Lock()
 	st := s.stream(key, req.GetNode())
+	noRuntime := noRuntimeLayer(st, typeURL)
 	last, answered := st.sent[typeURL]
 	answered = answered && req.GetResponseNonce() == last.nonce
 	a := answerNone
@@ -127,6 +133,9 @@ func (s *Server) onRequest(key streamKey, req *discovery.DiscoveryRequest) {
 	if !answered {
 		last.version = ""
 	}
+	if noRuntime {
+		s.warnNoRuntime(req.GetNode())
+	}
 	s.report(req.GetNode(), st.kind, typeURL, last.version, reason, a)
 }
 
@@ -136,6 +145,7 @@ func (s *Server) onDeltaRequest(key streamKey, req *discovery.DeltaDiscoveryRequ
 	typeURL, reason := req.GetTypeUrl(), req.GetErrorDetail().GetMessage()
 	s.mu.Lock()
 	st := s.stream(key, req.GetNode())
+	noRuntime := noRuntimeLayer(st, typeURL)
 	last, answered := st.sent[typeURL]
 	answered = answered && req.GetResponseNonce() == last.nonce
 	a := answerNone
@@ -151,7 +161,36 @@ func (s *Server) onDeltaRequest(key streamKey, req *discovery.DeltaDiscoveryRequ
 		last.version = ""
 	}
 	s.mu.Unlock()
+	if noRuntime {
+		s.warnNoRuntime(st.node)
+	}
 	s.report(st.node, st.kind, typeURL, last.version, reason, a)
+}
+
+// noRuntimeLayer reports, once per stream, an Envoy stream that asks for
+// listeners without having asked for the runtime layer of weights. An
+// Envoy bootstrapped by this modelsplit asks for that layer first and
+// loads nothing else until it has it (docs/envoy-notes.md §6.4); one whose
+// bootstrap has no such layer (made by an earlier modelsplit) reads no
+// weights: its fallback routes split evenly over every variant. Callers
+// hold s.mu.
+func noRuntimeLayer(st *streamState, typeURL string) bool {
+	switch {
+	case st.kind != translate.KindEnvoy:
+	case typeURL == resource.RuntimeType:
+		st.runtime = true
+	case typeURL == resource.ListenerType && !st.runtime && !st.noRuntime:
+		st.noRuntime = true
+		return true
+	}
+	return false
+}
+
+func (s *Server) warnNoRuntime(node *corev3.Node) {
+	s.log.Warn("Envoy asked for listeners without the runtime layer of weights: its bootstrap has no RTDS layer "+
+		translate.WeightsRuntimeName+", so its fallback routes ignore the weights and split evenly over every variant; "+
+		"restart it with a bootstrap from `modelsplit bootstrap`",
+		zap.String("node", node.GetId()))
 }
 
 type answer int

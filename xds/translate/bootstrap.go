@@ -63,7 +63,8 @@ func DefaultBootstrapOptions() BootstrapOptions {
 }
 
 // Bootstrap returns an Envoy bootstrap that takes listeners, routes,
-// clusters and endpoints from modelsplit over ADS.
+// clusters, endpoints and the runtime layer of live weights from
+// modelsplit over ADS.
 func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	host, portStr, err := net.SplitHostPort(o.XDSAddress)
 	if err != nil {
@@ -115,6 +116,7 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 			CdsConfig: adsSource(),
 			LdsConfig: adsSource(),
 		},
+		LayeredRuntime: layeredRuntime(),
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{{
 			Name:                          xdsClusterName,
 			TransportSocket:               socket,
@@ -142,6 +144,24 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// layeredRuntime is Envoy's runtime: the live weights over RTDS (the
+// layer WeightsRuntimeName, over the ADS stream), then an admin layer, so
+// /runtime_modify still overrides any key as it did with Envoy's default
+// runtime. The RTDS layer waits for its first answer without a timeout
+// (the default is 15 s): Envoy loads no clusters or listeners before its
+// RTDS layers, so its routes are never used without the weights they read
+// (docs/envoy-notes.md §6.4). A modelsplit that cannot be reached serves
+// no listener either, so the wait costs nothing.
+func layeredRuntime() *bootstrapv3.LayeredRuntime {
+	rtds := adsSource()
+	rtds.InitialFetchTimeout = durationpb.New(0)
+	return &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{
+		{Name: WeightsRuntimeName, LayerSpecifier: &bootstrapv3.RuntimeLayer_RtdsLayer_{RtdsLayer: &bootstrapv3.RuntimeLayer_RtdsLayer{
+			Name: WeightsRuntimeName, RtdsConfig: rtds}}},
+		{Name: "admin", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
+	}}
 }
 
 // adminAddress is where Envoy's admin API listens, or nil for none. Envoy

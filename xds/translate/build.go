@@ -55,6 +55,7 @@ func buildEnvoy(cfg *config.Config) (Resources, error) {
 		return nil, err
 	}
 	res.add(resource.RouteType, gatewayRouteConfig(cfg))
+	res.add(resource.RuntimeType, WeightsRuntime(cfg))
 	for i := range cfg.Endpoints {
 		for t, list := range envoyEndpoint(&cfg.Endpoints[i]) {
 			res[t] = append(res[t], list...)

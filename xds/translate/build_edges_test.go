@@ -153,8 +153,10 @@ func TestRLSWeightedClusterLeavesOutZeroWeights(t *testing.T) {
 	}
 }
 
-// A weight-0 variant anywhere in the list stays out of the weighted split
-// and the variants after it stay in, on both kinds of node.
+// A weight-0 variant anywhere in the list stays out of gRPC nodes'
+// weighted split and the variants after it stay in. Envoy's split names
+// every variant and takes the weights from the runtime layer, where the
+// weight-0 variant is 0.
 func TestWeightedSplitSkipsOnlyZeroWeights(t *testing.T) {
 	cfg := configFromYAML(t, `
 endpoints:
@@ -181,14 +183,24 @@ endpoints:
 					for _, cw := range wc.GetClusters() {
 						names = append(names, cw.GetName())
 					}
-					if got := strings.Join(names, ","); got != "z/a,z/b" {
-						t.Errorf("%s: route %s splits over %s, want z/a,z/b", kind, route.GetName(), got)
+					want := "z/a,z/b"
+					if kind == KindEnvoy {
+						want = "z/off,z/a,z/b"
+					}
+					if got := strings.Join(names, ","); got != want {
+						t.Errorf("%s: route %s splits over %s, want %s", kind, route.GetName(), got, want)
 					}
 				}
 			}
 		}
 		if !found {
 			t.Errorf("%s: no weighted route", kind)
+		}
+		if kind == KindEnvoy {
+			w := runtimeWeights(t, res)
+			if w["modelsplit.weights.z/off"] != 0 || w["modelsplit.weights.z/a"] != 6000 || w["modelsplit.weights.z/b"] != 4000 || len(w) != 3 {
+				t.Errorf("envoy: runtime weights %v, want z/off 0, z/a 6000, z/b 4000", w)
+			}
 		}
 	}
 }

@@ -135,20 +135,35 @@ func endpointRoutes(e *config.Endpoint) []*routev3.Route {
 	return routes
 }
 
-// weightedClusters splits over the variants with weight > 0 (Envoy and
-// grpc-go reject an all-zero set; validation guarantees one is positive).
-// For Envoy, each pick also tells the client which variant answered, and
-// the pick is hashed on the user key so a user stays put even when ext_proc
-// cannot be reached.
+// weightedClusters splits over the variants.
+//
+// For grpc-go (envoy false) the weights are in the route: the variants
+// with weight > 0, scaled (Envoy and grpc-go reject an all-zero set;
+// validation guarantees one is positive).
+//
+// For Envoy the live weights are not in the route table but in the runtime
+// layer modelsplit serves over RTDS (WeightsRuntime): the route names every
+// variant, weight 0 ones included, with the placeholder weight
+// RuntimeDefaultWeight and runtime_key_prefix WeightsRuntimePrefix, and
+// Envoy reads cluster i's weight from the runtime key
+// "<WeightsRuntimePrefix>.<cluster name>" on every pick
+// (docs/envoy-notes.md §6.4). A weight change therefore changes the
+// runtime resource only: the route configuration, megabytes at 1,000
+// endpoints, stays byte for byte the same and Envoy does not reload it.
+// Each pick also tells the client which variant answered, and the pick is
+// hashed on the user key so a user stays put even when ext_proc cannot be
+// reached.
 //
 // Weights are scaled to config.WeightScale, the same intervals the
 // decision engine picks new users from, so Envoy's hashed pick and the
-// decision agree user by user (cohort/hash.go).
+// decision agree user by user (cohort/hash.go): Envoy totals the runtime
+// weights of the route's clusters on every pick, and they sum to exactly
+// WeightScale.
 func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 	wc := &routev3.WeightedCluster{}
 	scaled := config.ScaledWeights(e.Variants)
 	for i, v := range e.Variants {
-		if v.Weight <= 0 {
+		if v.Weight <= 0 && !envoy {
 			continue
 		}
 		cw := &routev3.WeightedCluster_ClusterWeight{
@@ -156,13 +171,17 @@ func weightedClusters(e *config.Endpoint, envoy bool) *routev3.WeightedCluster {
 			Weight: wrapperspb.UInt32(scaled[i]),
 		}
 		if envoy {
+			cw.Weight = wrapperspb.UInt32(RuntimeDefaultWeight)
 			cw.ResponseHeadersToAdd = servedVariantHeaders()
 			cw.ResponseHeadersToRemove = servedVariantHeaderNames
 		}
 		wc.Clusters = append(wc.Clusters, cw)
 	}
-	if envoy && stickyHashPolicy(e) != nil {
-		wc.RandomValueSpecifier = &routev3.WeightedCluster_UseHashPolicy{UseHashPolicy: wrapperspb.Bool(true)}
+	if envoy {
+		wc.RuntimeKeyPrefix = WeightsRuntimePrefix
+		if stickyHashPolicy(e) != nil {
+			wc.RandomValueSpecifier = &routev3.WeightedCluster_UseHashPolicy{UseHashPolicy: wrapperspb.Bool(true)}
+		}
 	}
 	return wc
 }

@@ -120,14 +120,22 @@ func TestEnvoyVariantRoutesThenStickyFallback(t *testing.T) {
 			t.Errorf("cluster weight %s: response headers %v", cw.GetName(), rh)
 		}
 	}
-	var positive []string
+	// Every variant, weight 0 included: the weights come from the runtime
+	// layer, and a variant going from 0 to above must not change the route.
+	var all []string
 	for _, v := range e.Variants {
-		if v.Weight > 0 {
-			positive = append(positive, config.ClusterName(e.Name, v.Name))
-		}
+		all = append(all, config.ClusterName(e.Name, v.Name))
 	}
-	if strings.Join(names, ",") != strings.Join(positive, ",") {
-		t.Errorf("fallback splits over %v, want the positive-weight variants %v", names, positive)
+	if strings.Join(names, ",") != strings.Join(all, ",") {
+		t.Errorf("fallback splits over %v, want every variant %v", names, all)
+	}
+	if wc.GetRuntimeKeyPrefix() != WeightsRuntimePrefix {
+		t.Errorf("runtime_key_prefix %q, want %q", wc.GetRuntimeKeyPrefix(), WeightsRuntimePrefix)
+	}
+	for _, cw := range wc.GetClusters() {
+		if cw.GetWeight().GetValue() != RuntimeDefaultWeight {
+			t.Errorf("cluster weight %s: %d in the route, want the placeholder %d", cw.GetName(), cw.GetWeight().GetValue(), RuntimeDefaultWeight)
+		}
 	}
 	if !wc.GetUseHashPolicy().GetValue() {
 		t.Error("fallback split is not hashed on the sticky key (use_hash_policy)")

@@ -9,6 +9,13 @@
 // finds the Anys to unpack and validate in the deterministic encoding,
 // which is what the server sends.
 //
+// Envoy's weights live outside its route table: the weighted routes carry
+// a placeholder weight and runtime_key_prefix, and one Runtime resource
+// (WeightsRuntime, served over RTDS; the bootstrap declares the layer)
+// holds every variant's scaled weight, so a weight change leaves Envoy's
+// route configuration byte for byte the same (build_runtime.go,
+// docs/envoy-notes.md §6.4). gRPC nodes' routes carry the weights.
+//
 // # Mutation testing
 //
 // `make mutate PKGS='./xds/translate:check ./xds/translate:build'` mutates the check and build

@@ -87,6 +87,7 @@ type Translator struct {
 	extProcTarget string
 	global        map[resource.Type]*Encoded // Envoy's listener and ext_proc cluster, by type
 	order         []string                   // endpoint names in gateway route order
+	weightsOrder  []string                   // endpoint names in runtime key order
 	sets          map[NodeKind]Set
 	owner         map[NodeKind]map[resource.Type]map[string]string // name → endpoint
 	// sizes follows each set's encoded sizes as resources are put and
@@ -115,7 +116,10 @@ type unit struct {
 	// routesHash digests routes, so the gateway route configuration's hash
 	// is made from the endpoints' hashes rather than from its megabytes.
 	routesHash uint64
-	grpc       []typed
+	// weights are the endpoint's entries of Envoy's runtime layer
+	// (endpointWeights), spliced into the Runtime resource.
+	weights []byte
+	grpc    []typed
 }
 
 type typed struct {
@@ -136,6 +140,7 @@ func (t *Translator) Reset() {
 	t.units = map[string]*unit{}
 	t.global = map[resource.Type]*Encoded{}
 	t.order = nil
+	t.weightsOrder = nil
 	t.extProcTarget = ""
 	t.sets = map[NodeKind]Set{}
 	t.owner = map[NodeKind]map[resource.Type]map[string]string{}
@@ -290,8 +295,29 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 	if globalChanged {
 		t.global = global
 	}
+	// The runtime layer: a weight change lands here only, as the routes
+	// above come out byte for byte the same (put reports no change).
+	if len(stale) > 0 || len(t.units) != len(next) || t.sets[KindEnvoy][resource.RuntimeType][WeightsRuntimeName] == nil {
+		wo := t.weightsOrder
+		if len(t.units) != len(next) || t.sets[KindEnvoy][resource.RuntimeType][WeightsRuntimeName] == nil || anyNew(t.units, cfg.Endpoints, stale) {
+			wo = weightsOrder(order)
+		}
+		t.put(KindEnvoy, resource.RuntimeType, composeWeightsRuntime(wo, func(n string) []byte { return next[n].weights }), "", changes)
+		t.weightsOrder = wo
+	}
 	t.units, t.order, t.extProcTarget = next, order, target
 	return changes, Stats{Endpoints: len(cfg.Endpoints), Rebuilt: len(stale)}, nil
+}
+
+// anyNew reports whether an endpoint at one of the indexes was not built
+// before.
+func anyNew(units map[string]*unit, endpoints []config.Endpoint, idx []int) bool {
+	for _, i := range idx {
+		if units[endpoints[i].Name] == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func slicesEqual(a, b []string) bool {
@@ -374,7 +400,7 @@ func buildUnits(endpoints []config.Endpoint, idx []int, keepEnvoy []*unit, targe
 // ones built: they alone name the ext_proc target.
 func buildUnit(e *config.Endpoint, target string, keep *unit) (*unit, error) {
 	if keep != nil {
-		return buildGRPCPart(&unit{src: keep.src, envoy: keep.envoy, routes: keep.routes, routesHash: keep.routesHash}, e, target)
+		return buildGRPCPart(&unit{src: keep.src, envoy: keep.envoy, routes: keep.routes, routesHash: keep.routesHash, weights: keep.weights}, e, target)
 	}
 	u := &unit{src: cloneEndpoint(e)}
 	envoy := envoyEndpoint(e)
@@ -410,6 +436,10 @@ func buildUnit(e *config.Endpoint, target string, keep *unit) (*unit, error) {
 		return nil, encodeErr
 	}
 	u.routesHash = xxhash.Sum64(u.routes)
+	var err error
+	if u.weights, err = endpointWeights(e); err != nil {
+		return nil, err
+	}
 	return buildGRPCPart(u, e, target)
 }
 

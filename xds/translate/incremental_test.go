@@ -116,7 +116,9 @@ func TestUpdateRebuildsOnlyWhatChanged(t *testing.T) {
 	step("weights of one endpoint", func(c *config.Config) {
 		c.Endpoints[7].Variants[0].Weight, c.Endpoints[7].Variants[1].Weight = 40, 10
 	}, 1, map[NodeKind]map[string][]string{
-		KindEnvoy: {"RouteConfiguration": {GatewayRouteName}},
+		// Envoy's route configuration stays byte for byte the same: the
+		// weights are in the runtime layer.
+		KindEnvoy: {"Runtime": {WeightsRuntimeName}},
 		KindGRPC:  {"RouteConfiguration": {"model-7"}},
 	})
 	// Envoy's load assignments hold the other variants as failover
@@ -137,6 +139,7 @@ func TestUpdateRebuildsOnlyWhatChanged(t *testing.T) {
 			"Cluster":               {"model-10/v0", "model-10/v1", "model-10/v2", "model-10/v3"},
 			"ClusterLoadAssignment": {"model-10/v0", "model-10/v1", "model-10/v2", "model-10/v3"},
 			"RouteConfiguration":    {GatewayRouteName},
+			"Runtime":               {WeightsRuntimeName},
 		},
 		KindGRPC: {
 			"Cluster":               {"model-10/v0", "model-10/v1", "model-10/v2", "model-10/v3"},

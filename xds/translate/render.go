@@ -11,8 +11,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// renderOrder lists types as Envoy applies them.
-var renderOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
+// renderOrder lists types as Envoy applies them, then Envoy's runtime
+// layer of weights.
+var renderOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.RuntimeType}
 
 // RenderYAML prints resources as YAML documents, one section per type, in
 // a stable order: what `modelsplit render` shows and golden files pin.

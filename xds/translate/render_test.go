@@ -12,6 +12,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	runtimev3 "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -39,10 +40,12 @@ func TestRenderRoundTrips(t *testing.T) {
 		"RouteConfigurations":    func() proto.Message { return &routev3.RouteConfiguration{} },
 		"Clusters":               func() proto.Message { return &clusterv3.Cluster{} },
 		"ClusterLoadAssignments": func() proto.Message { return &endpointv3.ClusterLoadAssignment{} },
+		"Runtimes":               func() proto.Message { return &runtimev3.Runtime{} },
 	}
 	typeOf := map[string]resource.Type{
 		"Listeners": resource.ListenerType, "RouteConfigurations": resource.RouteType,
 		"Clusters": resource.ClusterType, "ClusterLoadAssignments": resource.EndpointType,
+		"Runtimes": resource.RuntimeType,
 	}
 	for _, in := range []string{"three", "multi"} {
 		for _, kind := range Kinds {

@@ -69,6 +69,8 @@ func shortType(t resource.Type) string {
 		return "cluster"
 	case resource.EndpointType:
 		return "endpoints"
+	case resource.RuntimeType:
+		return "runtime"
 	}
 	return t[strings.LastIndex(t, ".")+1:]
 }
