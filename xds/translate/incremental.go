@@ -216,7 +216,21 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 	for _, i := range gatewayRouteOrder(cfg.Endpoints) {
 		order = append(order, cfg.Endpoints[i].Name)
 	}
-	recompose := len(stale) > 0 || len(t.units) != len(next) || !slicesEqual(order, t.order) || t.sets[KindEnvoy][resource.RouteType][GatewayRouteName] == nil
+	recompose := len(t.units) != len(next) || !slicesEqual(order, t.order) || t.sets[KindEnvoy][resource.RouteType][GatewayRouteName] == nil
+	if !recompose {
+		// Since the weights went to Envoy's runtime, a weight change leaves
+		// the endpoint's routes byte for byte the same: the route
+		// configuration would come out the same, so it is not spliced
+		// again (at 1,000 endpoints, copying 5.4 MB and the garbage
+		// collection that brings were most of such an Update).
+		for _, i := range stale {
+			name := cfg.Endpoints[i].Name
+			if old := t.units[name]; old == nil || !bytes.Equal(old.routes, next[name].routes) {
+				recompose = true
+				break
+			}
+		}
+	}
 	// The owner checks of each kind and the route configuration only read:
 	// on a large update they run side by side.
 	big := len(stale)+gone >= parallelCommit
