@@ -110,7 +110,7 @@ BENCH_WARMUP ?= 2s
 BENCH_USERS ?= 1000
 bench-xds: envoy-install ## xDS at scale (issue #14): Apply, change → ACK by 100 streams (with the floor) and 100 grpc-go clients, debounce, memory per client, 5 runs each into bench-xds.out; then the real-Envoy 1,000-endpoint check
 	set -o pipefail; { \
-	  $(GO) test -run '^$$' -bench 'BenchmarkApply1000x4|BenchmarkTranslatorFull|BenchmarkDebounceDelay' -benchmem -count $${COUNT:-5} -timeout 60m ./xds/... && \
+	  $(GO) test -run '^$$' -bench 'BenchmarkApply1000x4|BenchmarkTranslatorFull|BenchmarkTranslatorRetarget|BenchmarkDebounceDelay' -benchmem -count $${COUNT:-5} -timeout 60m ./xds/... && \
 	  $(GO) test -run '^$$' -bench 'BenchmarkWeightChangeToACK100Streams' -benchtime 20x -count $${COUNT:-5} -timeout 60m ./xds/server && \
 	  $(GO) test -run '^$$' -bench 'BenchmarkWeightChangeToACK100Clients/endpoints=1000' -benchtime 1x -count $${COUNT:-5} -timeout 60m ./xds/server && \
 	  $(GO) test -run '^$$' -bench 'BenchmarkMemoryPerClient' -benchtime 1x -count 1 -timeout 30m ./xds/server && \

@@ -9,9 +9,11 @@
 // builds, checks and encodes again only the endpoints whose inputs changed
 // and reports the resources whose bytes changed. Those, and only those,
 // go to the caches, under one new version for every node kind (all or
-// nothing: a refused config changes nothing). With a debounce
-// (ServerOptions.Debounce, DefaultDebounce in modelsplit serve) the changes
-// applied within it are served as one version.
+// nothing: a refused config changes nothing). The warning for resources
+// over grpc-go's default receive limit reads the per-type sizes the
+// translator keeps (Translator.Oversized), not every resource. With a
+// debounce (ServerOptions.Debounce, DefaultDebounce in modelsplit serve)
+// the changes applied within it are served as one version.
 //
 // # The cache, and why not go-control-plane's
 //

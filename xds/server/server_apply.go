@@ -90,7 +90,7 @@ func (s *Server) serveDirty(endpoints int) error {
 		return nil
 	}
 	for _, kind := range translate.Kinds {
-		for _, o := range translate.OversizedInSet(s.translator.Set(kind), kind, translate.GRPCDefaultReceiveLimit) {
+		for _, o := range s.translator.Oversized(kind, translate.GRPCDefaultReceiveLimit) {
 			s.log.Warn("xDS resource larger than a default grpc-go client accepts", zap.String("problem", o.String()),
 				zap.String("node_kind", string(kind)), zap.String("type", o.Type), zap.String("resource", o.Name),
 				zap.Int("bytes", o.Bytes), zap.Int("client_limit_bytes", o.Limit))

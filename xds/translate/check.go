@@ -14,7 +14,9 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -32,15 +34,33 @@ func (e *CheckError) Error() string {
 // and checks the references between resources that Snapshot.Consistent
 // does not (routes → clusters, api_listeners → routes, mirrors, weights).
 // It returns a *CheckError listing every problem, or nil.
-func Check(res Resources) error {
-	c := &checker{res: res, unpacked: map[*anypb.Any]proto.Message{}}
+func Check(res Resources) error { return check(res, nil) }
+
+// check is Check, given the resources' deterministic encodings when the
+// caller made them already: encoded returns a resource's, or nil. The Anys
+// are found in the encoding (what is served), not by reflection over the
+// messages.
+func check(res Resources, encoded func(types.Resource) []byte) error {
+	c := &checker{res: res, unpacked: map[string]map[string]proto.Message{}, path: make([]pathElem, 0, 16)}
 	for _, t := range sortedTypes(res) {
 		for _, r := range res[t] {
 			if r == nil {
 				c.addf("%s: nil resource", TypeShort(t))
 				continue
 			}
-			c.deepValidate(r, &fieldPath{name: TypeShort(t) + " " + resourceName(r), index: -1})
+			c.path = append(c.path[:0], pathElem{name: TypeShort(t) + " " + resourceName(r), index: -1})
+			var b []byte
+			if encoded != nil {
+				b = encoded(r)
+			}
+			if b == nil {
+				var err error
+				if b, err = deterministic.Marshal(r); err != nil {
+					c.addf("%s: cannot encode: %v", c.at(), err)
+					b = nil
+				}
+			}
+			c.deepValidate(r, b)
 		}
 	}
 	c.references()
@@ -57,14 +77,20 @@ type checker struct {
 	res      Resources
 	problems []string
 	// unpacked holds each Any's message as deepValidate decoded it (nil
-	// when it could not be), so the reference checks do not decode it
-	// again and an Any shared by several routes is validated once.
-	unpacked map[*anypb.Any]proto.Message
+	// when it could not be), by type URL and value, so the reference
+	// checks do not decode it again and equal Anys (several routes hold
+	// the same per-filter configs) are decoded and validated once.
+	unpacked map[string]map[string]proto.Message
+	// failed holds the problems found in an Any, by type URL and value,
+	// with the paths relative to it.
+	failed map[string]map[string][]string
+	// path is where the walk is, rendered only when a problem is found.
+	path []pathElem
 }
 
 // unpack returns the message inside a, or nil.
 func (c *checker) unpack(a *anypb.Any) proto.Message {
-	if m, ok := c.unpacked[a]; ok {
+	if m, ok := c.unpacked[a.GetTypeUrl()][string(a.GetValue())]; ok {
 		return m
 	}
 	if m, err := a.UnmarshalNew(); err == nil {
@@ -95,105 +121,341 @@ func (c *checker) addf(format string, args ...any) {
 
 type validatorAll interface{ ValidateAll() error }
 
-// deepValidate runs PGV on m, then finds every Any below it, unpacks it and
-// validates that too (recursively).
-func (c *checker) deepValidate(m proto.Message, at *fieldPath) {
+// deepValidate runs PGV on m, then finds every Any in b, m's encoding,
+// unpacks it and validates that too (recursively).
+func (c *checker) deepValidate(m proto.Message, b []byte) {
 	if v, ok := m.(validatorAll); ok {
 		if err := v.ValidateAll(); err != nil {
-			c.addf("%s: %v", at, flattenPGV(err))
+			c.addf("%s: %v", c.at(), flattenPGV(err))
 		}
 	}
-	c.walkAnys(m.ProtoReflect(), at)
-}
-
-// walkAnys descends only through the fields from which an Any can be
-// reached: most of a resource (addresses, matchers, durations) cannot hold
-// one, and skipping it keeps Check cheap on thousands of routes.
-func (c *checker) walkAnys(m protoreflect.Message, at *fieldPath) {
-	for _, fd := range fieldsReachingAny(m.Descriptor()) {
-		if !m.Has(fd) {
-			continue
-		}
-		v := m.Get(fd)
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				c.visit(l.Get(i).Message(), &fieldPath{parent: at, name: string(fd.Name()), index: i})
-			}
-		case fd.IsMap():
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				c.visit(mv.Message(), &fieldPath{parent: at, name: string(fd.Name()), key: k.String(), index: -1})
-				return true
-			})
-		default:
-			c.visit(v.Message(), &fieldPath{parent: at, name: string(fd.Name()), index: -1})
-		}
+	if b != nil {
+		c.walk(b, walkInfoOf(m.ProtoReflect().Descriptor()))
 	}
 }
 
-func (c *checker) visit(m protoreflect.Message, at *fieldPath) {
-	if a, ok := m.Interface().(*anypb.Any); ok {
-		if _, seen := c.unpacked[a]; seen {
-			return
-		}
-		if a.GetTypeUrl() == ClusterSpecifierTypeURL {
-			// grpc-go's RLS config type is not linked into modelsplit (its
-			// Go package is internal); the rls package decodes and checks it
-			// with grpc-go's own rules.
-			c.unpacked[a] = nil
-			if err := CheckClusterSpecifier(a); err != nil {
-				c.addf("%s: %v", at, err)
-			}
-			return
-		}
-		inner, err := a.UnmarshalNew()
-		c.unpacked[a] = inner // nil on error: reported once, below
-		if err != nil {
-			c.addf("%s: cannot unpack Any %s: %v", at, a.GetTypeUrl(), err)
-			return
-		}
-		c.deepValidate(inner, &fieldPath{parent: at, name: "<" + string(inner.ProtoReflect().Descriptor().Name()) + ">", index: -1})
+// walk reads an encoded message of w's type and descends only into the
+// fields from which an Any can be reached: most of a resource (addresses,
+// matchers, durations) cannot hold one, and its bytes are skipped. Reading
+// the encoding costs a fraction of walking the messages by reflection,
+// which was most of Check's time on thousands of routes.
+func (c *checker) walk(b []byte, w *walkInfo) {
+	if w.fields == nil && w.byNum == nil {
 		return
 	}
-	c.walkAnys(m, at)
-}
-
-// fieldPath is a field's location, rendered only when a problem is found
-// (building strings for every field visited dominated Check's cost).
-type fieldPath struct {
-	parent *fieldPath
-	name   string
-	key    string
-	index  int // -1 when not a list element
-}
-
-func (p *fieldPath) String() string {
-	if p == nil {
-		return ""
+	var small [8]int
+	counts := small[:0]
+	if w.lists > len(small) {
+		counts = make([]int, w.lists)
+	} else {
+		counts = small[:w.lists]
 	}
-	var parts []string
-	for q := p; q != nil; q = q.parent {
-		s := q.name
-		switch {
-		case q.index >= 0:
-			s += "[" + strconv.Itoa(q.index) + "]"
-		case q.key != "":
-			s += "[" + q.key + "]"
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			c.addf("%s: %v", c.at(), protowire.ParseError(n))
+			return
 		}
-		parts = append(parts, s)
+		b = b[n:]
+		f := w.field(num)
+		if f == nil || typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				c.addf("%s: %v", c.at(), protowire.ParseError(n))
+				return
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			c.addf("%s: %v", c.at(), protowire.ParseError(n))
+			return
+		}
+		b = b[n:]
+		e := pathElem{name: f.name, index: -1}
+		switch {
+		case f.mapValue != nil:
+			e.key, e.keyType, v = mapEntry(v)
+			e.isKey = true
+			c.path = append(c.path, e)
+			c.visit(v, f.mapValue)
+		default:
+			if f.list >= 0 {
+				e.index = counts[f.list]
+				counts[f.list]++
+			}
+			c.path = append(c.path, e)
+			c.visit(v, f.msg)
+		}
+		c.path = c.path[:len(c.path)-1]
 	}
+}
+
+// visit checks the encoded message b of w's type: an Any is unpacked and
+// validated, anything else walked.
+func (c *checker) visit(b []byte, w *walkInfo) {
+	if !w.isAny {
+		c.walk(b, w)
+		return
+	}
+	rawURL, value := anyFields(b)
+	byValue := c.unpacked[string(rawURL)]
+	if _, seen := byValue[string(value)]; seen {
+		// Validated already: an equal Any elsewhere (routes share their
+		// per-filter configs). Its problems, if any, are reported here too.
+		for _, p := range c.failed[string(rawURL)][string(value)] {
+			c.problems = append(c.problems, c.at()+p)
+		}
+		return
+	}
+	url := string(rawURL)
+	if byValue == nil {
+		byValue = map[string]proto.Message{}
+		c.unpacked[url] = byValue
+	}
+	before := len(c.problems)
+	c.unpackAndValidate(url, value, byValue)
+	if len(c.problems) > before {
+		// Kept relative to this Any, to be reported wherever it recurs.
+		at := c.at()
+		var rel []string
+		for _, p := range c.problems[before:] {
+			if strings.HasPrefix(p, at) {
+				rel = append(rel, p[len(at):])
+			}
+		}
+		if c.failed == nil {
+			c.failed = map[string]map[string][]string{}
+		}
+		if c.failed[url] == nil {
+			c.failed[url] = map[string][]string{}
+		}
+		c.failed[url][string(value)] = rel
+	}
+}
+
+func (c *checker) unpackAndValidate(url string, value []byte, byValue map[string]proto.Message) {
+	a := &anypb.Any{TypeUrl: url, Value: value}
+	if url == ClusterSpecifierTypeURL {
+		// grpc-go's RLS config type is not linked into modelsplit (its
+		// Go package is internal); the rls package decodes and checks it
+		// with grpc-go's own rules.
+		byValue[string(value)] = nil
+		if err := CheckClusterSpecifier(a); err != nil {
+			c.addf("%s: %v", c.at(), err)
+		}
+		return
+	}
+	inner, err := a.UnmarshalNew()
+	byValue[string(value)] = inner // nil on error: reported below
+	if err != nil {
+		c.addf("%s: cannot unpack Any %s: %v", c.at(), url, err)
+		return
+	}
+	w := walkInfoOf(inner.ProtoReflect().Descriptor())
+	c.path = append(c.path, pathElem{name: w.inAny, index: -1})
+	c.deepValidate(inner, value)
+	c.path = c.path[:len(c.path)-1]
+}
+
+// anyFields reads an encoded Any's type URL and value (the last of each,
+// as decoding does).
+func anyFields(b []byte) (url, value []byte) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return url, value
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == 1 || num == 2) {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return url, value
+			}
+			if num == 1 {
+				url = v
+			} else {
+				value = v
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return url, value
+		}
+		b = b[n:]
+	}
+	return url, value
+}
+
+// mapEntry reads an encoded map entry: its key (raw, rendered only for a
+// problem) and its value.
+func mapEntry(b []byte) (key []byte, keyType protowire.Type, value []byte) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			break
+		}
+		switch num {
+		case 1:
+			key, keyType = b[:n], typ
+		case 2:
+			if v, m := protowire.ConsumeBytes(b[:n]); m >= 0 && typ == protowire.BytesType {
+				value = v
+			}
+		}
+		b = b[n:]
+	}
+	return key, keyType, value
+}
+
+// pathElem is one step of a field's location: a field, a list element
+// (index ≥ 0), a map entry (its encoded key) or an Any's content ("<T>").
+type pathElem struct {
+	name    string
+	index   int
+	isKey   bool
+	key     []byte
+	keyType protowire.Type
+}
+
+// at renders the walk's current location.
+func (c *checker) at() string {
 	var b strings.Builder
-	for i := len(parts) - 1; i >= 0; i-- {
-		if b.Len() > 0 && !strings.HasPrefix(parts[i], "<") {
+	for i, e := range c.path {
+		if i > 0 && !strings.HasPrefix(e.name, "<") {
 			b.WriteByte('.')
 		}
-		b.WriteString(parts[i])
+		b.WriteString(e.name)
+		switch {
+		case e.index >= 0:
+			b.WriteString("[" + strconv.Itoa(e.index) + "]")
+		case e.isKey:
+			b.WriteString("[" + renderKey(e.key, e.keyType) + "]")
+		}
 	}
 	return b.String()
 }
 
+// renderKey writes a map key as protoreflect.MapKey.String does for the
+// key kinds Envoy's maps use (strings; integers and bools as numbers).
+func renderKey(k []byte, typ protowire.Type) string {
+	switch typ {
+	case protowire.BytesType:
+		if v, n := protowire.ConsumeBytes(k); n >= 0 {
+			return string(v)
+		}
+	case protowire.VarintType:
+		if v, n := protowire.ConsumeVarint(k); n >= 0 {
+			return strconv.FormatUint(v, 10)
+		}
+	}
+	return fmt.Sprintf("%x", k)
+}
+
 var anyName = (&anypb.Any{}).ProtoReflect().Descriptor().FullName()
+
+// walkInfo is what walk needs of a message type, computed once per type:
+// the message-valued fields from which an Any can be reached, by number.
+type walkInfo struct {
+	isAny  bool
+	inAny  string       // "<Name>": the type's step in a path, inside an Any
+	fields []*walkField // by field number, when numbers are small
+	byNum  map[protowire.Number]*walkField
+	lists  int // repeated fields among them, each counted in its own slot
+}
+
+type walkField struct {
+	name     string
+	list     int // slot counting a repeated field's elements; -1 if not repeated
+	msg      *walkInfo
+	mapValue *walkInfo // for a map field: its values' type
+}
+
+func (w *walkInfo) field(n protowire.Number) *walkField {
+	if w.byNum != nil {
+		return w.byNum[n]
+	}
+	if int(n) < len(w.fields) {
+		return w.fields[n]
+	}
+	return nil
+}
+
+var walkInfos sync.Map // protoreflect.MessageDescriptor → *walkInfo
+
+func walkInfoOf(md protoreflect.MessageDescriptor) *walkInfo {
+	if v, ok := walkInfos.Load(md); ok {
+		return v.(*walkInfo)
+	}
+	walkInfoMu.Lock()
+	defer walkInfoMu.Unlock()
+	if v, ok := walkInfos.Load(md); ok {
+		return v.(*walkInfo)
+	}
+	// A recursive type reaches itself while being filled: the types are
+	// published only once all of them are whole.
+	pending := map[protoreflect.MessageDescriptor]*walkInfo{}
+	w := fillWalkInfo(md, pending)
+	for d, p := range pending {
+		walkInfos.Store(d, p)
+	}
+	return w
+}
+
+var walkInfoMu sync.Mutex
+
+// fillWalkInfo makes md's walkInfo, and those of the types below it not
+// yet published, into pending.
+func fillWalkInfo(md protoreflect.MessageDescriptor, pending map[protoreflect.MessageDescriptor]*walkInfo) *walkInfo {
+	if v, ok := walkInfos.Load(md); ok {
+		return v.(*walkInfo)
+	}
+	if w := pending[md]; w != nil {
+		return w
+	}
+	w := &walkInfo{isAny: md.FullName() == anyName, inAny: "<" + string(md.Name()) + ">"}
+	pending[md] = w
+	if w.isAny {
+		return w
+	}
+	fields := fieldsReachingAny(md)
+	maxNum := protowire.Number(0)
+	for _, fd := range fields {
+		maxNum = max(maxNum, fd.Number())
+	}
+	if len(fields) > 0 && maxNum < 1024 {
+		w.fields = make([]*walkField, maxNum+1)
+	} else if len(fields) > 0 {
+		w.byNum = make(map[protowire.Number]*walkField, len(fields))
+	}
+	for _, fd := range fields {
+		f := &walkField{name: string(fd.Name()), list: -1}
+		switch {
+		case fd.IsMap():
+			f.mapValue = fillWalkInfo(fd.MapValue().Message(), pending)
+		case fd.IsList():
+			f.list = w.lists
+			w.lists++
+			f.msg = fillWalkInfo(fd.Message(), pending)
+		default:
+			f.msg = fillWalkInfo(fd.Message(), pending)
+		}
+		if w.byNum != nil {
+			w.byNum[fd.Number()] = f
+		} else {
+			w.fields[fd.Number()] = f
+		}
+	}
+	return w
+}
 
 // reachesAny reports whether an Any can occur anywhere below a message
 // type; computed once per type by a walk over the type graph.
@@ -232,12 +494,9 @@ func reachesAny(md protoreflect.MessageDescriptor) bool {
 
 var reachesAnyCache sync.Map // protoreflect.FullName → bool
 
-// fieldsReachingAny lists, once per message type, the message-valued
-// fields below which an Any can occur.
+// fieldsReachingAny lists the message-valued fields of a type below which
+// an Any can occur.
 func fieldsReachingAny(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
-	if v, ok := anyFieldsCache.Load(md.FullName()); ok {
-		return v.([]protoreflect.FieldDescriptor)
-	}
 	var out []protoreflect.FieldDescriptor
 	fields := md.Fields()
 	for i := 0; i < fields.Len(); i++ {
@@ -250,11 +509,8 @@ func fieldsReachingAny(md protoreflect.MessageDescriptor) []protoreflect.FieldDe
 			out = append(out, fd)
 		}
 	}
-	anyFieldsCache.Store(md.FullName(), out)
 	return out
 }
-
-var anyFieldsCache sync.Map // protoreflect.FullName → []protoreflect.FieldDescriptor
 
 // flattenPGV turns PGV's multi-error into one line.
 func flattenPGV(err error) string {

@@ -4,6 +4,11 @@
 // RLS cluster-specifier plugin config. It is pure: no I/O, no decision
 // engine, no server; the ADS server (xds/server) serves what it builds.
 //
+// Translator builds incrementally (per endpoint) and encodes before it
+// checks: Check validates every resource with Envoy's proto rules and
+// finds the Anys to unpack and validate in the deterministic encoding,
+// which is what the server sends.
+//
 // Envoy's weights live outside its route table: the weighted routes carry
 // a placeholder weight and runtime_key_prefix, and one Runtime resource
 // (WeightsRuntime, served over RTDS; the bootstrap declares the layer)
@@ -18,10 +23,13 @@
 // input can tell them from the code as written.
 //
 //   - check.go, unpack: `err == nil` negated. Check's deepValidate decodes
-//     every Any reachable from the resources into the cache before the
-//     reference checks call unpack, so unpack's own decoding only ever runs
-//     for a nil Any (a listener without api_listener), which fails to decode
-//     either way and yields nil in both versions.
+//     every Any found in the resources' encodings into the cache (by type
+//     URL and value) before the reference checks call unpack, so unpack's
+//     own decoding only ever runs for a nil Any (a listener without
+//     api_listener), which fails to decode either way and yields nil in both
+//     versions. (A resource that cannot be encoded at all is not walked; it
+//     is refused with "cannot encode" in both versions, though the mutant
+//     may then list fewer reference problems beside it.)
 //   - check.go, reachesAny: the `break` after `found = true` turned into
 //     `continue`. The loop condition is `!found`, so the loop ends at once
 //     either way.

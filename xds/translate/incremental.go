@@ -5,12 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"reflect"
 	"runtime"
+	"sort"
 	"strconv"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -61,10 +62,12 @@ func (c Changes) Merge(o Changes) {
 // Translator builds resources incrementally: it keeps every endpoint's
 // built, checked and encoded resources, and on Update builds again only the
 // endpoints whose inputs changed. An endpoint's inputs are the endpoint
-// itself (compared deeply with the copy kept from the last build) and, for
-// gRPC nodes, the ext_proc target; the builders it calls take nothing else
-// (envoyEndpoint, gatewayEndpointRoutes, grpcEndpoint), so the compiler
-// keeps that list honest. What depends on the config as a whole (the
+// itself (compared by reflect.DeepEqual's rules, sameEndpoint, with the copy
+// kept from the last build) and, for gRPC nodes, the ext_proc target; the
+// builders it calls take nothing else (envoyEndpoint, gatewayEndpointRoutes,
+// grpcEndpoint), so the compiler keeps that list honest. A new target
+// builds every endpoint's gRPC resources again and keeps the Envoy ones of
+// unchanged endpoints. What depends on the config as a whole (the
 // gateway listener, the ext_proc cluster, the order of the gateway's
 // routes) is built on every Update, which costs little, and checked again
 // when its encoding changes.
@@ -73,7 +76,8 @@ func (c Changes) Merge(o Changes) {
 // gateway's route configuration cut down to that endpoint's routes, so the
 // recursive validation and the reference checks (routes → clusters,
 // clusters → load assignments, RLS default targets, grpc-go's rules) run on
-// what changed. Names are unique across endpoints by construction (cluster
+// what changed. They are encoded first, and Check reads those encodings
+// (the bytes served) to find the Anys it unpacks and validates. Names are unique across endpoints by construction (cluster
 // names are endpoint/variant); an owner index still refuses a clash.
 //
 // Update is all or nothing: on an error nothing of the new config is kept.
@@ -86,7 +90,21 @@ type Translator struct {
 	weightsOrder  []string                   // endpoint names in runtime key order
 	sets          map[NodeKind]Set
 	owner         map[NodeKind]map[resource.Type]map[string]string // name → endpoint
+	// sizes follows each set's encoded sizes as resources are put and
+	// removed, so Oversized need not walk every resource on each Update.
+	sizes map[NodeKind]map[resource.Type]*typeSize
 }
+
+// typeSize is one type's encoded bytes in a set, and its resources of at
+// least bigResource bytes.
+type typeSize struct {
+	total, count int
+	big          map[string]int
+}
+
+// bigResource is the smallest resource typeSize names; Oversized answers
+// from typeSize for limits at least this large.
+const bigResource = 64 << 10
 
 // unit is one endpoint's part of every node kind's resources.
 type unit struct {
@@ -126,9 +144,11 @@ func (t *Translator) Reset() {
 	t.extProcTarget = ""
 	t.sets = map[NodeKind]Set{}
 	t.owner = map[NodeKind]map[resource.Type]map[string]string{}
+	t.sizes = map[NodeKind]map[resource.Type]*typeSize{}
 	for _, k := range Kinds {
 		t.sets[k] = Set{}
 		t.owner[k] = map[resource.Type]map[string]string{}
+		t.sizes[k] = map[resource.Type]*typeSize{}
 	}
 }
 
@@ -145,10 +165,10 @@ type Stats struct {
 // On error, the Translator is as before the call.
 func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 	target := cfg.ExtProcTarget()
-	if target != t.extProcTarget {
-		// Every gRPC resource names the target: build everything again.
-		t.units = map[string]*unit{}
-	}
+	// Every gRPC resource names the target: with a new one, every
+	// endpoint's gRPC resources are built again (its Envoy ones only if
+	// the endpoint changed too).
+	retarget := target != t.extProcTarget
 	seen := make(map[string]bool, len(cfg.Endpoints))
 	for i := range cfg.Endpoints {
 		e := &cfg.Endpoints[i]
@@ -157,8 +177,8 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 		}
 		seen[e.Name] = true
 	}
-	stale := t.staleEndpoints(cfg.Endpoints)
-	built, err := buildUnits(cfg.Endpoints, stale, target)
+	stale, keepEnvoy := t.staleEndpoints(cfg.Endpoints, retarget)
+	built, err := buildUnits(cfg.Endpoints, stale, keepEnvoy, target)
 	if err != nil {
 		return nil, Stats{}, err
 	}
@@ -178,52 +198,116 @@ func (t *Translator) Update(cfg *config.Config) (Changes, Stats, error) {
 		}
 	}
 
-	// Nothing can fail past this point but a name clash, which is checked
-	// before anything is committed.
+	// Nothing can fail past this point but a name clash or the route
+	// configuration's encoding, both found before anything is committed.
 	next := make(map[string]*unit, len(cfg.Endpoints))
+	gone := 0
 	for name, u := range t.units {
 		if seen[name] {
 			next[name] = u
+		} else {
+			gone++
 		}
 	}
 	for k, i := range stale {
 		next[cfg.Endpoints[i].Name] = built[k]
 	}
-	if err := t.checkOwners(next, stale, cfg.Endpoints, global); err != nil {
-		return nil, Stats{}, err
-	}
-
-	changes := Changes{}
-	for _, i := range stale {
-		name := cfg.Endpoints[i].Name
-		t.replaceUnit(name, t.units[name], next[name], changes)
-	}
-	for name, old := range t.units {
-		if !seen[name] {
-			t.replaceUnit(name, old, nil, changes)
-		}
-	}
-	if globalChanged {
-		for typ, enc := range global {
-			t.put(KindEnvoy, typ, enc, "", changes)
-		}
-		for typ, old := range t.global {
-			if now := global[typ]; now == nil || now.Name != old.Name {
-				t.remove(KindEnvoy, typ, old.Name, changes)
-			}
-		}
-		t.global = global
-	}
 	order := make([]string, 0, len(cfg.Endpoints))
 	for _, i := range gatewayRouteOrder(cfg.Endpoints) {
 		order = append(order, cfg.Endpoints[i].Name)
 	}
-	if len(stale) > 0 || len(t.units) != len(next) || !slicesEqual(order, t.order) || t.sets[KindEnvoy][resource.RouteType][GatewayRouteName] == nil {
-		rc, err := composeGatewayRoutes(order, next)
-		if err != nil {
-			return nil, Stats{}, err
+	recompose := len(t.units) != len(next) || !slicesEqual(order, t.order) || t.sets[KindEnvoy][resource.RouteType][GatewayRouteName] == nil
+	if !recompose {
+		// Since the weights went to Envoy's runtime, a weight change leaves
+		// the endpoint's routes byte for byte the same: the route
+		// configuration would come out the same, so it is not spliced
+		// again (at 1,000 endpoints, copying 5.4 MB and the garbage
+		// collection that brings were most of such an Update).
+		for _, i := range stale {
+			name := cfg.Endpoints[i].Name
+			if old := t.units[name]; old == nil || !bytes.Equal(old.routes, next[name].routes) {
+				recompose = true
+				break
+			}
 		}
-		t.put(KindEnvoy, resource.RouteType, rc, "", changes)
+	}
+	// The owner checks of each kind and the route configuration only read:
+	// on a large update they run side by side.
+	big := len(stale)+gone >= parallelCommit
+	ownerErrs := make([]ownerErr, len(Kinds))
+	var rc *Encoded
+	var rcErr error
+	tasks := []func(){func() {
+		if recompose {
+			rc, rcErr = composeGatewayRoutes(order, next)
+		}
+	}}
+	for k, kind := range Kinds {
+		tasks = append(tasks, func() { ownerErrs[k] = t.checkOwners(kind, next, stale, cfg.Endpoints, global) })
+	}
+	runAll(big, tasks)
+	if err := firstOwnerErr(ownerErrs); err != nil {
+		return nil, Stats{}, err
+	}
+	if rcErr != nil {
+		return nil, Stats{}, rcErr
+	}
+
+	// Nothing fails from here. Each kind's set, owners and sizes are its
+	// own, so the kinds are brought up to date side by side (at 10,000
+	// endpoints, 160,000 resources).
+	parts := make([]Changes, len(Kinds))
+	tasks = tasks[:0]
+	for k, kind := range Kinds {
+		tasks = append(tasks, func() {
+			ch := Changes{}
+			if big {
+				t.reserve(kind, stale, cfg.Endpoints, next, ch)
+			}
+			for _, i := range stale {
+				name := cfg.Endpoints[i].Name
+				t.replaceUnit(kind, name, t.units[name], next[name], ch)
+			}
+			for name, old := range t.units {
+				if !seen[name] {
+					t.replaceUnit(kind, name, old, nil, ch)
+				}
+			}
+			if kind == KindEnvoy {
+				if globalChanged {
+					for typ, enc := range global {
+						t.put(KindEnvoy, typ, enc, "", ch)
+					}
+					for typ, old := range t.global {
+						if now := global[typ]; now == nil || now.Name != old.Name {
+							t.remove(KindEnvoy, typ, old.Name, ch)
+						}
+					}
+				}
+				if rc != nil {
+					t.put(KindEnvoy, resource.RouteType, rc, "", ch)
+				}
+			}
+			for typ, names := range ch[kind] {
+				if len(names) == 0 {
+					delete(ch[kind], typ) // reserved, not changed
+				}
+			}
+			if len(ch[kind]) == 0 {
+				delete(ch, kind)
+			}
+			parts[k] = ch
+		})
+	}
+	runAll(big, tasks)
+	changes := Changes{}
+	for _, p := range parts {
+		for kind, ch := range p {
+			changes[kind] = ch
+		}
+	}
+	if globalChanged {
+		t.global = global
 	}
 	// The runtime layer: a weight change lands here only, as the routes
 	// above come out byte for byte the same (put reports no change).
@@ -263,36 +347,49 @@ func slicesEqual(a, b []string) bool {
 }
 
 // staleEndpoints lists the indexes of the endpoints that are new or differ
-// from the copy kept when they were built. The deep comparisons are most of
-// an Update's cost at 1,000 endpoints, so they run on every core.
-func (t *Translator) staleEndpoints(endpoints []config.Endpoint) []int {
+// from the copy kept when they were built (sameEndpoint: DeepEqual's rules,
+// compiled). At 1,000 endpoints they are still a large part of an Update
+// that changes one, so they run on every core. With retarget, every
+// endpoint is stale, and keepEnvoy holds, for those that are unchanged,
+// the unit whose Envoy resources stay.
+func (t *Translator) staleEndpoints(endpoints []config.Endpoint, retarget bool) (stale []int, keepEnvoy []*unit) {
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(endpoints)/256))
-	parts := make([][]int, workers)
+	type part struct {
+		stale []int
+		keep  []*unit
+	}
+	parts := make([]part, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			lo, hi := w*len(endpoints)/workers, (w+1)*len(endpoints)/workers
+			p := &parts[w]
 			for i := lo; i < hi; i++ {
 				e := &endpoints[i]
-				if u := t.units[e.Name]; u == nil || !reflect.DeepEqual(&u.src, e) {
-					parts[w] = append(parts[w], i)
+				u := t.units[e.Name]
+				switch same := u != nil && sameEndpoint(&u.src, e); {
+				case !same:
+					p.stale, p.keep = append(p.stale, i), append(p.keep, nil)
+				case retarget:
+					p.stale, p.keep = append(p.stale, i), append(p.keep, u)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	var stale []int
 	for _, p := range parts {
-		stale = append(stale, p...)
+		stale = append(stale, p.stale...)
+		keepEnvoy = append(keepEnvoy, p.keep...)
 	}
-	return stale
+	return stale, keepEnvoy
 }
 
 // buildUnits builds the endpoints at the given indexes, on every core when
-// there are many (a full build of 10,000 endpoints).
-func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit, error) {
+// there are many (a full build of 10,000 endpoints); keepEnvoy[k], when
+// set, is a unit whose Envoy resources endpoint idx[k] keeps.
+func buildUnits(endpoints []config.Endpoint, idx []int, keepEnvoy []*unit, target string) ([]*unit, error) {
 	out := make([]*unit, len(idx))
 	errs := make([]error, len(idx))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(idx)/64))
@@ -302,7 +399,7 @@ func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit,
 		go func() {
 			defer wg.Done()
 			for k := w; k < len(idx); k += workers {
-				out[k], errs[k] = buildUnit(&endpoints[idx[k]], target)
+				out[k], errs[k] = buildUnit(&endpoints[idx[k]], target, keepEnvoy[k])
 			}
 		}()
 	}
@@ -310,49 +407,105 @@ func buildUnits(endpoints []config.Endpoint, idx []int, target string) ([]*unit,
 	return out, errors.Join(errs...)
 }
 
-// buildUnit builds, checks and encodes one endpoint for every node kind.
-func buildUnit(e *config.Endpoint, target string) (*unit, error) {
+// buildUnit builds, encodes and checks one endpoint for every node kind.
+// Check reads the encodings made here (the bytes that are served) rather
+// than encoding the resources again. With keep (the endpoint's unit, built
+// from an equal endpoint), its Envoy resources are kept and only the gRPC
+// ones built: they alone name the ext_proc target.
+func buildUnit(e *config.Endpoint, target string, keep *unit) (*unit, error) {
+	if keep != nil {
+		return buildGRPCPart(&unit{src: keep.src, envoy: keep.envoy, routes: keep.routes, routesHash: keep.routesHash, weights: keep.weights}, e, target)
+	}
 	u := &unit{src: cloneEndpoint(e)}
 	envoy := envoyEndpoint(e)
 	routes := gatewayEndpointRoutes(e)
+	encoded := make(map[types.Resource][]byte, 16)
+	var encodeErr error
+	u.envoy, encodeErr = encodeTyped(envoy, encoded)
+	if encodeErr == nil {
+		u.routes, encodeErr = appendRoutes(nil, routes)
+	}
 	// The endpoint's slice of the gateway route configuration, checked with
 	// its clusters: every reference it makes is to its own clusters.
 	shell := gatewayRouteShell()
+	if encodeErr == nil {
+		shell.VirtualHosts[0].Routes = nil
+		var rs routeShell
+		if rs, encodeErr = encodeRouteShell(shell); encodeErr == nil {
+			encoded[shell] = rs.compose(len(u.routes), func(yield func([]byte)) { yield(u.routes) })
+		}
+	}
 	shell.VirtualHosts[0].Routes = routes
 	checked := Resources{resource.RouteType: {shell}}
 	for typ, list := range envoy {
 		checked[typ] = list
 	}
-	if err := Check(checked); err != nil {
+	// A resource that failed to encode is encoded again by check, which
+	// reports it.
+	lookup := func(r types.Resource) []byte { return encoded[r] }
+	if err := check(checked, lookup); err != nil {
 		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindEnvoy, e.Name, err)
 	}
+	if encodeErr != nil {
+		return nil, encodeErr
+	}
+	u.routesHash = xxhash.Sum64(u.routes)
+	var err error
+	if u.weights, err = endpointWeights(e); err != nil {
+		return nil, err
+	}
+	return buildGRPCPart(u, e, target)
+}
+
+// buildGRPCPart builds, encodes and checks the endpoint's resources for
+// gRPC nodes into u.
+func buildGRPCPart(u *unit, e *config.Endpoint, target string) (*unit, error) {
 	grpc, err := grpcEndpoint(e, target)
 	if err != nil {
 		return nil, fmt.Errorf("resources for %s nodes: %w", KindGRPC, err)
 	}
-	if err := Check(grpc); err != nil {
+	encoded := make(map[types.Resource][]byte, 16)
+	var encodeErr error
+	u.grpc, encodeErr = encodeTyped(grpc, encoded)
+	if err := check(grpc, func(r types.Resource) []byte { return encoded[r] }); err != nil {
 		return nil, fmt.Errorf("resources for %s nodes: endpoint %s: %w", KindGRPC, e.Name, err)
 	}
-	if u.envoy, err = encodeTyped(envoy); err != nil {
-		return nil, err
-	}
-	if u.grpc, err = encodeTyped(grpc); err != nil {
-		return nil, err
-	}
-	for _, r := range routes {
-		b, err := marshal(r)
-		if err != nil {
-			return nil, err
-		}
-		u.routes = protowire.AppendTag(u.routes, vhRoutesField, protowire.BytesType)
-		u.routes = protowire.AppendBytes(u.routes, b)
-	}
-	u.routesHash = xxhash.Sum64(u.routes)
-	if u.weights, err = endpointWeights(e); err != nil {
-		return nil, err
+	if encodeErr != nil {
+		return nil, encodeErr
 	}
 	return u, nil
 }
+
+// appendRoutes appends routes to b, encoded, each framed as a
+// VirtualHost.routes field: sized first, then encoded in place, so each
+// is encoded once and copied never.
+func appendRoutes(b []byte, routes []*routev3.Route) ([]byte, error) {
+	sizes := make([]int, len(routes))
+	total := len(b)
+	for i, r := range routes {
+		sizes[i] = deterministic.Size(r)
+		total += protowire.SizeTag(vhRoutesField) + protowire.SizeBytes(sizes[i])
+	}
+	if b == nil {
+		b = make([]byte, 0, total)
+	}
+	for i, r := range routes {
+		b = protowire.AppendTag(b, vhRoutesField, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(sizes[i]))
+		n := len(b)
+		var err error
+		// Size left each message's size cached: encode with it.
+		if b, err = cachedSize.MarshalAppend(b, r); err != nil {
+			return nil, fmt.Errorf("encode %T: %w", r, err)
+		}
+		if len(b)-n != sizes[i] {
+			return nil, fmt.Errorf("encode %T: %d bytes, sized %d", r, len(b)-n, sizes[i])
+		}
+	}
+	return b, nil
+}
+
+var cachedSize = proto.MarshalOptions{Deterministic: true, UseCachedSize: true}
 
 // cloneEndpoint deep-copies an endpoint the way Config.Clone does.
 func cloneEndpoint(e *config.Endpoint) config.Endpoint {
@@ -373,49 +526,90 @@ func checkEnvoyGlobal(cfg *config.Config) error {
 	return nil
 }
 
-// checkOwners refuses a resource name that two endpoints (or an endpoint
-// and the gateway's own resources) would both define: a cache keyed by name
-// would silently keep one.
-func (t *Translator) checkOwners(next map[string]*unit, stale []int, endpoints []config.Endpoint, global map[resource.Type]*Encoded) error {
+// parallelCommit is the number of endpoints built or removed from which
+// Update checks owners and commits each node kind on its own goroutine.
+const parallelCommit = 64
+
+// runAll runs the tasks, side by side when parallel.
+func runAll(parallel bool, tasks []func()) {
+	if !parallel {
+		for _, f := range tasks {
+			f()
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, f := range tasks {
+		wg.Go(f)
+	}
+	wg.Wait()
+}
+
+// ownerErr is a kind's first name clash, and where it was found: the
+// position in the built endpoints (-1: the gateway's own resources).
+type ownerErr struct {
+	pos int
+	err error
+}
+
+// firstOwnerErr is the clash met first by a walk of the gateway's
+// resources, then each built endpoint's, kind by kind.
+func firstOwnerErr(errs []ownerErr) error {
+	var first *ownerErr
+	for i := range errs {
+		if e := &errs[i]; e.err != nil && (first == nil || e.pos < first.pos) {
+			first = e
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	return first.err
+}
+
+// checkOwners refuses a resource name of a kind that two endpoints (or an
+// endpoint and the gateway's own resources) would both define: a cache
+// keyed by name would silently keep one.
+func (t *Translator) checkOwners(kind NodeKind, next map[string]*unit, stale []int, endpoints []config.Endpoint, global map[resource.Type]*Encoded) ownerErr {
 	type key struct {
-		kind NodeKind
 		typ  resource.Type
 		name string
 	}
-	claimed := map[key]string{}
+	n := 0
+	for _, i := range stale {
+		n += len(next[endpoints[i].Name].of(kind))
+	}
+	claimed := make(map[key]string, n)
 	claim := func(k key, by string) error {
 		other, ok := claimed[k]
 		if !ok {
 			// An owner that keeps its resources unchanged in this update.
-			o, held := t.owner[k.kind][k.typ][k.name]
+			o, held := t.owner[kind][k.typ][k.name]
 			ok = held && o != by && (o == "" || next[o] != nil && next[o] == t.units[o])
 			other = o
 		}
 		if ok && other != by {
-			return fmt.Errorf("resources for %s nodes: %s %s is defined by both %s and %s", k.kind, TypeShort(k.typ), k.name, describeOwner(other), describeOwner(by))
+			return fmt.Errorf("resources for %s nodes: %s %s is defined by both %s and %s", kind, TypeShort(k.typ), k.name, describeOwner(other), describeOwner(by))
 		}
 		claimed[k] = by
 		return nil
 	}
-	for typ, enc := range global {
-		if err := claim(key{KindEnvoy, typ, enc.Name}, ""); err != nil {
-			return err
-		}
-	}
-	for _, i := range stale {
-		name := endpoints[i].Name
-		for _, part := range []struct {
-			kind NodeKind
-			res  []typed
-		}{{KindEnvoy, next[name].envoy}, {KindGRPC, next[name].grpc}} {
-			for _, r := range part.res {
-				if err := claim(key{part.kind, r.typ, r.enc.Name}, name); err != nil {
-					return err
-				}
+	if kind == KindEnvoy {
+		for typ, enc := range global {
+			if err := claim(key{typ, enc.Name}, ""); err != nil {
+				return ownerErr{-1, err}
 			}
 		}
 	}
-	return nil
+	for p, i := range stale {
+		name := endpoints[i].Name
+		for _, r := range next[name].of(kind) {
+			if err := claim(key{r.typ, r.enc.Name}, name); err != nil {
+				return ownerErr{p, err}
+			}
+		}
+	}
+	return ownerErr{}
 }
 
 func describeOwner(endpoint string) string {
@@ -425,42 +619,68 @@ func describeOwner(endpoint string) string {
 	return "endpoint " + strconv.Quote(endpoint)
 }
 
-// replaceUnit swaps an endpoint's resources (old or now nil when it is
-// new or gone): what it still defines is put (a change only if its bytes
-// differ), what it no longer defines is removed.
-func (t *Translator) replaceUnit(name string, old, now *unit, changes Changes) {
+// replaceUnit swaps an endpoint's resources of one kind (old or now nil
+// when it is new or gone): what it still defines is put (a change only if
+// its bytes differ), what it no longer defines is removed.
+func (t *Translator) replaceUnit(kind NodeKind, name string, old, now *unit, changes Changes) {
 	type key struct {
-		kind NodeKind
 		typ  resource.Type
 		name string
 	}
-	kept := map[key]bool{}
-	if now != nil {
-		for _, r := range now.envoy {
-			t.put(KindEnvoy, r.typ, r.enc, name, changes)
-			kept[key{KindEnvoy, r.typ, r.enc.Name}] = true
-		}
-		for _, r := range now.grpc {
-			t.put(KindGRPC, r.typ, r.enc, name, changes)
-			kept[key{KindGRPC, r.typ, r.enc.Name}] = true
-		}
+	for _, r := range now.of(kind) {
+		t.put(kind, r.typ, r.enc, name, changes)
 	}
 	if old == nil {
 		return
 	}
-	for _, part := range []struct {
-		kind NodeKind
-		res  []typed
-	}{{KindEnvoy, old.envoy}, {KindGRPC, old.grpc}} {
-		for _, r := range part.res {
-			if !kept[key{part.kind, r.typ, r.enc.Name}] && t.owner[part.kind][r.typ][r.enc.Name] == name {
-				t.remove(part.kind, r.typ, r.enc.Name, changes)
-			}
+	kept := map[key]bool{}
+	for _, r := range now.of(kind) {
+		kept[key{r.typ, r.enc.Name}] = true
+	}
+	for _, r := range old.of(kind) {
+		if !kept[key{r.typ, r.enc.Name}] && t.owner[kind][r.typ][r.enc.Name] == name {
+			t.remove(kind, r.typ, r.enc.Name, changes)
 		}
 	}
 }
 
+// reserve sizes a kind's empty maps (a first build) for the resources the
+// stale endpoints bring, so tens of thousands of names are not inserted
+// through repeated growth.
+func (t *Translator) reserve(kind NodeKind, stale []int, endpoints []config.Endpoint, next map[string]*unit, ch Changes) {
+	n := map[resource.Type]int{}
+	for _, i := range stale {
+		for _, r := range next[endpoints[i].Name].of(kind) {
+			n[r.typ]++
+		}
+	}
+	for typ, count := range n {
+		if len(t.sets[kind][typ]) == 0 {
+			t.sets[kind][typ] = make(map[string]*Encoded, count)
+			t.owner[kind][typ] = make(map[string]string, count)
+		}
+		if ch[kind] == nil {
+			ch[kind] = map[resource.Type]map[string]struct{}{}
+		}
+		ch[kind][typ] = make(map[string]struct{}, count)
+	}
+}
+
+// of is the unit's resources for a kind; none for a nil unit.
+func (u *unit) of(kind NodeKind) []typed {
+	switch {
+	case u == nil:
+		return nil
+	case kind == KindEnvoy:
+		return u.envoy
+	}
+	return u.grpc
+}
+
 func (t *Translator) remove(kind NodeKind, typ resource.Type, name string, changes Changes) {
+	if old := t.sets[kind][typ][name]; old != nil {
+		t.sized(kind, typ, name, len(old.Bytes), -1)
+	}
 	delete(t.sets[kind][typ], name)
 	delete(t.owner[kind][typ], name)
 	changes.add(kind, typ, name)
@@ -474,11 +694,55 @@ func (t *Translator) put(kind NodeKind, typ resource.Type, enc *Encoded, owner s
 		t.owner[kind][typ] = map[string]string{}
 	}
 	old := set[typ][enc.Name]
+	if old != nil {
+		t.sized(kind, typ, enc.Name, len(old.Bytes), -1)
+	}
+	t.sized(kind, typ, enc.Name, len(enc.Bytes), +1)
 	set[typ][enc.Name] = enc
 	t.owner[kind][typ][enc.Name] = owner
 	if old == nil || old.Hash != enc.Hash || !bytes.Equal(old.Bytes, enc.Bytes) {
 		changes.add(kind, typ, enc.Name)
 	}
+}
+
+// sized counts a resource of n bytes into (sign +1) or out of (-1) its
+// type's sizes.
+func (t *Translator) sized(kind NodeKind, typ resource.Type, name string, n, sign int) {
+	ts := t.sizes[kind][typ]
+	if ts == nil {
+		ts = &typeSize{big: map[string]int{}}
+		t.sizes[kind][typ] = ts
+	}
+	ts.total += sign * n
+	ts.count += sign
+	if n >= bigResource {
+		if sign > 0 {
+			ts.big[name] = n
+		} else {
+			delete(ts.big, name)
+		}
+	}
+}
+
+// Oversized is OversizedInSet(t.Set(kind), kind, limit), from the sizes
+// kept as resources change rather than from every resource.
+func (t *Translator) Oversized(kind NodeKind, limit int) []Oversized {
+	if limit < bigResource {
+		return OversizedInSet(t.sets[kind], kind, limit)
+	}
+	var out []Oversized
+	for typ, ts := range t.sizes[kind] {
+		for name, n := range ts.big {
+			if n > limit {
+				out = append(out, Oversized{Kind: kind, Type: shortType(typ), Name: name, Bytes: n, Limit: limit})
+			}
+		}
+		if ts.total > limit && ts.count > 1 {
+			out = append(out, Oversized{Kind: kind, Type: shortType(typ), Bytes: ts.total, Limit: limit})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bytes > out[j].Bytes })
+	return out
 }
 
 // Field numbers of the gateway route configuration that
@@ -497,67 +761,90 @@ const (
 // route, then its fields after routes. The result is byte for byte what
 // encoding gatewayRouteConfig would give (TestComposedRoutesEqualEncoded).
 func composeGatewayRoutes(order []string, units map[string]*unit) (*Encoded, error) {
-	shell := gatewayRouteShell()
-	vh := shell.VirtualHosts[0]
-	tail := vh.Routes // the unmatched route
-	vh.Routes = nil
-	shell.VirtualHosts = nil
-	rcBytes, err := marshal(shell)
+	rs, err := encodeRouteShell(gatewayRouteShell())
 	if err != nil {
 		return nil, err
 	}
-	vhBytes, err := marshal(vh)
-	if err != nil {
-		return nil, err
-	}
-	var tailBytes []byte
-	for _, r := range tail {
-		b, err := marshal(r)
-		if err != nil {
-			return nil, err
-		}
-		tailBytes = protowire.AppendTag(tailBytes, vhRoutesField, protowire.BytesType)
-		tailBytes = protowire.AppendBytes(tailBytes, b)
-	}
-	vhBefore, vhAfter, err := splitAt(vhBytes, vhRoutesField)
-	if err != nil {
-		return nil, err
-	}
-	rcBefore, rcAfter, err := splitAt(rcBytes, rcVirtualHostsField)
-	if err != nil {
-		return nil, err
-	}
-	vhLen := len(vhBefore) + len(tailBytes) + len(vhAfter)
-	for _, name := range order {
-		vhLen += len(units[name].routes)
+	parts := make([]*unit, len(order))
+	n := 0
+	for i, name := range order {
+		parts[i] = units[name]
+		n += len(parts[i].routes)
 	}
 	// One buffer, written once: at 1,000 endpoints it is megabytes.
-	out := make([]byte, 0, len(rcBefore)+len(rcAfter)+vhLen+2*binary.MaxVarintLen64)
-	out = append(out, rcBefore...)
-	out = protowire.AppendTag(out, rcVirtualHostsField, protowire.BytesType)
-	out = protowire.AppendVarint(out, uint64(vhLen))
-	out = append(out, vhBefore...)
-	for _, name := range order {
-		out = append(out, units[name].routes...)
-	}
-	out = append(out, tailBytes...)
-	out = append(out, vhAfter...)
-	out = append(out, rcAfter...)
+	out := rs.compose(n, func(yield func([]byte)) {
+		for _, u := range parts {
+			yield(u.routes)
+		}
+	})
 	// The hash covers every part by its digest: equal parts in equal order
 	// give an equal hash, and any changed route changes its endpoint's
 	// digest.
 	h := xxhash.New()
-	var n [8]byte
-	for _, part := range [][]byte{rcBefore, vhBefore, tailBytes, vhAfter, rcAfter} {
-		binary.LittleEndian.PutUint64(n[:], xxhash.Sum64(part))
-		h.Write(n[:])
+	var d [8]byte
+	for _, part := range [][]byte{rs.rcBefore, rs.vhBefore, rs.tail, rs.vhAfter, rs.rcAfter} {
+		binary.LittleEndian.PutUint64(d[:], xxhash.Sum64(part))
+		h.Write(d[:])
 	}
-	for _, name := range order {
-		binary.LittleEndian.PutUint64(n[:], units[name].routesHash)
-		h.Write(n[:])
+	for i, name := range order {
+		binary.LittleEndian.PutUint64(d[:], parts[i].routesHash)
+		h.Write(d[:])
 		h.WriteString(name)
 	}
 	return &Encoded{Name: GatewayRouteName, Bytes: out, Hash: "r" + strconv.FormatUint(h.Sum64(), 36)}, nil
+}
+
+// routeShell is a route configuration of one virtual host, encoded in the
+// parts that routes are spliced between: the configuration's fields before
+// and after virtual_hosts, the virtual host's before and after routes, and
+// the virtual host's own routes (tail), which stay after the spliced ones.
+type routeShell struct {
+	rcBefore, vhBefore, tail, vhAfter, rcAfter []byte
+}
+
+func encodeRouteShell(shell *routev3.RouteConfiguration) (routeShell, error) {
+	var rs routeShell
+	vhs := shell.VirtualHosts
+	vh := vhs[0]
+	tail := vh.Routes
+	// Encoded without them, then put back.
+	vh.Routes, shell.VirtualHosts = nil, nil
+	defer func() { vh.Routes, shell.VirtualHosts = tail, vhs }()
+	rcBytes, err := marshal(shell)
+	if err != nil {
+		return rs, err
+	}
+	vhBytes, err := marshal(vh)
+	if err != nil {
+		return rs, err
+	}
+	if rs.tail, err = appendRoutes(nil, tail); err != nil {
+		return rs, err
+	}
+	if rs.vhBefore, rs.vhAfter, err = splitAt(vhBytes, vhRoutesField); err != nil {
+		return rs, err
+	}
+	if rs.rcBefore, rs.rcAfter, err = splitAt(rcBytes, rcVirtualHostsField); err != nil {
+		return rs, err
+	}
+	return rs, nil
+}
+
+// compose encodes the configuration with routes (n bytes in all, yielded
+// by each, already framed as VirtualHost.routes fields) before the
+// virtual host's own.
+func (rs routeShell) compose(n int, each func(yield func([]byte))) []byte {
+	vhLen := len(rs.vhBefore) + n + len(rs.tail) + len(rs.vhAfter)
+	out := make([]byte, 0, len(rs.rcBefore)+len(rs.rcAfter)+vhLen+2*binary.MaxVarintLen64)
+	out = append(out, rs.rcBefore...)
+	out = protowire.AppendTag(out, rcVirtualHostsField, protowire.BytesType)
+	out = protowire.AppendVarint(out, uint64(vhLen))
+	out = append(out, rs.vhBefore...)
+	each(func(b []byte) { out = append(out, b...) })
+	out = append(out, rs.tail...)
+	out = append(out, rs.vhAfter...)
+	out = append(out, rs.rcAfter...)
+	return out
 }
 
 // splitAt splits an encoded message before its first field numbered above
@@ -603,14 +890,21 @@ func Encode(r types.Resource) (*Encoded, error) {
 	return newEncoded(resourceName(r), b), nil
 }
 
-func encodeTyped(res Resources) ([]typed, error) {
-	var out []typed
+// encodeTyped encodes every resource, in type order, and records each
+// one's encoding in encoded.
+func encodeTyped(res Resources, encoded map[types.Resource][]byte) ([]typed, error) {
+	n := 0
+	for _, list := range res {
+		n += len(list)
+	}
+	out := make([]typed, 0, n)
 	for _, typ := range sortedTypes(res) {
 		for _, r := range res[typ] {
 			enc, err := Encode(r)
 			if err != nil {
 				return nil, err
 			}
+			encoded[r] = enc.Bytes
 			out = append(out, typed{typ, enc})
 		}
 	}

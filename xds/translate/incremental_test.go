@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -229,6 +230,137 @@ func BenchmarkTranslatorFull(b *testing.B) {
 		b.Run(fmt.Sprint("endpoints=", n), func(b *testing.B) {
 			for b.Loop() {
 				if _, _, err := NewTranslator().Update(cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestOversizedFollowsSet: the sizes the Translator keeps as resources
+// change name the same oversized resources and type totals as a walk over
+// its set, after a full build, a change and a removal; the set is Build's
+// each time (the first and the last commit each kind on its own goroutine).
+func TestOversizedFollowsSet(t *testing.T) {
+	cfg := benchConfig(t, 1000, false)
+	tr := NewTranslator()
+	same := func(when string) {
+		t.Helper()
+		sameAsFull(t, tr, cfg)
+		for _, kind := range Kinds {
+			for _, limit := range []int{GRPCDefaultReceiveLimit, 1 << 20, bigResource, bigResource + 1, 10 << 10, 1} {
+				got, want := tr.Oversized(kind, limit), OversizedInSet(tr.Set(kind), kind, limit)
+				if g, w := oversizedKey(got), oversizedKey(want); g != w {
+					t.Errorf("%s, %s, limit %d: Oversized = %s, want %s", when, kind, limit, g, w)
+				}
+			}
+		}
+	}
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Oversized(KindEnvoy, GRPCDefaultReceiveLimit)) == 0 {
+		t.Fatal("1,000 endpoints' route configuration is not over 4 MiB")
+	}
+	same("full build")
+	cfg.Endpoints[3].Variants[0].Weight++
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	same("one change")
+	cfg.Endpoints = cfg.Endpoints[:600]
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	same("400 endpoints removed")
+}
+
+func oversizedKey(os []Oversized) string {
+	var lines []string
+	for _, o := range os {
+		lines = append(lines, fmt.Sprintf("%s/%s/%s=%d", o.Kind, o.Type, o.Name, o.Bytes))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, " ")
+}
+
+// TestUpdateRefusesNameClashOnLargeUpdates: a cluster name two endpoints
+// would both define is refused, and nothing kept, also when so many
+// endpoints are built that the owner checks and the commit run per kind
+// on their own goroutines (parallelCommit).
+func TestUpdateRefusesNameClashOnLargeUpdates(t *testing.T) {
+	good := benchConfig(t, 2*parallelCommit, false)
+	bad := good.Clone()
+	// "m/a" + "b" and "m" + "a/b" both make the cluster m/a/b.
+	bad.Endpoints[10].Name, bad.Endpoints[10].Variants[0].Name = "m/a", "b"
+	bad.Endpoints[parallelCommit+5].Name, bad.Endpoints[parallelCommit+5].Variants[0].Name = "m", "a/b"
+	for i := range bad.Endpoints {
+		bad.Endpoints[i].Variants[1].Weight++ // every endpoint is built again
+	}
+	if _, _, err := NewTranslator().Update(bad); err == nil || !strings.Contains(err.Error(), "m/a/b is defined by both") {
+		t.Fatalf("full build with a clash: %v, want the clash on m/a/b", err)
+	}
+	tr := NewTranslator()
+	if _, _, err := tr.Update(good); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tr.Update(bad); err == nil || !strings.Contains(err.Error(), "m/a/b is defined by both") {
+		t.Fatalf("update with a clash: %v, want the clash on m/a/b", err)
+	}
+	sameAsFull(t, tr, good)
+	if _, st, err := tr.Update(good); err != nil || st.Rebuilt != 0 {
+		t.Fatalf("after the refusal, the last good config rebuilt %d endpoints (%v)", st.Rebuilt, err)
+	}
+}
+
+// TestRetargetKeepsEnvoyResources: a new ext_proc target builds every
+// endpoint's gRPC resources again and keeps the Envoy ones of the
+// endpoints that did not change (the same encodings, not rebuilt), while
+// a changed endpoint gets both built.
+func TestRetargetKeepsEnvoyResources(t *testing.T) {
+	cfg := benchConfig(t, 2*parallelCommit, false)
+	tr := NewTranslator()
+	if _, _, err := tr.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]*Encoded{}
+	for name, enc := range tr.Set(KindEnvoy)[resource.ClusterType] {
+		before[name] = enc
+	}
+	cfg.Listen.ExtProc = "127.0.0.1:19999"
+	cfg.Endpoints[7].Variants[0].Weight++
+	cfg.Endpoints[7].Variants[0].Backends[0].Port++
+	if _, st, err := tr.Update(cfg); err != nil || st.Rebuilt != len(cfg.Endpoints) {
+		t.Fatalf("retarget rebuilt %d of %d endpoints (%v)", st.Rebuilt, len(cfg.Endpoints), err)
+	}
+	sameAsFull(t, tr, cfg)
+	for name, enc := range tr.Set(KindEnvoy)[resource.ClusterType] {
+		if name == ExtProcClusterName {
+			continue
+		}
+		rebuilt := strings.HasPrefix(name, cfg.Endpoints[7].Name+"/")
+		if kept := before[name] == enc; kept == rebuilt {
+			t.Errorf("cluster %s: kept %v", name, kept)
+		}
+	}
+}
+
+// BenchmarkTranslatorRetarget is an Update whose only change is the
+// ext_proc target: every endpoint's gRPC resources built, checked and
+// encoded again, the Envoy ones kept.
+func BenchmarkTranslatorRetarget(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		cfg := benchConfig(b, n, false)
+		b.Run(fmt.Sprint("endpoints=", n), func(b *testing.B) {
+			tr := NewTranslator()
+			if _, _, err := tr.Update(cfg); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				i++
+				cfg.Listen.ExtProc = fmt.Sprintf("127.0.0.1:%d", 20000+i%2)
+				if _, _, err := tr.Update(cfg); err != nil {
 					b.Fatal(err)
 				}
 			}
