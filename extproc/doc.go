@@ -4,9 +4,9 @@
 //
 // # Mutation testing
 //
-// `make mutate PKGS=./extproc` mutates this package (scripts/mutate.sh).
-// These surviving mutants are equivalent: no input can tell them from the
-// code as written.
+// `make mutate PKGS='./extproc:server ./extproc:observe'` mutates this
+// package in two runs (scripts/mutate.sh). These surviving mutants are
+// equivalent: no input can tell them from the code as written.
 //
 //   - server.go, Process: `status.Code(err) == codes.Canceled` negated, in
 //     `errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled ||
