@@ -1,0 +1,149 @@
+package extproc_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/modelsplit/modelsplit/config"
+	"github.com/modelsplit/modelsplit/extproc"
+	"github.com/modelsplit/modelsplit/extproc/extproctest"
+	"github.com/modelsplit/modelsplit/metrics"
+	"github.com/modelsplit/modelsplit/stats"
+)
+
+// An answer whose headers name no variant (a local reply of Envoy's: no
+// route, so no route header) counts under the variant the decision put
+// in the request; a proxyless gRPC client's served variant (stream
+// metadata) counts even when no header names it.
+func TestObserveVariantWithoutResponseHeader(t *testing.T) {
+	h := start(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	decided := append([]extproctest.Header{extproctest.H(config.VariantHeader, "b")}, httpRequest...)
+	x := extproctest.Exchange{Metadata: envoyMD("face"), Mode: observeMode, Headers: decided,
+		ResponseHeaders: []extproctest.Header{extproctest.H(":status", "503")}}
+	if err := extproctest.Observe(ctx, h.conn, x); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readObserved(h.metrics, "face", "b"), one("5xx"); got != want {
+		t.Errorf("decided variant b, answer without a variant header: observed %v, want %v", got, want)
+	}
+
+	grpcMD := map[string]string{config.ClientMetadataKey: "grpc", config.EndpointMetadataKey: "face", config.ServedVariantMetadataKey: "a"}
+	x = extproctest.Exchange{Metadata: grpcMD, Mode: observeMode, Headers: []extproctest.Header{extproctest.H("content-type", "application/grpc")},
+		ResponseHeaders: []extproctest.Header{extproctest.H("content-type", "application/grpc")}, ResponseBody: [][]byte{{0}}}
+	if err := extproctest.Observe(ctx, h.conn, x); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readObserved(h.metrics, "face", "a"), one("2xx"); got != want {
+		t.Errorf("proxyless call served by a (metadata only): observed %v, want %v", got, want)
+	}
+	for _, c := range []string{"envoy", "grpc"} {
+		if n := testutil.ToFloat64(h.metrics.ObserveStreams.WithLabelValues(c, "observed")); n != 1 {
+			t.Errorf("observe_streams_total{%s,observed} = %v, want 1", c, n)
+		}
+	}
+}
+
+// rewardLog is a RewardObserver that keeps what it is told.
+type rewardLog struct {
+	mu  sync.Mutex
+	got []reward
+}
+
+type reward struct {
+	endpoint, variant  string
+	class              stats.Class
+	requestID, value   string
+	hasValue, unsample bool
+}
+
+func (r *rewardLog) RewardHeader(endpoint string) (string, bool) {
+	return "x-reward", endpoint == "face"
+}
+
+func (r *rewardLog) Observed(endpoint, variant string, class stats.Class, _ time.Duration, requestID, value string, hasValue, unsampled bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, reward{endpoint, variant, class, requestID, value, hasValue, unsampled})
+}
+
+// Every answer of an endpoint with a bandit reaches the RewardObserver
+// once, with its variant, class, request id, the reward header's value
+// and whether the bandit chose the variant; other endpoints' answers do
+// not.
+func TestObserveTellsTheBanditEachAnswer(t *testing.T) {
+	m := metrics.New()
+	log := &rewardLog{}
+	lis, err := extproc.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	extproc.NewServer(nil, extproc.Options{Metrics: m, Rewards: log}).Register(g)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := func(variant string, more ...extproctest.Header) []extproctest.Header {
+		return append([]extproctest.Header{extproctest.H(config.VariantHeader, variant), extproctest.H(config.RequestIDHeader, "r-"+variant)}, more...)
+	}
+	for _, x := range []extproctest.Exchange{
+		{Metadata: envoyMD("face"), Headers: req("a"), ResponseHeaders: response(200, "x-reward", "0.75")},
+		{Metadata: envoyMD("face"), Headers: req("b", extproctest.H(config.UnsampledHeader, "1")),
+			ResponseHeaders: []extproctest.Header{extproctest.H(":status", "503"), extproctest.H(config.VariantHeader, "b")}},
+		{Metadata: envoyMD("anon"), Headers: req("only"), ResponseHeaders: response(200, "x-reward", "1")},
+	} {
+		x.Mode = observeMode
+		if err := extproctest.Observe(ctx, conn, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []reward{
+		{"face", "a", stats.Class2xx, "r-a", "0.75", true, false},
+		{"face", "b", stats.Class5xx, "r-b", "", false, true},
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.got) != len(want) {
+		t.Fatalf("observer told %+v, want %+v", log.got, want)
+	}
+	for i := range want {
+		if log.got[i] != want[i] {
+			t.Errorf("answer %d: observer told %+v, want %+v", i, log.got[i], want[i])
+		}
+	}
+}
+
+// A server without a shadow manager (comparison disabled) still observes
+// a request that Envoy streams for comparison: marked with a shadow's
+// header, or sampled on the server, it captures nothing and counts it.
+func TestObserveWithoutShadowsIgnoresCaptureMarks(t *testing.T) {
+	h := start(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, capture := range []string{config.CaptureMarked, config.CaptureSampled} {
+		md := envoyMD("face")
+		md[config.CaptureMetadataKey] = capture
+		marked := append([]extproctest.Header{extproctest.H(config.ShadowHeader+"-s1", "face/s1")}, httpRequest...)
+		x := extproctest.Exchange{Metadata: md, Mode: compareMode, Headers: marked, RequestBody: [][]byte{[]byte("q")},
+			ResponseHeaders: response(200), ResponseBody: [][]byte{[]byte("r")}}
+		if err := extproctest.Observe(ctx, h.conn, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readObserved(h.metrics, "face", "a"); got.requests != 2 || got.c2xx != 2 {
+		t.Errorf("observed %v, want 2 requests of 2xx", got)
+	}
+}
