@@ -2,13 +2,17 @@ package extproc_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"sync"
 	"testing"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/modelsplit/modelsplit/config"
 	"github.com/modelsplit/modelsplit/extproc"
@@ -146,4 +150,36 @@ func TestObserveWithoutShadowsIgnoresCaptureMarks(t *testing.T) {
 	if got := readObserved(h.metrics, "face", "a"); got.requests != 2 || got.c2xx != 2 {
 		t.Errorf("observed %v, want 2 requests of 2xx", got)
 	}
+}
+
+// Observability-mode bodies and trailers that come before any request
+// headers (no client of ours sends them so, but the server takes streams
+// from anyone) are ignored: the stream ends cleanly, the server lives on.
+func TestObservePhasesBeforeRequestHeadersAreIgnored(t *testing.T) {
+	h := start(t, "127.0.0.1:0")
+	for _, first := range []*extprocv3.ProcessingRequest{
+		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte("q")}}},
+		{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte("r"), EndOfStream: true}}},
+		{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}},
+	} {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), config.EndpointMetadataKey, "face"), 5*time.Second)
+		stream, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.ObservabilityMode = true
+		if err := stream.Send(first); err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+			t.Errorf("%T first: stream ended with %v, want a clean end", first.GetRequest(), err)
+		}
+		cancel()
+	}
+	waitCounter(t, func() float64 {
+		return testutil.ToFloat64(h.metrics.ObserveStreams.WithLabelValues("envoy", "incomplete"))
+	}, 3)
 }
