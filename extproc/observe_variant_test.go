@@ -183,3 +183,30 @@ func TestObservePhasesBeforeRequestHeadersAreIgnored(t *testing.T) {
 		return testutil.ToFloat64(h.metrics.ObserveStreams.WithLabelValues("envoy", "incomplete"))
 	}, 3)
 }
+
+// A request without an endpoint (no metadata names it) or without a
+// variant (no decision, no route header) is not counted under an empty
+// name: no series is made for it and its stream is not "observed".
+func TestObserveNeedsEndpointAndVariant(t *testing.T) {
+	h := start(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	decided := append([]extproctest.Header{extproctest.H(config.VariantHeader, "a")}, httpRequest...)
+	for _, x := range []extproctest.Exchange{
+		{Metadata: map[string]string{config.ClientMetadataKey: "envoy"}, Headers: decided, ResponseHeaders: response(200)},
+		{Metadata: envoyMD("face"), Headers: httpRequest, ResponseHeaders: []extproctest.Header{extproctest.H(":status", "200")}},
+	} {
+		x.Mode = observeMode
+		if err := extproctest.Observe(ctx, h.conn, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ev := range [][2]string{{"", "a"}, {"face", ""}} {
+		if got := readObserved(h.metrics, ev[0], ev[1]); got != (observed{}) {
+			t.Errorf("endpoint %q variant %q counted %v", ev[0], ev[1], got)
+		}
+	}
+	if n := testutil.ToFloat64(h.metrics.ObserveStreams.WithLabelValues("envoy", "observed")); n != 0 {
+		t.Errorf("observe_streams_total{envoy,observed} = %v, want 0", n)
+	}
+}
