@@ -210,3 +210,41 @@ func TestObserveNeedsEndpointAndVariant(t *testing.T) {
 		t.Errorf("observe_streams_total{envoy,observed} = %v, want 0", n)
 	}
 }
+
+// A request whose answer never came (the client went away) still counts
+// in the stats windows, once, as "no status" under its endpoint and
+// variant; an answered one counts once, by its class; one without an
+// endpoint or a variant does not count.
+func TestObserveUnansweredCountsOnceInTheWindows(t *testing.T) {
+	h := start(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	decided := func(v string) []extproctest.Header {
+		return append([]extproctest.Header{extproctest.H(config.VariantHeader, v)}, httpRequest...)
+	}
+	for _, x := range []extproctest.Exchange{
+		{Metadata: envoyMD("face"), Headers: decided("b")},                                      // never answered
+		{Metadata: envoyMD("face"), Headers: decided("a"), ResponseHeaders: response(200)},      // answered
+		{Metadata: envoyMD("face"), Headers: httpRequest},                                       // no variant
+		{Metadata: map[string]string{config.ClientMetadataKey: "envoy"}, Headers: decided("a")}, // no endpoint
+	} {
+		x.Mode = observeMode
+		if err := extproctest.Observe(ctx, h.conn, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tot := h.metrics.Stats.Totals("face")
+	b, a := tot.Variants["b"], tot.Variants["a"]
+	if b.Requests != 1 || b.Responses[stats.ClassNone] != 1 || b.Answered() != 0 {
+		t.Errorf("unanswered request on b: %d requests, %d without status, want 1 and 1", b.Requests, b.Responses[stats.ClassNone])
+	}
+	if a.Requests != 1 || a.Responses[stats.Class2xx] != 1 || a.Responses[stats.ClassNone] != 0 {
+		t.Errorf("answered request on a: %d requests, %d 2xx, %d without status, want 1, 1, 0", a.Requests, a.Responses[stats.Class2xx], a.Responses[stats.ClassNone])
+	}
+	if v, ok := tot.Variants[""]; ok && v.Requests != 0 {
+		t.Errorf("a request without a variant counted %d", v.Requests)
+	}
+	if n := len(h.metrics.Stats.Totals("").Variants); n != 0 {
+		t.Errorf("a request without an endpoint made %d variant totals", n)
+	}
+}
