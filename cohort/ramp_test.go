@@ -215,3 +215,45 @@ func TestRampWithoutTrafficIsIgnored(t *testing.T) {
 		})
 	}
 }
+
+// A ramp onto the first variant (index 0) works as onto any other:
+// returning users hashed onto it by the weights in force move to it, new
+// users on it are stored by the base weights, so a rollback puts them
+// where the old split does.
+func TestRampOntoTheFirstVariantStoresByBaseWeights(t *testing.T) {
+	const n = 1000
+	names := []string{"v0", "v1"}
+	store := cohort.NewMemoryStore(0)
+	e, _ := newEngine(t, store, splitConfig(t, "", 10, 90))
+	for i := range n {
+		decide(t, e, user(fmt.Sprintf("old%d", i)))
+	}
+	cfg := rampConfig(t, []int{10, 90}, 60, 40)
+	cfg.Endpoints[0].Ramp.Canary = "v0"
+	e, _ = newEngine(t, store, cfg)
+	for i := range n {
+		// Returning users the weights in force hash onto the canary move
+		// to it; the others stay where they were.
+		key := fmt.Sprintf("old%d", i)
+		want := picktest.Variant("", key, names, []int{10, 90})
+		if picktest.Variant("", key, names, []int{60, 40}) == "v0" {
+			want = "v0"
+		}
+		if got := decide(t, e, user(key)).Variant; got != want {
+			t.Fatalf("returning user %s on %s during the ramp, want %s", key, got, want)
+		}
+	}
+	for i := range n {
+		key := fmt.Sprintf("new%d", i)
+		if got, want := decide(t, e, user(key)).Variant, picktest.Variant("", key, names, []int{60, 40}); got != want {
+			t.Fatalf("new user %s on %s during the ramp, the rule says %s", key, got, want)
+		}
+	}
+	e, _ = newEngine(t, store, splitConfig(t, "", 10, 90))
+	for i := range n {
+		key := fmt.Sprintf("new%d", i)
+		if got, want := decide(t, e, user(key)).Variant, picktest.Variant("", key, names, []int{10, 90}); got != want {
+			t.Fatalf("after the rollback new user %s is on %s, the old split says %s", key, got, want)
+		}
+	}
+}
