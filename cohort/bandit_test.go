@@ -83,3 +83,28 @@ func TestBanditReassignPeriod(t *testing.T) {
 		}
 	}
 }
+
+// Within one re-assignment period a returning user keeps their variant
+// when the weights move, and Lookup (what a posted reward joins to) finds
+// it. The period is a day, so the test never straddles two (but for one
+// chance in millions).
+func TestBanditKeepsUsersWithinAPeriod(t *testing.T) {
+	const n = 300
+	store := cohort.NewMemoryStore(0)
+	e := banditEngine(t, store, [2]int{90, 10}, "24h")
+	first := make([]string, n)
+	for i := range n {
+		first[i] = decide(t, e, user(fmt.Sprintf("r%d", i))).Variant
+	}
+	e = banditEngine(t, store, [2]int{10, 90}, "24h")
+	for i := range n {
+		key := fmt.Sprintf("r%d", i)
+		if got := decide(t, e, user(key)).Variant; got != first[i] {
+			t.Fatalf("user %s moved from %s to %s within one re-assignment period", key, first[i], got)
+		}
+		v, ok, err := e.Lookup(context.Background(), "m", key)
+		if err != nil || !ok || v != first[i] {
+			t.Fatalf("Lookup(%s) = %q, %v, %v; want %q", key, v, ok, err, first[i])
+		}
+	}
+}

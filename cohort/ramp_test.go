@@ -173,3 +173,87 @@ func TestRampStoresNewUsersByBaseWeights(t *testing.T) {
 		}
 	}
 }
+
+// A ramp that cannot apply is ignored: its canary takes no traffic
+// (weight 0), it names no variant of the endpoint, or every weight is 0
+// (not a valid config; the engine then splits equally). New users are
+// then placed by the weights in force, not stored by the ramp's base.
+func TestRampWithoutTrafficIsIgnored(t *testing.T) {
+	const n = 600
+	names := []string{"v0", "v1", "v2"}
+	for _, c := range []struct {
+		name    string
+		weights []int
+		canary  string
+		base    []int
+	}{
+		{"canary at weight 0", []int{50, 0, 50}, "v1", []int{0, 0, 100}},
+		{"canary not a variant", []int{50, 0, 50}, "nope", []int{100, 0, 0}},
+		{"every weight 0", []int{0, 0, 0}, "v1", []int{0, 0, 100}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := rampConfig(t, c.base, 50, 10, 40)
+			cfg.Endpoints[0].Ramp.Canary = c.canary
+			for i, w := range c.weights {
+				cfg.Endpoints[0].Variants[i].Weight = w
+			}
+			e, _ := newEngine(t, cohort.NewMemoryStore(0), cfg)
+			on := map[string]int{}
+			for i := range n {
+				key := fmt.Sprintf("n%d", i)
+				got := decide(t, e, user(key)).Variant
+				on[got]++
+				if c.weights[0] > 0 {
+					if want := picktest.Variant("", key, names, c.weights); got != want {
+						t.Fatalf("new user %s on %s, the weights in force say %s", key, got, want)
+					}
+				}
+			}
+			if c.weights[0] == 0 && (on["v0"] < n/6 || on["v1"] < n/6 || on["v2"] < n/6) {
+				t.Errorf("every weight 0: new users split %v, want about a third each", on)
+			}
+		})
+	}
+}
+
+// A ramp onto the first variant (index 0) works as onto any other:
+// returning users hashed onto it by the weights in force move to it, new
+// users on it are stored by the base weights, so a rollback puts them
+// where the old split does.
+func TestRampOntoTheFirstVariantStoresByBaseWeights(t *testing.T) {
+	const n = 1000
+	names := []string{"v0", "v1"}
+	store := cohort.NewMemoryStore(0)
+	e, _ := newEngine(t, store, splitConfig(t, "", 10, 90))
+	for i := range n {
+		decide(t, e, user(fmt.Sprintf("old%d", i)))
+	}
+	cfg := rampConfig(t, []int{10, 90}, 60, 40)
+	cfg.Endpoints[0].Ramp.Canary = "v0"
+	e, _ = newEngine(t, store, cfg)
+	for i := range n {
+		// Returning users the weights in force hash onto the canary move
+		// to it; the others stay where they were.
+		key := fmt.Sprintf("old%d", i)
+		want := picktest.Variant("", key, names, []int{10, 90})
+		if picktest.Variant("", key, names, []int{60, 40}) == "v0" {
+			want = "v0"
+		}
+		if got := decide(t, e, user(key)).Variant; got != want {
+			t.Fatalf("returning user %s on %s during the ramp, want %s", key, got, want)
+		}
+	}
+	for i := range n {
+		key := fmt.Sprintf("new%d", i)
+		if got, want := decide(t, e, user(key)).Variant, picktest.Variant("", key, names, []int{60, 40}); got != want {
+			t.Fatalf("new user %s on %s during the ramp, the rule says %s", key, got, want)
+		}
+	}
+	e, _ = newEngine(t, store, splitConfig(t, "", 10, 90))
+	for i := range n {
+		key := fmt.Sprintf("new%d", i)
+		if got, want := decide(t, e, user(key)).Variant, picktest.Variant("", key, names, []int{10, 90}); got != want {
+			t.Fatalf("after the rollback new user %s is on %s, the old split says %s", key, got, want)
+		}
+	}
+}

@@ -4,9 +4,9 @@
 //
 // # Mutation testing
 //
-// `make mutate PKGS=./extproc` mutates this package (scripts/mutate.sh).
-// These surviving mutants are equivalent: no input can tell them from the
-// code as written.
+// `make mutate PKGS='./extproc:server ./extproc:observe'` mutates this
+// package in two runs (scripts/mutate.sh). These surviving mutants are
+// equivalent: no input can tell them from the code as written.
 //
 //   - server.go, Process: `status.Code(err) == codes.Canceled` negated, in
 //     `errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled ||
@@ -15,6 +15,17 @@
 //     already done (a client that cancels or whose deadline passes resets
 //     the stream; on any other failure grpc-go cancels the context too), so
 //     the last condition decides either way.
+//   - observe.go, observeRequestHeaders: `o.authority == ""` negated,
+//     before taking the request.host attribute. Only grpc-go's observe
+//     filter asks for attributes (xds/translate grpcObserveFilter; Envoy's
+//     send none, so the block is skipped), and grpc-go sends no
+//     :authority, so the mutant leaves a proxyless call's authority empty.
+//     Nothing reads it there: a proxyless call is a gRPC call, replayed by
+//     shadow's replayGRPC, which does not use Exchange.Authority (only
+//     HTTP replays set the Host from it).
+//   - observe.go, observeResponseBody: `len(o.captures) > 0` as `>= 0`.
+//     With no captures, keepCaptures walks an empty slice and returns it
+//     empty: the same.
 //
 // Not equivalent, and left alive on purpose: `ctx.Err() != nil` negated
 // there (and the second `||` as `&&`, which the package's tests kill only

@@ -267,3 +267,22 @@ func TestObserveGRPCThroughEnvoy(t *testing.T) {
 		t.Errorf("sampled route: stats %+v, want the unmarked call compared (3 compared, 2 agreed)", st)
 	}
 }
+
+// Envoy may end a streamed answer with an empty data frame (end_of_stream
+// and nothing else). An empty chunk carries no message: a call whose
+// content-type is not gRPC's (so the capture is not framed) answered with
+// one message then an empty last chunk is still compared, not dropped as
+// a second message.
+func TestObserveEmptyLastChunkIsNoMessage(t *testing.T) {
+	addr, _ := startEchoShadow(t)
+	h := startObserve(t, addr)
+	headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(
+		":method", "POST", ":path", "/pkg.Svc/Predict", ":authority", "gw", "content-type", "application/octet-stream",
+		"x-user-id", "u1", config.VariantHeader, "a", config.ShadowHeaderFor("c"), "m/c")}}
+	observe(t, h.conn, config.CaptureMarked, headers, body(false, []byte("q"), true),
+		respHeaders(false, ":status", "200"), body(true, []byte("q"), false), body(true, nil, true))
+	st := waitShadowStats(t, h.shadows, func(s shadow.Stats) bool { return s.Compared+s.Dropped+s.Errors >= 1 })
+	if st.Compared != 1 || st.Dropped != 0 {
+		t.Fatalf("shadow stats %+v, want the exchange compared and none dropped", st)
+	}
+}
