@@ -29,15 +29,9 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 	for _, percent := range []int{100, 10} {
 		b.Run(fmt.Sprintf("sampled-%d", percent), func(b *testing.B) {
 			primary := startHTTPBackend(b, "a")
-			slow := startHTTPBackend(b, "slow")
-			slow.setHandler(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.Copy(io.Discard, r.Body)
-				select {
-				case <-time.After(500 * time.Millisecond):
-				case <-r.Context().Done():
-				}
-				_, _ = w.Write([]byte("a"))
-			})
+			// The slow shadow is a process of its own, as a model server
+			// would be, not goroutines of this load generator.
+			slowAddr, slowPID := startSlowServerProcess(b, 500*time.Millisecond)
 			// Info, as in production: the tests' debug level would log
 			// every replay, and this process would read each line.
 			g := startGatewayArgs(b, []string{"-log-level", "info"}, fmt.Sprintf(`endpoints:
@@ -48,7 +42,7 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
       - {name: a, weight: 100, backends: [%q]}
     shadows:
       - {name: s, percent: %d, backends: [%q], compare: {timeout: 5s, max_concurrency: 512}}
-`, primary.addr, percent, slow.addr), "", "/cmp/predict", "x-user-id", "probe")
+`, primary.addr, percent, slowAddr), "", "/cmp/predict", "x-user-id", "probe")
 			admin := g.admin()
 			setPaused := func(paused bool) {
 				action := "resume"
@@ -66,14 +60,15 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 			}
 			pairs, n := benchInt(b, "COMPARE_PAIRS", 8), benchInt(b, "COMPARE_BLOCK", 1000)
 			every := 2 * time.Millisecond
-			// CPU per request of each process, per block: Envoy, modelsplit
-			// and this process (the load generator and both backends).
-			pids := []int{g.envoy.pid(), g.serve.current().cmd.Process.Pid, os.Getpid()}
-			var cpuA, cpuB, sysA, sysB [3][]float64
+			// CPU per request of each process, per block: Envoy, modelsplit,
+			// this process (the load generator and the primary) and the
+			// shadow's server.
+			pids := []int{g.envoy.pid(), g.serve.current().cmd.Process.Pid, os.Getpid(), slowPID}
+			var cpuA, cpuB, sysA, sysB [4][]float64
 			block := func(paused bool) []time.Duration {
 				setPaused(paused)
-				var before [3]time.Duration
-				var sysBefore [3]int64
+				var before [4]time.Duration
+				var sysBefore [4]int64
 				for i, pid := range pids {
 					before[i], sysBefore[i] = procCPU(pid), procSyscalls(pid)
 				}
@@ -91,7 +86,7 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 			}
 			block(false) // warm up both states
 			block(true)
-			cpuA, cpuB, sysA, sysB = [3][]float64{}, [3][]float64{}, [3][]float64{}, [3][]float64{}
+			cpuA, cpuB, sysA, sysB = [4][]float64{}, [4][]float64{}, [4][]float64{}, [4][]float64{}
 			b.ResetTimer()
 			var r50, r99, aa50, aa99 []float64
 			var prevA []time.Duration
@@ -121,7 +116,7 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 			b.ReportMetric(median(aa50), "p50-ratio-AA")
 			b.ReportMetric(median(aa99), "p99-ratio-AA")
 			st := shadowStatus(b, admin)
-			for i, name := range []string{"envoy", "modelsplit", "client+backends"} {
+			for i, name := range []string{"envoy", "modelsplit", "client+primary", "shadow-server"} {
 				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/req-added-"+name)
 				b.Logf("sampled %d%%: %s per request: CPU paused %.0f µs, comparing %.0f µs; read+write syscalls paused %.1f, comparing %.1f (medians of blocks)",
 					percent, name, median(cpuA[i]), median(cpuB[i]), median(sysA[i]), median(sysB[i]))

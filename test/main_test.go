@@ -24,6 +24,9 @@ const (
 // reads only at package init: the ext_proc flag and the xDS bootstrap (so the
 // default xDS client pool — the one CSDS reports on — talks to our server).
 func TestMain(m *testing.M) {
+	if d := os.Getenv(envSlowServer); d != "" {
+		os.Exit(serveSlow(d))
+	}
 	if os.Getenv(envChild) == "1" {
 		os.Exit(m.Run())
 	}
