@@ -42,14 +42,8 @@ func BenchmarkCapture(b *testing.B) {
 			}))
 			defer srv.Close()
 			defer close(release)
-			mt := metrics.New()
-			m := shadow.NewManager(shadow.Options{Metrics: mt})
+			m := benchManager(srv.URL, tc.maxConc)
 			defer m.Close()
-			be, _ := config.ParseBackend(strings.TrimPrefix(srv.URL, "http://"))
-			cfg := &config.Config{Endpoints: []config.Endpoint{{Name: "m", Variants: []config.Variant{{Name: "a", Weight: 1, Backends: []config.Backend{be}}},
-				Shadows: []config.Shadow{{Name: "s", Backends: []config.Backend{be}, Compare: &config.Compare{Field: "label", MaxConcurrency: tc.maxConc}}}}}}
-			cfg.ApplyDefaults()
-			m.SetConfig(cfg)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -77,13 +71,8 @@ func BenchmarkReplayComplete(b *testing.B) {
 		_, _ = w.Write(resp)
 	}))
 	defer srv.Close()
-	m := shadow.NewManager(shadow.Options{Metrics: metrics.New()})
+	m := benchManager(srv.URL, 0)
 	defer m.Close()
-	be, _ := config.ParseBackend(strings.TrimPrefix(srv.URL, "http://"))
-	cfg := &config.Config{Endpoints: []config.Endpoint{{Name: "m", Variants: []config.Variant{{Name: "a", Weight: 1, Backends: []config.Backend{be}}},
-		Shadows: []config.Shadow{{Name: "s", Backends: []config.Backend{be}, Compare: &config.Compare{Field: "label"}}}}}}
-	cfg.ApplyDefaults()
-	m.SetConfig(cfg)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -103,4 +92,16 @@ func BenchmarkReplayComplete(b *testing.B) {
 	if st, _ := m.Stats("m", "s"); st.Agreed != uint64(b.N) {
 		b.Fatalf("%d of %d replays agreed (%+v)", st.Agreed, b.N, st)
 	}
+}
+
+// benchManager is a shadow manager with one compare shadow "m"/"s" (field
+// label) replaying to url; maxConc 0 keeps the default concurrency.
+func benchManager(url string, maxConc int) *shadow.Manager {
+	m := shadow.NewManager(shadow.Options{Metrics: metrics.New()})
+	be, _ := config.ParseBackend(strings.TrimPrefix(url, "http://"))
+	cfg := &config.Config{Endpoints: []config.Endpoint{{Name: "m", Variants: []config.Variant{{Name: "a", Weight: 1, Backends: []config.Backend{be}}},
+		Shadows: []config.Shadow{{Name: "s", Backends: []config.Backend{be}, Compare: &config.Compare{Field: "label", MaxConcurrency: maxConc}}}}}}
+	cfg.ApplyDefaults()
+	m.SetConfig(cfg)
+	return m
 }
