@@ -120,6 +120,7 @@ func TestBrowserGuard(t *testing.T) {
 		{"POST", "127.0.0.1:18002", "application/x-www-form-urlencoded", nil, 415},
 		{"POST", "127.0.0.1:18002", "application/jsonp", nil, 415},
 		{"POST", "127.0.0.1:18002", js, map[string]string{"Origin": "null"}, 403},
+		{"GET", "127.0.0.1:18002", "", map[string]string{"Origin": "http://[::1"}, 403}, // unparsable
 		{"POST", "127.0.0.1:18002", js, map[string]string{"Origin": "http://evil.example"}, 403},
 		{"POST", "evil.example:18002", js, nil, 403},
 	} {
@@ -135,6 +136,19 @@ func TestBrowserGuard(t *testing.T) {
 		h.ServeHTTP(w, req)
 		if w.Code != c.want {
 			t.Errorf("%s Host=%q Content-Type=%q %v: %d %s, want %d", c.method, c.host, c.ct, c.hdr, w.Code, strings.TrimSpace(w.Body.String()), c.want)
+		}
+	}
+	// A refused change says which Content-Type it got, "none" when absent.
+	for ct, want := range map[string]string{"": "(got none)", "text/plain": "(got text/plain)"} {
+		req := httptest.NewRequest("POST", "/v1/x", nil)
+		req.Host = "127.0.0.1:18002"
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 415 || !strings.Contains(w.Body.String(), want) {
+			t.Errorf("Content-Type %q: %d %q, want 415 naming %s", ct, w.Code, w.Body.String(), want)
 		}
 	}
 	// A reload replaces the list.
