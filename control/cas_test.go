@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/modelsplit/modelsplit/control"
+	"github.com/modelsplit/modelsplit/control/live"
 	"github.com/modelsplit/modelsplit/internal/testredis"
 )
 
@@ -69,5 +71,65 @@ func TestStaleSaveIsRedoneOnTop(t *testing.T) {
 				t.Errorf("stored audit has %d entries, want both changes", n)
 			}
 		})
+	}
+}
+
+// everRacedStore lets another replica's change land before each of its
+// Saves: a change that can never win is refused after changeAttempts (5)
+// tries, not redone for ever.
+type everRacedStore struct {
+	control.Persister
+	before  func()
+	answers []error
+}
+
+func (s *everRacedStore) Save(ctx context.Context, st *control.State, prev int64) error {
+	s.before()
+	err := s.Persister.Save(ctx, st, prev)
+	s.answers = append(s.answers, err)
+	return err
+}
+
+func TestChangeThatNeverWinsIsRefusedAfterFiveAttempts(t *testing.T) {
+	p := control.FilePersister{Path: filepath.Join(t.TempDir(), "state.json")}
+	b := newReplica(t, 3, p, 0)
+	w := 0
+	racy := &everRacedStore{Persister: p, before: func() {
+		w++
+		if _, err := b.ctl.SetWeights("ep2", map[string]int{"a": w, "b": 100 - w}, control.Requester{}); err != nil {
+			t.Errorf("b's change %d: %v", w, err)
+		}
+	}}
+	a := newReplica(t, 3, racy, 0)
+	_, err := a.ctl.SetWeights("ep1", map[string]int{"a": 10, "b": 90}, control.Requester{})
+	if !errors.Is(err, live.ErrConflict) || !strings.Contains(err.Error(), "(5 attempts)") {
+		t.Fatalf("a's change: %v, want a conflict after 5 attempts", err)
+	}
+	if len(racy.answers) != 5 {
+		t.Fatalf("a saved %d times (%v), want 5", len(racy.answers), racy.answers)
+	}
+	for i, e := range racy.answers {
+		if !errors.Is(e, control.ErrConflict) {
+			t.Errorf("save %d answered %v, want ErrConflict", i+1, e)
+		}
+	}
+}
+
+// Revisions count the stored states from 1: a fresh store's first change
+// is revision 1, the next 2.
+func TestRevisionsCountFromOne(t *testing.T) {
+	p := control.FilePersister{Path: filepath.Join(t.TempDir(), "state.json")}
+	a := newReplica(t, 3, p, 0)
+	for want := int64(1); want <= 2; want++ {
+		if _, err := a.ctl.SetWeights("ep1", map[string]int{"a": int(10 * want), "b": 100 - int(10*want)}, control.Requester{}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := p.Load(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Revision != want {
+			t.Errorf("after change %d the stored revision is %d", want, st.Revision)
+		}
 	}
 }
