@@ -88,8 +88,7 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 			block(true)
 			cpuA, cpuB, sysA, sysB = [4][]float64{}, [4][]float64{}, [4][]float64{}, [4][]float64{}
 			b.ResetTimer()
-			var r50, r99, aa50, aa99 []float64
-			var prevA []time.Duration
+			var r abRatios
 			for i := 0; i < b.N; i++ {
 				for p := 0; p < pairs; p++ {
 					dir := os.Getenv("MODELSPLIT_PROFILE_DIR")
@@ -100,31 +99,51 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 					if p == pairs/2 && dir != "" {
 						go profileServe(b, admin, fmt.Sprintf("%s/serve-comparing-%d", dir, percent))
 					}
-					s := block(false)
-					r50 = append(r50, float64(medianDuration(s))/float64(medianDuration(a)))
-					r99 = append(r99, float64(p99(s))/float64(p99(a)))
-					if prevA != nil {
-						aa50 = append(aa50, float64(medianDuration(a))/float64(medianDuration(prevA)))
-						aa99 = append(aa99, float64(p99(a))/float64(p99(prevA)))
-					}
-					prevA = a
+					r.add(a, block(false))
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(median(r50), "p50-ratio")
-			b.ReportMetric(median(r99), "p99-ratio")
-			b.ReportMetric(median(aa50), "p50-ratio-AA")
-			b.ReportMetric(median(aa99), "p99-ratio-AA")
+			r.report(b)
 			st := shadowStatus(b, admin)
 			for i, name := range []string{"envoy", "modelsplit", "client+primary", "shadow-server"} {
 				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/req-added-"+name)
 				b.Logf("sampled %d%%: %s per request: CPU paused %.0f µs, comparing %.0f µs; read+write syscalls paused %.1f, comparing %.1f (medians of blocks)",
 					percent, name, median(cpuA[i]), median(cpuB[i]), median(sysA[i]), median(sysB[i]))
 			}
-			b.Logf("sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f); shadow %s",
-				percent, r50, median(r50), r99, median(r99), aa50, median(aa50), aa99, median(aa99), st)
+			b.Logf("sampled %d%%: %s; shadow %s", percent, &r, st)
 		})
 	}
+}
+
+// abRatios collects an interleaved A B A B comparison: each pair's p50
+// and p99 ratios (B/A), and those of consecutive A blocks (A/A, the
+// machine's own noise).
+type abRatios struct {
+	r50, r99, aa50, aa99 []float64
+	prevA                []time.Duration
+}
+
+func (r *abRatios) add(a, b []time.Duration) {
+	r.r50 = append(r.r50, float64(medianDuration(b))/float64(medianDuration(a)))
+	r.r99 = append(r.r99, float64(p99(b))/float64(p99(a)))
+	if r.prevA != nil {
+		r.aa50 = append(r.aa50, float64(medianDuration(a))/float64(medianDuration(r.prevA)))
+		r.aa99 = append(r.aa99, float64(p99(a))/float64(p99(r.prevA)))
+	}
+	r.prevA = a
+}
+
+// report gives the benchmark the medians of each kind of ratio.
+func (r *abRatios) report(b *testing.B) {
+	b.ReportMetric(median(r.r50), "p50-ratio")
+	b.ReportMetric(median(r.r99), "p99-ratio")
+	b.ReportMetric(median(r.aa50), "p50-ratio-AA")
+	b.ReportMetric(median(r.aa99), "p99-ratio-AA")
+}
+
+func (r *abRatios) String() string {
+	return fmt.Sprintf("p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f)",
+		r.r50, median(r.r50), r.r99, median(r.r99), r.aa50, median(r.aa50), r.aa99, median(r.aa99))
 }
 
 // procSyscalls is how many read and write system calls pid has made

@@ -264,32 +264,20 @@ func BenchmarkShadowPrimaryLatency(b *testing.B) {
 			block(true)
 			cpuA, cpuB = [2][]float64{}, [2][]float64{}
 			b.ResetTimer()
-			var r50, r99, aa50, aa99 []float64
-			var prevA []time.Duration
+			var r abRatios
 			for i := 0; i < b.N; i++ {
 				for pair := 0; pair < pairs; pair++ {
 					a := block(true)
-					s := block(false)
-					r50 = append(r50, float64(medianDuration(s))/float64(medianDuration(a)))
-					r99 = append(r99, float64(p99(s))/float64(p99(a)))
-					if prevA != nil {
-						aa50 = append(aa50, float64(medianDuration(a))/float64(medianDuration(prevA)))
-						aa99 = append(aa99, float64(p99(a))/float64(p99(prevA)))
-					}
-					prevA = a
+					r.add(a, block(false))
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(median(r50), "p50-ratio")
-			b.ReportMetric(median(r99), "p99-ratio")
-			b.ReportMetric(median(aa50), "p50-ratio-AA")
-			b.ReportMetric(median(aa99), "p99-ratio-AA")
+			r.report(b)
 			for i, name := range []string{"modelsplit", "client+backends"} {
 				b.ReportMetric(median(cpuB[i])-median(cpuA[i]), "cpu-µs/call-added-"+name)
 				b.Logf("grpc-go, sampled %d%%: %s CPU per call: paused %.0f µs, comparing %.0f µs (median of blocks)", percent, name, median(cpuA[i]), median(cpuB[i]))
 			}
-			b.Logf("grpc-go, sampled %d%%: p50 ratios %.3f (median %.3f), p99 ratios %.3f (median %.3f); A/A p50 %.3f (median %.3f) p99 %.3f (median %.3f)",
-				percent, r50, median(r50), r99, median(r99), aa50, median(aa50), aa99, median(aa99))
+			b.Logf("grpc-go, sampled %d%%: %s", percent, &r)
 		})
 	}
 }
