@@ -204,9 +204,11 @@ func TestRefusedConnectionsFailFast(t *testing.T) {
 	if got := testutil.ToFloat64(m.StoreTimeouts); got != 0 {
 		t.Errorf("%v reads ran out their budget against a refusing redis; want errors at once", got)
 	}
-	// Five failed reads mark it down, or fewer when a failed write-behind
-	// batch got there first; then reads are skipped.
-	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got < 1 || got > 5 {
-		t.Errorf("store errors{op=get} = %v, want 1 to 5", got)
+	// With no read answered yet, ten failed reads (the health window's
+	// minimum) mark it down, or fewer when a failed write-behind batch got
+	// there first: how many depends on when the writer runs, so only the
+	// bound is fixed. Then reads are skipped.
+	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got < 1 || got > 10 {
+		t.Errorf("store errors{op=get} = %v, want 1 to 10", got)
 	}
 }
