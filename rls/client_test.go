@@ -205,7 +205,7 @@ func TestGrpcGoClientThroughRLS(t *testing.T) {
 			newOnB++
 		}
 		if want := picktest.Variant("", id, []string{"a", "b"}, []int{20, 80}); c.backend != want {
-			t.Fatalf("new user %s on %s after 70/30 → 20/80, the rule says %s", id, c.backend, want)
+			t.Fatalf("new user %s on %s after 70/30 → 20/80, the rule says %s (lookup answer %q; none: the default target served it)", id, c.backend, want, c.rlsData)
 		}
 	}
 	// Each new user was checked against the rule above; the share is only

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -47,7 +48,11 @@ const testNodeID = "rls-test-client"
 // weighted cluster, all over EDS with localities.
 func rlsSnapshot(t testing.TB, e *config.Endpoint, lookupService, version string) *cache.Snapshot {
 	t.Helper()
-	plugin, err := translate.ClusterSpecifierPlugin(e, translate.PluginOptions{LookupService: lookupService})
+	// A lookup may take 4 s (the calls' deadline is 5 s), not the default
+	// 1 s: these tests check where answered lookups send users, and on a
+	// loaded machine a lookup past 1 s sends its user to the weighted
+	// default target instead, which they would report as a wrong pick.
+	plugin, err := translate.ClusterSpecifierPlugin(e, translate.PluginOptions{LookupService: lookupService, LookupTimeout: 4 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,17 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/modelsplit/modelsplit/config"
 )
@@ -104,11 +105,27 @@ func TestEveryEnvoyRouteNamesItsEndpoint(t *testing.T) {
 		if len(md) != 1 || md[0].GetKey() != config.EndpointMetadataKey || md[0].GetValue() != endpoint {
 			t.Errorf("route %s: metadata %v, want %s: %s", r.GetName(), md, config.EndpointMetadataKey, endpoint)
 		}
-		if c := r.GetRoute().GetCluster(); c != "" {
-			if h := r.GetResponseHeadersToAdd(); !proto.Equal(&routev3.Route{ResponseHeadersToAdd: h}, &routev3.Route{ResponseHeadersToAdd: servedVariantHeaders()}) {
-				t.Errorf("route %s: response headers %v", r.GetName(), h)
-			}
+		if h := r.GetResponseHeadersToAdd(); len(h) != 0 {
+			t.Errorf("route %s: response headers %v; the virtual host sets them", r.GetName(), h)
 		}
+	}
+	// Once, on the virtual host every route is in: the variant that
+	// answered and the one failed over from, each from the answering
+	// host's metadata, after removing whatever a backend sent.
+	vh := res[resource.RouteType][0].(*routev3.RouteConfiguration).GetVirtualHosts()[0]
+	rh := vh.GetResponseHeadersToAdd()
+	if len(rh) != 2 || rh[0].GetHeader().GetKey() != config.VariantHeader || rh[1].GetHeader().GetKey() != config.FailoverHeader ||
+		rh[0].GetHeader().GetValue() != "%UPSTREAM_METADATA("+hostMetadataNamespace+":"+hostVariantKey+")%" ||
+		rh[1].GetHeader().GetValue() != "%UPSTREAM_METADATA("+hostMetadataNamespace+":"+hostFailoverFromKey+")%" {
+		t.Errorf("virtual host response headers %v", rh)
+	}
+	for _, o := range rh {
+		if o.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			t.Errorf("virtual host header %s: %v, want it overwritten", o.GetHeader().GetKey(), o.GetAppendAction())
+		}
+	}
+	if rm := vh.GetResponseHeadersToRemove(); !slices.Equal(rm, []string{config.VariantHeader, config.FailoverHeader}) {
+		t.Errorf("virtual host removes %v from answers, want both served-variant headers", rm)
 	}
 }
 

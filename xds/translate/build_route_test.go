@@ -114,10 +114,8 @@ func TestEnvoyVariantRoutesThenStickyFallback(t *testing.T) {
 	var names []string
 	for _, cw := range wc.GetClusters() {
 		names = append(names, cw.GetName())
-		rh := cw.GetResponseHeadersToAdd()
-		if len(rh) != 2 || rh[0].GetHeader().GetKey() != config.VariantHeader || rh[1].GetHeader().GetKey() != config.FailoverHeader ||
-			!strings.Contains(rh[0].GetHeader().GetValue(), "%UPSTREAM_METADATA") {
-			t.Errorf("cluster weight %s: response headers %v", cw.GetName(), rh)
+		if rh := cw.GetResponseHeadersToAdd(); len(rh) != 0 {
+			t.Errorf("cluster weight %s: response headers %v; the virtual host sets them", cw.GetName(), rh)
 		}
 	}
 	// Every variant, weight 0 included: the weights come from the runtime

@@ -259,8 +259,8 @@ func TestOversizedFollowsSet(t *testing.T) {
 	if _, _, err := tr.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if len(tr.Oversized(KindEnvoy, GRPCDefaultReceiveLimit)) == 0 {
-		t.Fatal("1,000 endpoints' route configuration is not over 4 MiB")
+	if len(tr.Oversized(KindEnvoy, 1<<20)) == 0 {
+		t.Fatal("1,000 endpoints' route configuration is not over 1 MiB")
 	}
 	same("full build")
 	cfg.Endpoints[3].Variants[0].Weight++
