@@ -93,7 +93,9 @@ bench: test-deps ## Benchmarks (-benchmem, 5 runs each), then bench-envoy and be
 # mirror shadow slow or down (Envoy; 10 pairs of 500 requests):
 # COMPARE_PAIRS interleaved pairs (shadow paused, shadow comparing) of
 # COMPARE_BLOCK requests each; medians of the pairwise p50/p99 ratios, the
-# A/A ratios (noise) and CPU per request of each process. Run it alone.
+# A/A ratios (noise) and CPU per request of each process. The slow shadow's
+# server stands for one on other machines and runs at niceness
+# COMPARE_SHADOW_NICE (19; 0 for the same priority as the rest). Run it alone.
 COMPARE_PAIRS ?= 8
 COMPARE_BLOCK ?= 1000
 bench-shadow: envoy-install ## Compare-shadow cost to the primary (Envoy and grpc-go, 100% and 10% sampled), interleaved pairs, into bench-shadow.out

@@ -23,15 +23,21 @@ import (
 // process spent in A and B (the schedstat of all its threads: unlike
 // latency, it barely moves on a busy machine).
 // Targets: at 100%, p50 ≤ 1.05 and p99 ≤ 1.10; at 10%, within the A/A
-// noise. With MODELSPLIT_PROFILE_DIR set, a 5 s CPU profile of serve is
-// written there during a B block.
+// noise. With MODELSPLIT_PROFILE_DIR set, CPU profiles of serve over half
+// of an A and a B block are written there.
 func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 	for _, percent := range []int{100, 10} {
 		b.Run(fmt.Sprintf("sampled-%d", percent), func(b *testing.B) {
 			primary := startHTTPBackend(b, "a")
 			// The slow shadow is a process of its own, as a model server
-			// would be, not goroutines of this load generator.
-			slowAddr, slowPID := startSlowServerProcess(b, 500*time.Millisecond)
+			// would be, not goroutines of this load generator. It stands
+			// for a model server on other machines, so by default it runs
+			// at niceness 19 (COMPARE_SHADOW_NICE): its own CPU, reported
+			// below, then takes what Envoy, modelsplit and the primary
+			// leave instead of competing with them for the two cores as
+			// it would not in production. COMPARE_SHADOW_NICE=0 runs it
+			// at their priority.
+			slowAddr, slowPID := startSlowServerProcess(b, 500*time.Millisecond, benchNiceness(b, "COMPARE_SHADOW_NICE", 19))
 			// Info, as in production: the tests' debug level would log
 			// every replay, and this process would read each line.
 			g := startGatewayArgs(b, []string{"-log-level", "info"}, fmt.Sprintf(`endpoints:
@@ -93,11 +99,11 @@ func BenchmarkEnvoyComparePrimaryLatency(b *testing.B) {
 				for p := 0; p < pairs; p++ {
 					dir := os.Getenv("MODELSPLIT_PROFILE_DIR")
 					if p == pairs/2 && dir != "" {
-						go profileServe(b, admin, fmt.Sprintf("%s/serve-paused-%d", dir, percent))
+						go profileServe(b, admin, fmt.Sprintf("%s/serve-paused-%d", dir, percent), time.Duration(n)*every)
 					}
 					a := block(true)
 					if p == pairs/2 && dir != "" {
-						go profileServe(b, admin, fmt.Sprintf("%s/serve-comparing-%d", dir, percent))
+						go profileServe(b, admin, fmt.Sprintf("%s/serve-comparing-%d", dir, percent), time.Duration(n)*every)
 					}
 					r.add(a, block(false))
 				}
@@ -165,6 +171,19 @@ func procSyscalls(pid int) int64 {
 	return total
 }
 
+// benchNiceness reads a niceness (0 to 19) from the environment.
+func benchNiceness(b *testing.B, env string, def int) int {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 19 {
+		b.Fatalf("%s=%q: want a niceness from 0 to 19", env, v)
+	}
+	return n
+}
+
 // benchInt reads a positive integer setting from the environment.
 func benchInt(b *testing.B, env string, def int) int {
 	v := os.Getenv(env)
@@ -178,10 +197,10 @@ func benchInt(b *testing.B, env string, def int) int {
 	return n
 }
 
-// profileServe writes a 1 s CPU profile of modelsplit serve, taken while
-// a block runs, to prefix.cpu.pprof, and its goroutines half-way through
-// to prefix.goroutine.txt.
-func profileServe(b *testing.B, admin, prefix string) {
+// profileServe writes a CPU profile of modelsplit serve over half of a
+// block lasting block (at least 1 s), to prefix.cpu.pprof, and its
+// goroutines near the start to prefix.goroutine.txt.
+func profileServe(b *testing.B, admin, prefix string, block time.Duration) {
 	save := func(url, path string) {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -199,7 +218,7 @@ func profileServe(b *testing.B, admin, prefix string) {
 	}
 	time.Sleep(250 * time.Millisecond) // setPaused's 200 ms, then the block's first requests
 	go save("http://"+admin+"/debug/pprof/goroutine?debug=1", prefix+".goroutine.txt")
-	save("http://"+admin+"/debug/pprof/profile?seconds=1", prefix+".cpu.pprof")
+	save(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, max(1, int(block/2/time.Second))), prefix+".cpu.pprof")
 	b.Logf("profiles of serve during a block: %s.{cpu.pprof,goroutine.txt}", prefix)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,10 +52,14 @@ func serveSlow(delay string) int {
 }
 
 // startSlowServerProcess runs serveSlow in a child process and returns its
-// address and process id.
-func startSlowServerProcess(t testing.TB, delay time.Duration) (string, int) {
+// address and process id. A niceness above 0 runs it at that lower CPU
+// priority (through nice(1), so every thread of it has it).
+func startSlowServerProcess(t testing.TB, delay time.Duration, niceness int) (string, int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if niceness > 0 {
+		cmd = exec.Command("nice", "-n", strconv.Itoa(niceness), os.Args[0], "-test.run=^$")
+	}
 	cmd.Env = append(os.Environ(), envSlowServer+"="+delay.String())
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
