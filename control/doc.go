@@ -17,6 +17,8 @@
 // (scripts/mutate.sh). These surviving mutants are equivalent: no input
 // can tell them from the code as written.
 //
+//   - control.go, Audit: `limit > n` as `>=`. At limit == n it sets limit
+//     to n, which it already is.
 //   - status.go, statusView: `v.eff == nil || file == nil` as `&&`. The
 //     file config and the effective one are set together (SetFileConfig;
 //     a change or an adopted state needs a file first): both are nil

@@ -400,57 +400,76 @@ func TestUnsavedStateLosesToTheStored(t *testing.T) {
 }
 
 // TestChangeStartsFromTheNewestStoredState: a change reads the stored
-// revision first and adopts another replica's newer state before it is
-// made, so its save does not conflict; a change on a replica in step with
-// the store reads only the revision; neither counts a loss, and a change
-// after the store lost the state counts it and saves it again.
+// revision first (on Redis, within half a second) and adopts another
+// replica's newer state before it is made, so its save does not conflict.
+// A round trip to Redis slower than that, on a loaded machine, leaves the
+// refresh out and the save conflicts and is redone: so the test asks that
+// not every one of five rounds conflicted (without the refresh, all do).
 func TestChangeStartsFromTheNewestStoredState(t *testing.T) {
 	srv := testredis.Start(t)
-	rc := newRedisClient(t, srv)
-	rp := RedisPersister{Client: rc, Key: "newest:control"}
+	rp := RedisPersister{Client: newRedisClient(t, srv), Key: "newest:control"}
 	p := &faultStore{Persister: rp}
-	a, m, _, _ := syncController(t, p)
+	a, _, _, _ := syncController(t, p)
 	b, _, _, _ := syncController(t, rp)
-	loads0, _ := p.counts() // New's read of the state
-	if _, err := b.SetWeights("face", map[string]int{"stable": 30, "canary": 70}, Requester{}); err != nil {
-		t.Fatal(err)
+	const rounds = 5
+	clean := 0
+	for i := 1; i <= rounds; i++ {
+		stable := 10 * i
+		if _, err := b.SetWeights("face", map[string]int{"stable": stable, "canary": 100 - stable}, Requester{}); err != nil {
+			t.Fatal(err)
+		}
+		loads0, answers0 := p.counts()
+		if res, err := a.SetShadowPaused("face", "mirror", i%2 == 1, Requester{}); err != nil || !res.Persisted {
+			t.Fatalf("round %d: a's change: %v, persisted %v", i, err, res.Persisted)
+		}
+		loads, answers := p.counts()
+		if len(answers)-len(answers0) == 1 && answers[len(answers)-1] == nil {
+			clean++
+			if loads-loads0 != 1 {
+				t.Errorf("round %d: a read the stored state whole %d times, want once (to adopt b's)", i, loads-loads0)
+			}
+		}
+		if got := weightsOf(t, a.Effective()); got["stable"] != stable {
+			t.Errorf("round %d: a serves %v, want b's stable=%d kept", i, got, stable)
+		}
 	}
-	if res, err := a.SetShadowPaused("face", "mirror", true, Requester{}); err != nil || !res.Persisted {
-		t.Fatalf("a's change: %v, persisted %v", err, res.Persisted)
+	t.Logf("%d of %d changes saved at the first try", clean, rounds)
+	if clean == 0 {
+		t.Errorf("all %d changes conflicted on their first save: none adopted b's newer state first", rounds)
 	}
-	loads, answers := p.counts()
-	if len(answers) != 1 || answers[0] != nil {
-		t.Errorf("a's saves answered %v, want one success (b's state adopted before the change)", answers)
-	}
-	if loads-loads0 != 1 {
-		t.Errorf("a read the stored state whole %d times, want once (to adopt b's)", loads-loads0)
-	}
-	if got := weightsOf(t, a.Effective()); got["canary"] != 70 {
-		t.Errorf("a serves %v, want b's 30/70 kept", got)
-	}
+}
 
-	// In step with the store: a change reads only the revision.
-	if _, err := a.SetShadowPaused("face", "mirror", false, Requester{}); err != nil {
-		t.Fatal(err)
+// TestChangeAfterTheStoreLostTheState: a change on a replica in step with
+// the store reads only the revision and counts no loss; a change after the
+// store lost the state counts the loss and saves the state again.
+func TestChangeAfterTheStoreLostTheState(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "state.json")
+	p := &faultStore{Persister: FilePersister{Path: file}}
+	c, m, _, _ := syncController(t, p)
+	set := func(stable int) {
+		t.Helper()
+		res, err := c.SetWeights("face", map[string]int{"stable": stable, "canary": 100 - stable}, Requester{})
+		if err != nil || !res.Persisted {
+			t.Fatalf("set stable=%d: %v, persisted %v %s", stable, err, res.Persisted, res.Warning)
+		}
 	}
+	set(50)
+	loads, _ := p.counts()
+	set(40)
 	if l, _ := p.counts(); l != loads {
 		t.Errorf("a change in step with the store read it whole %d times", l-loads)
 	}
 	if n := testutil.ToFloat64(m.ControlStateLost); n != 0 {
 		t.Errorf("control_state_lost_total = %v with nothing lost", n)
 	}
-
-	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.SetWeights("face", map[string]int{"stable": 60, "canary": 40}, Requester{})
-	if err != nil || !res.Persisted {
-		t.Fatalf("the change after the loss: %v, persisted %v %s", err, res.Persisted, res.Warning)
-	}
+	set(30)
 	if n := testutil.ToFloat64(m.ControlStateLost); n != 1 {
 		t.Errorf("control_state_lost_total = %v after the store lost the state, want 1", n)
 	}
-	if rev := storedRevision(t, rp); rev != 4 {
-		t.Errorf("stored revision %d after the change that followed the loss, want 4", rev)
+	if rev := storedRevision(t, p); rev != 3 {
+		t.Errorf("stored revision %d after the change that followed the loss, want 3", rev)
 	}
 }
