@@ -202,14 +202,14 @@ func TestStateResavedAfterRedisLosesIt(t *testing.T) {
 			} else {
 				srv.Restart() // not persistent: it comes back empty
 			}
+			// Saved again by the sync loop: within 3 s (30 sync intervals, a
+			// margin a loaded 2-core machine keeps; a replica that only
+			// saved on its next change would never save it here).
 			lost := time.Now()
 			waitFor(t, 3*time.Second, "the state is in Redis again", func() bool {
 				return rc.Exists(context.Background(), "t:control").Val() == 1
 			})
 			t.Logf("%s: state saved again %v after the loss (sync interval %v)", loss, time.Since(lost).Round(time.Millisecond), interval)
-			if got := time.Since(lost); got > 3*interval+500*time.Millisecond {
-				t.Errorf("state saved again only after %v", got)
-			}
 			lostTotal := testutil.ToFloat64(a.m.ControlStateLost) + testutil.ToFloat64(b.m.ControlStateLost)
 			if lostTotal < 1 {
 				t.Errorf("modelsplit_control_state_lost_total = %v on both replicas, want the loss counted", lostTotal)
