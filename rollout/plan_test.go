@@ -443,6 +443,10 @@ func TestShadowAgreementGate(t *testing.T) {
 	if v := gate(); v.Verdict != api.VerdictPending || v.CanaryN != 99 {
 		t.Fatalf("99 of 100 comparisons: %+v, want pending with 99", v)
 	}
+	r.allEv.shadows["m"] = &ShadowCounts{Compared: 100, Agreed: 100}
+	if v := gate(); v.Verdict != api.VerdictPass || v.CanaryN != 100 || v.PValue == nil {
+		t.Fatalf("exactly 100 of 100 comparisons, all agreeing: %+v, want a verdict (pass)", v)
+	}
 	r.allEv.shadows["m"] = &ShadowCounts{Compared: 1000, Agreed: 1000}
 	if v := gate(); v.Verdict != api.VerdictPass || v.CanaryN != 1000 || v.Canary != 1 || v.PValue == nil || !strings.Contains(v.Detail, "below 0.95 with 95% confidence") {
 		t.Fatalf("all of 1000 agree: %+v, want pass", v)
