@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -56,10 +58,18 @@ func (f *flakyController) tried(action string) int {
 	return n
 }
 
+// remake gives s a new manager on its live control and results, with
+// the options set changed.
+func (s *sim) remake(set func(*Options)) {
+	o := Options{Controller: s.ctrl, Results: s.res, Metrics: s.met, Now: func() time.Time { return s.now }}
+	set(&o)
+	s.mgr = New(o)
+}
+
 // flaky puts a flakyController between s's manager and its live control.
 func (s *sim) flaky() *flakyController {
 	f := &flakyController{Controller: s.ctrl}
-	s.mgr = New(Options{Controller: f, Results: s.res, Metrics: s.met, Now: func() time.Time { return s.now }})
+	s.remake(func(o *Options) { o.Controller = f })
 	return f
 }
 
@@ -279,5 +289,255 @@ func TestLoadWithoutAState(t *testing.T) {
 		if warned := logs.FilterMessage("rollout state unreadable; ignored").Len() > 0; warned != c.warn {
 			t.Errorf("%s: warned %v, want %v", c.name, warned, c.warn)
 		}
+	}
+}
+
+// expectController captures the compare-and-set check of the last
+// automated change and stores nothing.
+type expectController struct {
+	stateController
+	expect func(json.RawMessage) error
+}
+
+func (c *expectController) ApplyAutomated(_ string, ch control.AutoChange) (api.ChangeResult, error) {
+	c.expect = ch.Expect
+	return api.ChangeResult{}, nil
+}
+
+// A change is refused when the stored state moved on from the one it was
+// made from: a start when another run is running or paused, a step or an
+// end when the stored run's plan, step or phase is no longer the one read,
+// or when it is gone; another actor's state is never overwritten.
+func TestApplyRefusesWhenTheStoredStateMovedOn(t *testing.T) {
+	stored := func(plan string, step int, phase string) json.RawMessage {
+		b, _ := json.Marshal(record{Kind: kind, RolloutStatus: api.RolloutStatus{Plan: plan, Step: step, Phase: phase}})
+		return b
+	}
+	bandit := json.RawMessage(`{"kind":"bandit","plan":"chat@1","step":2,"phase":"running"}`)
+	loaded := &api.RolloutStatus{Plan: "chat@1", Step: 2, Phase: api.PhaseRunning}
+	for _, c := range []struct {
+		name    string
+		loaded  *api.RolloutStatus
+		current json.RawMessage
+		errHas  string // "" when the change may go ahead
+	}{
+		{"start, nothing stored", nil, nil, ""},
+		{"start, empty state", nil, json.RawMessage{}, ""},
+		{"start, unreadable state", nil, json.RawMessage("{"), ""},
+		{"start over a running run", nil, stored("chat@0", 1, api.PhaseRunning), "plan chat@0 started meanwhile"},
+		{"start over a paused run", nil, stored("chat@0", 1, api.PhasePaused), "plan chat@0 started meanwhile"},
+		{"start after a promoted run", nil, stored("chat@0", 3, api.PhasePromoted), ""},
+		{"start after a rolled-back run", nil, stored("chat@0", 1, api.PhaseRolledBack), ""},
+		{"start over a bandit", nil, bandit, "driven by another automated actor"},
+		{"step over a bandit", loaded, bandit, "driven by another automated actor"},
+		{"step, state gone", loaded, nil, "state is gone"},
+		{"step, state unreadable", loaded, json.RawMessage("{"), "state is gone"},
+		{"step, unchanged", loaded, stored("chat@1", 2, api.PhaseRunning), ""},
+		{"step, another plan", loaded, stored("chat@2", 2, api.PhaseRunning), "moved on meanwhile (now chat@2 step 2, running)"},
+		{"step, another step", loaded, stored("chat@1", 3, api.PhaseRunning), "moved on meanwhile (now chat@1 step 3, running)"},
+		{"step, paused meanwhile", loaded, stored("chat@1", 2, api.PhasePaused), "moved on meanwhile (now chat@1 step 2, paused)"},
+	} {
+		ctrl := &expectController{}
+		m := New(Options{Controller: ctrl})
+		rec := &record{Kind: kind, RolloutStatus: api.RolloutStatus{Plan: "chat@1", Step: 3, Phase: api.PhaseRunning}}
+		if err := m.apply("chat", rec, c.loaded, control.AutoChange{Action: "rollout_step"}); err != nil || ctrl.expect == nil {
+			t.Fatalf("%s: apply %v, check set: %v", c.name, err, ctrl.expect != nil)
+		}
+		err := ctrl.expect(c.current)
+		switch {
+		case c.errHas == "" && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case c.errHas != "" && (err == nil || !strings.Contains(err.Error(), c.errHas)):
+			t.Errorf("%s: %v, want a refusal with %q", c.name, err, c.errHas)
+		}
+		if strings.Contains(c.errHas, "started meanwhile") && !errors.Is(err, ErrRunning) {
+			t.Errorf("%s: %v is not ErrRunning", c.name, err)
+		}
+		if strings.Contains(c.errHas, "gone") && !errors.Is(err, ErrNotRunning) {
+			t.Errorf("%s: %v is not ErrNotRunning", c.name, err)
+		}
+	}
+}
+
+// fakeLease is a lease whose answer the test sets.
+type fakeLease struct {
+	mu       sync.Mutex
+	held     bool
+	err      error
+	released int
+}
+
+func (l *fakeLease) Hold(context.Context) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held, l.err
+}
+
+func (l *fakeLease) Release(context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.released++
+}
+
+func (l *fakeLease) ID() string { return "replica-a" }
+
+func (l *fakeLease) set(held bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held, l.err = held, err
+}
+
+// Only the lease holder drives: without the lease (held elsewhere, or
+// Redis unreachable, logged at debug level) a replica neither checks nor
+// rolls back, and shows no driver; with it, it does. Run gives the lease
+// up when it returns.
+func TestOnlyTheLeaseHolderDrives(t *testing.T) {
+	s := newSim(t, "", nil, 46)
+	lease := &fakeLease{}
+	core, logs := observer.New(zapcore.DebugLevel)
+	s.remake(func(o *Options) { o.Lease, o.Logger = lease, zap.New(core) })
+	if _, err := s.mgr.Start("chat", "test"); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]float64{"stable": 0.01, "canary": 0.30}
+	for i, c := range []struct {
+		held bool
+		err  error
+	}{{false, nil}, {true, errors.New("redis down")}} {
+		lease.set(c.held, c.err)
+		for range 5 {
+			s.window(2000, bad, 0)
+		}
+		st := s.status()
+		if st.Phase != api.PhaseRunning || st.Driver != "" || st.LastCheck != nil {
+			t.Fatalf("case %d: without the lease: %s, driver %q, last check %v; want running, undriven", i, st.Phase, st.Driver, st.LastCheck)
+		}
+		if got := testutil.ToFloat64(s.met.RolloutDriving); got != 0 {
+			t.Errorf("case %d: driving gauge %v without the lease", i, got)
+		}
+	}
+	if n := logs.FilterMessage("rollout lease unavailable; not driving").FilterField(zap.Error(errors.New("redis down"))).Len(); n != 5 {
+		t.Errorf("%d debug entries for the unreachable lease, want one per tick (5)", n)
+	}
+	lease.set(true, nil)
+	s.window(2000, bad, 0)
+	if st := s.status(); st.Phase != api.PhaseRolledBack {
+		t.Fatalf("with the lease: %+v, want rolled back", st)
+	}
+	if got := testutil.ToFloat64(s.met.RolloutDriving); got != 1 {
+		t.Errorf("driving gauge %v with the lease", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.mgr.Run(ctx)
+	if lease.released != 1 {
+		t.Errorf("Run returned with %d releases of the lease, want 1", lease.released)
+	}
+}
+
+// auto_start starts a plan at the first tick, once per version of the
+// plan: not again after it was aborted, but again when the plan changes,
+// and never on a replica without the lease. A plan without auto_start
+// waits for a person.
+func TestAutoStart(t *testing.T) {
+	s := newSim(t, "", nil, 47)
+	core, logs := observer.New(zapcore.WarnLevel)
+	s.remake(func(o *Options) { o.Logger = zap.New(core) })
+	s.tickAfter(time.Second)
+	if st := s.status(); st.Phase != "not_started" {
+		t.Fatalf("a plan without auto_start: %+v, want not started", st)
+	}
+	plan := func(minRequests int) {
+		yaml := strings.Replace(fmt.Sprintf(planYAML, "      auto_start: true\n"+defaultSteps+defaultGates), "min_requests: 200", fmt.Sprintf("min_requests: %d", minRequests), 1)
+		cfg, err := config.Parse("plan.yaml", []byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ctrl.SetFileConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan(200)
+	lease := &fakeLease{}
+	s.remake(func(o *Options) { o.Logger, o.Lease = zap.New(core), lease })
+	s.tickAfter(time.Second)
+	if st := s.status(); st.Phase != "not_started" {
+		t.Fatalf("auto_start on a replica without the lease: %+v", st)
+	}
+	lease.set(true, nil)
+	s.tickAfter(time.Second)
+	st := s.status()
+	if st.Phase != api.PhaseRunning || st.Step != 1 || s.weights()["canary"] != 20 {
+		t.Fatalf("auto_start: %+v, want running at step 1", st)
+	}
+	if _, err := s.mgr.Abort("chat", "test"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		s.tickAfter(time.Second)
+	}
+	if st := s.status(); st.Phase != api.PhaseAborted {
+		t.Fatalf("after an abort, the same plan: %+v, want it left aborted", st)
+	}
+	plan(300)
+	s.tickAfter(time.Second)
+	if st2 := s.status(); st2.Phase != api.PhaseRunning || st2.Plan == st.Plan {
+		t.Fatalf("after the plan changed: %+v, want a new run", st2)
+	}
+	if n := logs.FilterMessage("rollout auto_start refused").Len(); n != 0 {
+		t.Errorf("%d auto_start refusals logged, want none", n)
+	}
+	// A plan that cannot start (nothing but the canary to keep traffic on)
+	// is refused at every tick, with a warning.
+	if _, err := s.mgr.Abort("chat", "test"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("plan.yaml", []byte(strings.Replace(strings.Replace(fmt.Sprintf(planYAML, "      auto_start: true\n"+defaultSteps+defaultGates),
+		"weight: 90", "weight: 0", 1), "weight: 10,", "weight: 100,", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ctrl.SetFileConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	s.tickAfter(time.Second)
+	if n := logs.FilterMessage("rollout auto_start refused").Len(); n != 1 {
+		t.Errorf("%d auto_start refusals logged for a plan that cannot start, want 1", n)
+	}
+}
+
+// A plan removed from the config while its rollout runs ends it: aborted
+// to the weights from before; an abort that cannot be stored is warned of.
+func TestRemovedPlanAbortsTheRollout(t *testing.T) {
+	s := newSim(t, "", nil, 48)
+	f := s.flaky()
+	core, logs := observer.New(zapcore.WarnLevel)
+	s.remake(func(o *Options) { o.Controller, o.Logger = f, zap.New(core) })
+	if _, err := s.mgr.Start("chat", "test"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("plan.yaml", []byte(strings.SplitAfter(fmt.Sprintf(planYAML, ""), `backends: ["10.0.0.2:80"]}`)[0]+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := cfg.Endpoint("chat"); e.Rollout != nil {
+		t.Fatal("the config still has the plan")
+	}
+	if _, err := s.ctrl.SetFileConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	f.setFailing(true)
+	s.tickAfter(time.Second)
+	if n := logs.FilterMessage("rollout abort failed").Len(); n != 1 {
+		t.Errorf("%d warnings of the abort that could not be stored, want 1", n)
+	}
+	f.setFailing(false)
+	s.tickAfter(time.Second)
+	st := s.status()
+	if st.Phase != api.PhaseAborted || st.Reason != "the plan was removed from the config" || s.weights()["canary"] != 10 {
+		t.Fatalf("after the plan was removed: %+v, weights %v", st, s.weights())
+	}
+	if n := logs.FilterMessage("rollout abort failed").Len(); n != 1 {
+		t.Errorf("%d warnings of a failed abort after one that was stored, want still 1", n)
 	}
 }
