@@ -88,6 +88,12 @@ func TestStepWeights(t *testing.T) {
 			t.Errorf("c at %d%%: %v %v, want %v", c.pct, got, err, c.want)
 		}
 	}
+	// Two points left over after the floors: the first two in config order
+	// (equal remainders) get one each.
+	if got, err := stepWeights(endpointOf("a", 1, "b", 1, "c", 1, "d", 0), "d", 50, map[string]int{"a": 1, "b": 1, "c": 1, "d": 0}); err != nil ||
+		!maps.Equal(got, map[string]int{"a": 17, "b": 17, "c": 16, "d": 50}) {
+		t.Errorf("d at 50%% over three equal others: %v %v, want 17, 17, 16", got, err)
+	}
 	if _, err := stepWeights(endpointOf("a", 0, "c", 100), "c", 50, map[string]int{"a": 0, "c": 100}); err == nil ||
 		!strings.Contains(err.Error(), "no variant other than the canary") {
 		t.Errorf("no traffic to keep on the others: %v", err)
