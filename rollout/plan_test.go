@@ -173,11 +173,17 @@ func TestSRMExpectedShare(t *testing.T) {
 	}
 	chi2, p, exp, err := srm(ws, []string{"a", "c"}, "c")
 	// expected c: 100 + 1500 of 4000; observed 1700.
-	if err != nil || math.Abs(exp-1600.0/4000) > 1e-12 || !(chi2 > 0) || !(p < 1) {
+	// (A window whose weights are all 0 adds nothing: not NaN.)
+	if err != nil || !(math.Abs(exp-1600.0/4000) <= 1e-12) || !(chi2 > 0) || !(p < 1) {
 		t.Errorf("srm: chi2 %v p %v expected %v %v, want expected share 0.4", chi2, p, exp, err)
 	}
 	if _, _, exp, err := srm(nil, []string{"a", "c"}, "c"); err == nil && exp != 0 {
 		t.Errorf("no windows: expected share %v", exp)
+	}
+	// Weights but no new users yet: nothing to expect, and nothing wrong.
+	empty := []srmWindow{{weights: map[string]int{"a": 50, "c": 50}, assigned: map[string]uint64{}}}
+	if chi2, p, exp, err := srm(empty, []string{"a", "c"}, "c"); err != nil || exp != 0 || chi2 != 0 || p != 1 {
+		t.Errorf("no new users: chi2 %v p %v expected share %v %v, want 0, 1, 0", chi2, p, exp, err)
 	}
 }
 
@@ -359,6 +365,24 @@ func TestCollectAddsEachWindowOnce(t *testing.T) {
 	}
 	if o := r.next("q", 1, at(40)); o.allClosed.variant("a").Responses != 0 {
 		t.Fatal("another plan kept the evidence")
+	}
+	// A window that began before the rollout, closed or open, is not the
+	// rollout's, even when it ends after the rollout started.
+	res2 := &fakeResults{}
+	for _, w := range []Window{win(-5, 1, false), win(5, 10, false), win(15, 100, true)} {
+		res2.add("chat", w)
+	}
+	r3 := newRun("p", 1, at(0))
+	r3.collect(res2, "chat", rec)
+	if s, a := r3.stepEv.variant("a").Responses, r3.allEv.variant("a").Responses; s != 110 || a != 110 {
+		t.Fatalf("a closed window from before the rollout: step %d all %d, want 110 and 110", s, a)
+	}
+	res3 := &fakeResults{}
+	res3.add("chat", win(-5, 1, true))
+	r4 := newRun("p", 1, at(0))
+	r4.collect(res3, "chat", rec)
+	if s, a := r4.stepEv.variant("a").Responses, r4.allEv.variant("a").Responses; s != 0 || a != 0 {
+		t.Fatalf("an open window from before the rollout: step %d all %d, want 0 and 0", s, a)
 	}
 	// An open window that began before the step counts for the rollout only.
 	r2 := newRun("p", 2, at(35))
