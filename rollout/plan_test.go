@@ -121,8 +121,9 @@ func TestRampOf(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	if got := intervalOf(&config.Rollout{}); got != DefaultInterval {
-		t.Errorf("interval %v", got)
+	// The default interval is the config's documented one (10s).
+	if got := intervalOf(&config.Rollout{}); got != config.DefaultGateInterval.D() || got != DefaultInterval {
+		t.Errorf("default interval %v, want the config's %v", got, config.DefaultGateInterval.D())
 	}
 	if got := intervalOf(&config.Rollout{Interval: config.Duration(time.Second)}); got != time.Second {
 		t.Errorf("interval %v", got)
