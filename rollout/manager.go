@@ -470,7 +470,10 @@ func (m *Manager) finish(e *config.Endpoint, rec *record, phase, action, reason 
 	}
 	m.log.Log(level, "rollout ended", zap.String("endpoint", e.Name), zap.String("plan", rec.Plan),
 		zap.String("phase", phase), zap.Int("step", rec.Step), zap.String("reason", reason))
-	if url := e.Rollout.Webhook; url != "" {
+	// The plan may be gone (removed from the config while it ran): no
+	// webhook then.
+	if p := e.Rollout; p != nil && p.Webhook != "" {
+		url := p.Webhook
 		ev := Event{Endpoint: e.Name, Plan: rec.Plan, Phase: phase, Step: rec.Step, Reason: reason, Weights: weights, Time: now}
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

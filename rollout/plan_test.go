@@ -88,6 +88,12 @@ func TestStepWeights(t *testing.T) {
 			t.Errorf("c at %d%%: %v %v, want %v", c.pct, got, err, c.want)
 		}
 	}
+	// Two points left over after the floors: the first two in config order
+	// (equal remainders) get one each.
+	if got, err := stepWeights(endpointOf("a", 1, "b", 1, "c", 1, "d", 0), "d", 50, map[string]int{"a": 1, "b": 1, "c": 1, "d": 0}); err != nil ||
+		!maps.Equal(got, map[string]int{"a": 17, "b": 17, "c": 16, "d": 50}) {
+		t.Errorf("d at 50%% over three equal others: %v %v, want 17, 17, 16", got, err)
+	}
 	if _, err := stepWeights(endpointOf("a", 0, "c", 100), "c", 50, map[string]int{"a": 0, "c": 100}); err == nil ||
 		!strings.Contains(err.Error(), "no variant other than the canary") {
 		t.Errorf("no traffic to keep on the others: %v", err)
@@ -115,8 +121,9 @@ func TestRampOf(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	if got := intervalOf(&config.Rollout{}); got != DefaultInterval {
-		t.Errorf("interval %v", got)
+	// The default interval is the config's documented one (10s).
+	if got := intervalOf(&config.Rollout{}); got != config.DefaultGateInterval.D() || got != DefaultInterval {
+		t.Errorf("default interval %v, want the config's %v", got, config.DefaultGateInterval.D())
 	}
 	if got := intervalOf(&config.Rollout{Interval: config.Duration(time.Second)}); got != time.Second {
 		t.Errorf("interval %v", got)
@@ -167,11 +174,17 @@ func TestSRMExpectedShare(t *testing.T) {
 	}
 	chi2, p, exp, err := srm(ws, []string{"a", "c"}, "c")
 	// expected c: 100 + 1500 of 4000; observed 1700.
-	if err != nil || math.Abs(exp-1600.0/4000) > 1e-12 || !(chi2 > 0) || !(p < 1) {
+	// (A window whose weights are all 0 adds nothing: not NaN.)
+	if err != nil || !(math.Abs(exp-1600.0/4000) <= 1e-12) || !(chi2 > 0) || !(p < 1) {
 		t.Errorf("srm: chi2 %v p %v expected %v %v, want expected share 0.4", chi2, p, exp, err)
 	}
 	if _, _, exp, err := srm(nil, []string{"a", "c"}, "c"); err == nil && exp != 0 {
 		t.Errorf("no windows: expected share %v", exp)
+	}
+	// Weights but no new users yet: nothing to expect, and nothing wrong.
+	empty := []srmWindow{{weights: map[string]int{"a": 50, "c": 50}, assigned: map[string]uint64{}}}
+	if chi2, p, exp, err := srm(empty, []string{"a", "c"}, "c"); err != nil || exp != 0 || chi2 != 0 || p != 1 {
+		t.Errorf("no new users: chi2 %v p %v expected share %v %v, want 0, 1, 0", chi2, p, exp, err)
 	}
 }
 
@@ -354,6 +367,24 @@ func TestCollectAddsEachWindowOnce(t *testing.T) {
 	if o := r.next("q", 1, at(40)); o.allClosed.variant("a").Responses != 0 {
 		t.Fatal("another plan kept the evidence")
 	}
+	// A window that began before the rollout, closed or open, is not the
+	// rollout's, even when it ends after the rollout started.
+	res2 := &fakeResults{}
+	for _, w := range []Window{win(-5, 1, false), win(5, 10, false), win(15, 100, true)} {
+		res2.add("chat", w)
+	}
+	r3 := newRun("p", 1, at(0))
+	r3.collect(res2, "chat", rec)
+	if s, a := r3.stepEv.variant("a").Responses, r3.allEv.variant("a").Responses; s != 110 || a != 110 {
+		t.Fatalf("a closed window from before the rollout: step %d all %d, want 110 and 110", s, a)
+	}
+	res3 := &fakeResults{}
+	res3.add("chat", win(-5, 1, true))
+	r4 := newRun("p", 1, at(0))
+	r4.collect(res3, "chat", rec)
+	if s, a := r4.stepEv.variant("a").Responses, r4.allEv.variant("a").Responses; s != 0 || a != 0 {
+		t.Fatalf("an open window from before the rollout: step %d all %d, want 0 and 0", s, a)
+	}
 	// An open window that began before the step counts for the rollout only.
 	r2 := newRun("p", 2, at(35))
 	r2.collect(res, "chat", rec)
@@ -442,6 +473,10 @@ func TestShadowAgreementGate(t *testing.T) {
 	r.allEv.shadows["m"] = &ShadowCounts{Compared: 99, Agreed: 99}
 	if v := gate(); v.Verdict != api.VerdictPending || v.CanaryN != 99 {
 		t.Fatalf("99 of 100 comparisons: %+v, want pending with 99", v)
+	}
+	r.allEv.shadows["m"] = &ShadowCounts{Compared: 100, Agreed: 100}
+	if v := gate(); v.Verdict != api.VerdictPass || v.CanaryN != 100 || v.PValue == nil {
+		t.Fatalf("exactly 100 of 100 comparisons, all agreeing: %+v, want a verdict (pass)", v)
 	}
 	r.allEv.shadows["m"] = &ShadowCounts{Compared: 1000, Agreed: 1000}
 	if v := gate(); v.Verdict != api.VerdictPass || v.CanaryN != 1000 || v.Canary != 1 || v.PValue == nil || !strings.Contains(v.Detail, "below 0.95 with 95% confidence") {
