@@ -83,16 +83,7 @@ def main():
             try:
                 with open(path, "w") as f:
                     f.write("\n".join(lines))
-                cmd = ["nice", "-n", "19", "go", "test", "-timeout", "%ds" % (timeout + 2), "-failfast", pkg]
-                proc = subprocess.Popen(cmd, cwd=stage, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
-                try:
-                    rc = proc.wait(timeout=timeout)
-                    status = {0: "LIVED", 1: "KILLED", 2: "NOT VIABLE"}.get(rc, "LIVED")
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)  # go test and the test binary it started
-                    proc.wait()
-                    status = "TIMED OUT"
+                status = run_mutant(stage, pkg, timeout)
             finally:
                 with open(path, "w") as f:
                     f.write(orig)
@@ -102,6 +93,28 @@ def main():
     if changed:
         with open(results, "w") as f:
             json.dump(data, f)
+
+
+def run_mutant(stage, pkg, timeout):
+    """KILLED, LIVED, TIMED OUT or NOT VIABLE: the package's tests against
+    the mutant in place. go test exits 1 both when a test fails and when
+    the package does not compile (a string's + turned into -), so the
+    tests are compiled first: a mutant that does not build is NOT VIABLE,
+    not a kill."""
+    build = subprocess.run(["nice", "-n", "19", "go", "test", "-c", "-o", os.devnull, pkg], cwd=stage,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if build.returncode != 0:
+        return "NOT VIABLE"
+    cmd = ["nice", "-n", "19", "go", "test", "-timeout", "%ds" % (timeout + 2), "-failfast", pkg]
+    proc = subprocess.Popen(cmd, cwd=stage, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        rc = proc.wait(timeout=timeout)
+        return {0: "LIVED", 1: "KILLED", 2: "NOT VIABLE"}.get(rc, "LIVED")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)  # go test and the test binary it started
+        proc.wait()
+        return "TIMED OUT"
 
 
 if __name__ == "__main__":
