@@ -116,6 +116,23 @@ func TestRedisStoreStartsDownAndRecovers(t *testing.T) {
 	}
 }
 
+// Without store.timeout the store's probes get the default budget, not
+// none: a store that starts down still comes up once Redis answers.
+func TestRedisStoreWithoutTimeoutRecovers(t *testing.T) {
+	r := testredis.Start(t)
+	r.Kill()
+	store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:"}, nil, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if store.Healthy() {
+		t.Fatal("healthy with no server")
+	}
+	r.Restart()
+	waitHealthy(t, store)
+}
+
 func waitHealthy(t *testing.T, s cohort.Store) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
