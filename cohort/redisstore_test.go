@@ -3,6 +3,7 @@ package cohort_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +211,54 @@ func TestRefusedConnectionsFailFast(t *testing.T) {
 	// bound is fixed. Then reads are skipped.
 	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got < 1 || got > 10 {
 		t.Errorf("store errors{op=get} = %v, want 1 to 10", got)
+	}
+}
+
+// Each new user's assignment is counted in its variant's HyperLogLog as it
+// is written, once however often the user returns; CountUsers reads the
+// counts in one round trip, and fails when Redis is gone.
+func TestRedisCountsUsersPerVariant(t *testing.T) {
+	r := testredis.Start(t)
+	store := redisStore(t, r.URL(), metrics.New())
+	cfg := splitConfig(t, r.URL(), 50, 50)
+	cfg.Endpoints[0].Rules = nil
+	e, _ := newEngine(t, store, cfg)
+	want := map[string]int64{}
+	const n = 200
+	for i := 0; i < n; i++ {
+		d := decide(t, e, user(fmt.Sprintf("counted-%d", i)))
+		if d.Source != cohort.SourceHash {
+			t.Fatalf("new user %d decided by %s, want the hash", i, d.Source)
+		}
+		want[d.Variant]++
+	}
+	flush(t, e)
+	for i := 0; i < n; i += 2 { // returning users are not counted again
+		decide(t, e, user(fmt.Sprintf("counted-%d", i)))
+	}
+	flush(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := e.Users(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want["v0"] == 0 || want["v1"] == 0 {
+		t.Fatalf("decisions %v: want both variants picked", want)
+	}
+	// A HyperLogLog estimate; at a few hundred users Redis's is within a
+	// user or two.
+	for i, v := range []string{"v0", "v1"} {
+		if d := got[i] - want[v]; d < -3 || d > 3 {
+			t.Errorf("users of %s: counted %d, assigned %d", v, got[i], want[v])
+		}
+	}
+	many, err := e.UsersMany(ctx, []string{"m", "no-such-endpoint"})
+	if err != nil || len(many) != 1 || !slices.Equal(many["m"], got) {
+		t.Errorf("UsersMany: %v %v, want m: %v", many, err, got)
+	}
+	r.Kill()
+	if got, err := e.Users(ctx, "m"); err == nil {
+		t.Errorf("counting users with redis killed: %v, no error", got)
 	}
 }
