@@ -262,3 +262,52 @@ func TestRedisCountsUsersPerVariant(t *testing.T) {
 		t.Errorf("counting users with redis killed: %v, no error", got)
 	}
 }
+
+// A read without a sticky TTL leaves the key's expiry alone: it must not
+// become GETEX without options, which PERSISTs the key. The pipelined
+// Lookup (lists and assignment in one round trip) reads the same way; a
+// read with a TTL renews it.
+func TestReadWithoutTTLKeepsExpiry(t *testing.T) {
+	r := testredis.Start(t)
+	store := redisStore(t, r.URL(), metrics.New())
+	c := redisClient(t, r)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ttlOf := func(key string) time.Duration {
+		t.Helper()
+		d, err := c.TTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, key := range []string{"t:a:get", "t:a:lookup"} {
+		if err := c.Set(ctx, key, "v1", time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, ok, err := store.Get(ctx, "t:a:get", 0); err != nil || !ok || v != "v1" {
+		t.Fatalf("Get: %q %v %v", v, ok, err)
+	}
+	l := &cohort.Lookup{Key: "t:a:lookup", Member: "u", Lists: []string{"t:list:l"}}
+	store.Lookup(ctx, l)
+	if l.Err != nil || l.ListErr != nil || !l.Found || l.Variant != "v1" {
+		t.Fatalf("Lookup: %+v", l)
+	}
+	for _, key := range []string{"t:a:get", "t:a:lookup"} {
+		if d := ttlOf(key); d <= 0 || d > time.Hour {
+			t.Errorf("%s: TTL %v after a read without TTL, want the hour it was set with", key, d)
+		}
+	}
+	// With a TTL the read sets it: a day, whatever it was.
+	if _, _, err := store.Get(ctx, "t:a:get", 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	l = &cohort.Lookup{Key: "t:a:lookup", TTL: 24 * time.Hour, Member: "u", Lists: []string{"t:list:l"}}
+	store.Lookup(ctx, l)
+	for _, key := range []string{"t:a:get", "t:a:lookup"} {
+		if d := ttlOf(key); d <= time.Hour {
+			t.Errorf("%s: TTL %v after a read with a 24h TTL, want it renewed to 24h", key, d)
+		}
+	}
+}
