@@ -265,8 +265,8 @@ func TestRedisCountsUsersPerVariant(t *testing.T) {
 
 // A read without a sticky TTL leaves the key's expiry alone: it must not
 // become GETEX without options, which PERSISTs the key. The pipelined
-// Lookup (lists and assignment in one round trip) reads the same way; a
-// read with a TTL renews it.
+// Lookup reads the same way, with lists (one round trip) or without. A read
+// with a TTL renews it, also after a read that found nothing.
 func TestReadWithoutTTLKeepsExpiry(t *testing.T) {
 	r := testredis.Start(t)
 	store := redisStore(t, r.URL(), metrics.New())
@@ -281,33 +281,48 @@ func TestReadWithoutTTLKeepsExpiry(t *testing.T) {
 		}
 		return d
 	}
-	for _, key := range []string{"t:a:get", "t:a:lookup"} {
+	if v, ok, err := store.Get(ctx, "t:a:absent", 24*time.Hour); err != nil || ok {
+		t.Fatalf("Get of an absent key: %q %v %v, want not found and no error", v, ok, err)
+	}
+	keys := []string{"t:a:get", "t:a:lookup", "t:a:lookup-no-list"}
+	redisAdd(t, r, "t:list:l", "u")
+	for _, key := range keys {
 		if err := c.Set(ctx, key, "v1", time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if v, ok, err := store.Get(ctx, "t:a:get", 0); err != nil || !ok || v != "v1" {
-		t.Fatalf("Get: %q %v %v", v, ok, err)
+	lookups := func(ttl time.Duration) {
+		t.Helper()
+		if v, ok, err := store.Get(ctx, "t:a:get", ttl); err != nil || !ok || v != "v1" {
+			t.Fatalf("Get (TTL %v): %q %v %v", ttl, v, ok, err)
+		}
+		for _, l := range []*cohort.Lookup{
+			{Key: "t:a:lookup", TTL: ttl, Member: "u", Lists: []string{"t:list:l"}},
+			{Key: "t:a:lookup-no-list", TTL: ttl},
+		} {
+			store.Lookup(ctx, l)
+			if l.Err != nil || l.ListErr != nil || !l.Found || l.Variant != "v1" || len(l.In) != len(l.Lists) || (len(l.In) > 0 && !l.In[0]) {
+				t.Fatalf("Lookup (TTL %v): %+v, want v1 found (and u in the list)", ttl, l)
+			}
+		}
 	}
-	l := &cohort.Lookup{Key: "t:a:lookup", Member: "u", Lists: []string{"t:list:l"}}
-	store.Lookup(ctx, l)
-	if l.Err != nil || l.ListErr != nil || !l.Found || l.Variant != "v1" {
-		t.Fatalf("Lookup: %+v", l)
-	}
-	for _, key := range []string{"t:a:get", "t:a:lookup"} {
+	lookups(0)
+	for _, key := range keys {
 		if d := ttlOf(key); d <= 0 || d > time.Hour {
 			t.Errorf("%s: TTL %v after a read without TTL, want the hour it was set with", key, d)
 		}
 	}
 	// With a TTL the read sets it: a day, whatever it was.
-	if _, _, err := store.Get(ctx, "t:a:get", 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	l = &cohort.Lookup{Key: "t:a:lookup", TTL: 24 * time.Hour, Member: "u", Lists: []string{"t:list:l"}}
-	store.Lookup(ctx, l)
-	for _, key := range []string{"t:a:get", "t:a:lookup"} {
+	lookups(24 * time.Hour)
+	for _, key := range keys {
 		if d := ttlOf(key); d <= time.Hour {
 			t.Errorf("%s: TTL %v after a read with a 24h TTL, want it renewed to 24h", key, d)
 		}
+	}
+	// Neither key nor lists: nothing to read, nothing found.
+	l := &cohort.Lookup{Member: "u"}
+	store.Lookup(ctx, l)
+	if l.Found || l.Err != nil || l.ListErr != nil {
+		t.Errorf("empty Lookup: %+v", l)
 	}
 }
