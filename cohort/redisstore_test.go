@@ -326,3 +326,27 @@ func TestReadWithoutTTLKeepsExpiry(t *testing.T) {
 		t.Errorf("empty Lookup: %+v", l)
 	}
 }
+
+// A read that times out on the connection (the URL's read_timeout, before
+// the caller's deadline) counts as a timeout, not an error; so does one
+// that runs out the caller's deadline.
+func TestReadTimeoutsCountedAsTimeouts(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL()+"?read_timeout=100ms", m)
+	r.Pause()
+	defer r.Resume()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := store.Get(ctx, "t:a:hung", time.Hour); err == nil || ctx.Err() != nil {
+		t.Fatalf("read from a paused redis: %v (caller's context: %v), want the connection's read timeout first", err, ctx.Err())
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancelShort()
+	if _, _, err := store.Get(short, "t:a:hung", time.Hour); err == nil {
+		t.Fatal("read from a paused redis succeeded")
+	}
+	if got, errs := testutil.ToFloat64(m.StoreTimeouts), testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got != 2 || errs != 0 {
+		t.Errorf("timeouts %v, errors{op=get} %v; want 2 timeouts, no errors", got, errs)
+	}
+}
