@@ -2,6 +2,7 @@ package cohort_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -348,5 +349,43 @@ func TestReadTimeoutsCountedAsTimeouts(t *testing.T) {
 	}
 	if got, errs := testutil.ToFloat64(m.StoreTimeouts), testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got != 2 || errs != 0 {
 		t.Errorf("timeouts %v, errors{op=get} %v; want 2 timeouts, no errors", got, errs)
+	}
+}
+
+// Reads alone mark a Redis that refuses connections down: with none
+// answered, the tenth failed read does it (no write-behind batch here to
+// get there first). A read whose caller went away says nothing about
+// Redis: it is neither counted nor held against it.
+func TestRefusedReadsMarkRedisDown(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	r.Kill()
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	for i := 0; i < 30; i++ {
+		if _, _, err := store.Get(gone, "t:a:k", time.Hour); err == nil {
+			t.Fatal("read with a canceled context succeeded")
+		}
+	}
+	if !store.Healthy() || testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")) != 0 || testutil.ToFloat64(m.StoreTimeouts) != 0 {
+		t.Fatalf("after reads whose caller went away: healthy %v, errors %v, timeouts %v; want up, none counted",
+			store.Healthy(), testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")), testutil.ToFloat64(m.StoreTimeouts))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 1; i <= 10; i++ {
+		if _, _, err := store.Get(ctx, "t:a:k", time.Hour); err == nil {
+			t.Fatalf("read %d from a killed redis succeeded", i)
+		}
+		if up := store.Healthy(); up != (i < 10) {
+			t.Fatalf("after %d refused reads: healthy %v", i, up)
+		}
+	}
+	if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got != 10 {
+		t.Errorf("errors{op=get} = %v, want 10", got)
+	}
+	if _, _, err := store.Get(ctx, "t:a:k", time.Hour); !errors.Is(err, cohort.ErrStoreDown) {
+		t.Errorf("read once down: %v, want ErrStoreDown without asking redis", err)
 	}
 }
