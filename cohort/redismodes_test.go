@@ -1,11 +1,16 @@
 package cohort_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
@@ -141,5 +146,62 @@ func waitHealthy(t *testing.T, s cohort.Store) {
 	}
 	if !s.Healthy() {
 		t.Fatal("store did not recover within 5s of redis starting")
+	}
+}
+
+// A Redis older than 6.2 answers GETEX "unknown command": the store reads
+// with GET from then on, through Get or the pipelined Lookup alike, says so
+// once, and counts no error.
+func TestRedisWithoutGETEX(t *testing.T) {
+	r := testredis.Start(t, testredis.Without("GETEX"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := redisClient(t, r).Set(ctx, "t:a:stored", "v1", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	redisAdd(t, r, "t:list:l", "u")
+	// One store meets the refusal in a Lookup, the other in a Get.
+	for _, first := range []string{"lookup", "get"} {
+		t.Run(first, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			m := metrics.New()
+			store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:", Timeout: config.Duration(time.Second)}, zap.New(core), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { store.Close() })
+			for i := 0; i < 3; i++ {
+				order := []string{"lookup", "get"}
+				if first == "get" {
+					order = []string{"get", "lookup"}
+				}
+				for _, read := range order {
+					switch read {
+					case "lookup":
+						l := &cohort.Lookup{Key: "t:a:stored", TTL: time.Hour, Member: "u", Lists: []string{"t:list:l"}}
+						store.Lookup(ctx, l)
+						if l.Err != nil || l.ListErr != nil || !l.Found || l.Variant != "v1" || !l.In[0] {
+							t.Fatalf("Lookup %d: %+v, want v1 found and u in the list", i, l)
+						}
+					case "get":
+						if v, ok, err := store.Get(ctx, "t:a:stored", time.Hour); err != nil || !ok || v != "v1" {
+							t.Fatalf("Get %d: %q %v %v, want v1", i, v, ok, err)
+						}
+					}
+				}
+			}
+			said := 0
+			for _, e := range logs.All() {
+				if strings.Contains(e.Message, "GETEX") {
+					said++
+				}
+			}
+			if said != 1 {
+				t.Errorf("GETEX refusal logged %d times, want once", said)
+			}
+			if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got != 0 || !store.Healthy() {
+				t.Errorf("errors{op=get} %v, healthy %v: want no error, up", got, store.Healthy())
+			}
+		})
 	}
 }
