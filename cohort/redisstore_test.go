@@ -397,3 +397,132 @@ func TestRefusedReadsMarkRedisDown(t *testing.T) {
 		t.Errorf("read once down: %v, want ErrStoreDown without asking redis", err)
 	}
 }
+
+// A write Redis refuses (OOM under maxmemory with noeviction) is counted
+// lost, warned about once, and does not mark Redis down: retrying would be
+// refused again.
+func TestRefusedWritesCountedNotRetried(t *testing.T) {
+	r := testredis.Start(t)
+	core, logs := observer.New(zap.WarnLevel)
+	m := metrics.New()
+	store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:", Timeout: config.Duration(time.Second)}, zap.New(core), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if reply, err := r.Do(ctx, "CONFIG", "SET", "maxmemory", "1"); err != nil || reply != "+OK" {
+		t.Fatalf("CONFIG SET maxmemory: %q %v", reply, err)
+	}
+	for i := 0; i < 3; i++ {
+		store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:oom-%d", i), Variant: "v0", TTL: time.Hour})
+	}
+	if err := store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.StoreWritesLost.WithLabelValues("refused")); got != 3 {
+		t.Errorf("writes lost{refused} = %v, want 3", got)
+	}
+	if !store.Healthy() {
+		t.Error("refused writes marked redis down")
+	}
+	warned := 0
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, "refused assignment writes") {
+			warned++
+		}
+	}
+	if warned != 1 {
+		t.Errorf("refused writes warned about %d times, want once", warned)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.StoreWritesLost.WithLabelValues("shutdown")); got != 0 {
+		t.Errorf("lost{shutdown} = %v: refused writes were kept for retry", got)
+	}
+	if k := redisKeys(t, r); k != 0 {
+		t.Errorf("%d keys written under maxmemory 1", k)
+	}
+}
+
+// A Redis that has become a read-only replica (after a failover) answers
+// writes READONLY: that is Redis unavailable for writes, not a refusal.
+// The store goes down, keeps the writes, and writes them once the server
+// is a master again.
+func TestReadOnlyReplicaWritesKeptUntilMaster(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	gone := testredis.Start(t)
+	gone.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	host, port, _ := strings.Cut(gone.Addr(), ":")
+	if reply, err := r.Do(ctx, "REPLICAOF", host, port); err != nil || reply != "+OK" {
+		t.Fatalf("REPLICAOF: %q %v", reply, err)
+	}
+	for i := 0; i < 3; i++ {
+		store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:ro-%d", i), Variant: "v0", TTL: time.Hour})
+	}
+	if err := store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if store.Healthy() {
+		t.Error("writes answered READONLY left the store up")
+	}
+	if lost := writesLost(m); lost != 0 {
+		t.Errorf("%v writes lost; READONLY writes must be kept for retry", lost)
+	}
+	if reply, err := r.Do(ctx, "REPLICAOF", "NO", "ONE"); err != nil || reply != "+OK" {
+		t.Fatalf("REPLICAOF NO ONE: %q %v", reply, err)
+	}
+	waitHealthy(t, store)
+	for redisKeys(t, r) != 3 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if k := redisKeys(t, r); k != 3 {
+		t.Errorf("%d keys after the server became master again, want the 3 kept", k)
+	}
+}
+
+// The replies of a Redis that is not serving (a replica that lost its
+// master and serves no stale data: MASTERDOWN; a cluster node whose slots
+// are not served: CLUSTERDOWN) mean Redis is unavailable, not a bad key:
+// reads that get them mark it down like refused connections do.
+func TestNotServingRepliesMarkRedisDown(t *testing.T) {
+	setups := map[string]struct {
+		opts  []testredis.Option
+		setup [][]string
+	}{
+		"masterdown":  {nil, [][]string{{"CONFIG", "SET", "replica-serve-stale-data", "no"}, {"REPLICAOF", "127.0.0.1", "1"}}},
+		"clusterdown": {[]testredis.Option{testredis.Cluster()}, [][]string{{"CLUSTER", "DELSLOTSRANGE", "0", "16383"}}},
+	}
+	for name, c := range setups {
+		t.Run(name, func(t *testing.T) {
+			r := testredis.Start(t, c.opts...)
+			m := metrics.New()
+			store := redisStore(t, r.URL(), m)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, cmd := range c.setup {
+				if reply, err := r.Do(ctx, cmd...); err != nil || reply != "+OK" {
+					t.Fatalf("%v: %q %v", cmd, reply, err)
+				}
+			}
+			for i := 1; i <= 10; i++ {
+				// A plain GET (no TTL): GETEX is a write, which a replica
+				// refuses READONLY before it says MASTERDOWN.
+				if _, _, err := store.Get(ctx, "t:a:k", 0); err == nil {
+					t.Fatalf("read %d succeeded", i)
+				} else if i == 1 {
+					t.Logf("read: %v", err)
+				}
+			}
+			if store.Healthy() {
+				t.Error("still up after 10 reads answered that Redis is not serving")
+			}
+		})
+	}
+}
