@@ -88,3 +88,33 @@ func TestReadHealthRule(t *testing.T) {
 		t.Errorf("9 failures after reset: down at read %d; reset kept the earlier ones", got)
 	}
 }
+
+// A down Redis counts as up again once 3 of the last 5 probes answered in
+// time, in a row or not; answers older than 5 probes no longer count.
+func TestProbeWindow(t *testing.T) {
+	cases := []struct {
+		answered string // one probe per character: y answered in time, n not
+		want     string // after each probe: + enough answered, . not
+	}{
+		{"yyy", "..+"},
+		{"ynyny", "....+"},
+		{"yyyny", "..+++"},
+		{"yyynnn", "..+++."},
+		{"yynnnyy", "......."},
+		{"nnnnnyyyn", ".......++"},
+	}
+	for _, c := range cases {
+		var p probes
+		got := ""
+		for _, a := range c.answered {
+			if p.add(a == 'y') {
+				got += "+"
+			} else {
+				got += "."
+			}
+		}
+		if got != c.want {
+			t.Errorf("probes %s: %s, want %s", c.answered, got, c.want)
+		}
+	}
+}
