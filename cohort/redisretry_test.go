@@ -1,12 +1,14 @@
 package cohort
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -102,5 +104,39 @@ func TestRefusedWritesWarnedOncePerInterval(t *testing.T) {
 	s.warnRefused(1, oom)
 	if got := refusedWarnings(); len(got) != 3 || got[2] != 2 {
 		t.Errorf("warnings: %v, want [3 9 2]: the count restarts after each warning", got)
+	}
+}
+
+// Writes kept for retry while Redis counts as up (a write-behind batch
+// that found Redis down just as the prober brought it back, and was kept
+// after the prober's replay) are written by the prober's next round; they
+// do not wait for Close.
+func TestProberReplaysWritesKeptWhileUp(t *testing.T) {
+	r := testredis.Start(t)
+	s, err := NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:", Timeout: config.Duration(time.Second)}, nil, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	rs := s.(*redisStore)
+	if !rs.Healthy() {
+		t.Fatal("store down with redis running")
+	}
+	rs.keepForRetry([]Assignment{{Key: "t:a:late", Variant: "v1", TTL: time.Hour}})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := c.Get(context.Background(), "t:a:late").Result()
+		if err == nil && v == "v1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kept write not replayed within 10s (%q %v); kept: %d", v, err, rs.retryLen())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := rs.retryLen(); n != 0 {
+		t.Errorf("%d writes still kept after the replay", n)
 	}
 }
