@@ -205,3 +205,25 @@ func TestRedisWithoutGETEX(t *testing.T) {
 		})
 	}
 }
+
+// The prober keeps watching while Redis is up: a store that has been up
+// for several probe intervals still comes back after an outage.
+func TestRedisStoreRecoversAfterBeingUp(t *testing.T) {
+	r := testredis.Start(t)
+	store := redisStore(t, r.URL(), metrics.New())
+	// Let the prober find Redis up a few times (it probes every 200ms); on
+	// a slow machine it may have done so fewer times, which only makes the
+	// test weaker, never wrong.
+	time.Sleep(time.Second)
+	r.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 10 && store.Healthy(); i++ {
+		store.Get(ctx, "t:a:k", 0)
+	}
+	if store.Healthy() {
+		t.Fatal("still up after 10 reads from a killed redis")
+	}
+	r.Restart()
+	waitHealthy(t, store)
+}
