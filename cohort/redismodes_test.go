@@ -2,6 +2,14 @@ package cohort_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -206,8 +215,9 @@ func TestRedisWithoutGETEX(t *testing.T) {
 	}
 }
 
-// The prober keeps watching while Redis is up: a store that has been up
-// for several probe intervals still comes back after an outage.
+// The prober keeps watching while Redis is up, and keeps probing while
+// its probes fail: a store that has been up for several probe intervals,
+// then down for several, still comes back.
 func TestRedisStoreRecoversAfterBeingUp(t *testing.T) {
 	r := testredis.Start(t)
 	store := redisStore(t, r.URL(), metrics.New())
@@ -224,6 +234,67 @@ func TestRedisStoreRecoversAfterBeingUp(t *testing.T) {
 	if store.Healthy() {
 		t.Fatal("still up after 10 reads from a killed redis")
 	}
+	// Probes fail meanwhile (same caveat); the prober keeps probing.
+	time.Sleep(time.Second)
 	r.Restart()
 	waitHealthy(t, store)
+}
+
+// selfSignedPEM writes a self-signed CA certificate to a file.
+func selfSignedPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// The client the store builds: store.ca_file verifies a rediss:// server
+// (at TLS 1.2 or later) and leaves a plain URL plain; one dial attempt and
+// 4 idle connections unless the URL says otherwise, no retries.
+func TestRedisClientOptions(t *testing.T) {
+	ca := selfSignedPEM(t)
+	client := func(url, caFile string) redis.UniversalClient {
+		t.Helper()
+		s, err := cohort.NewRedisStore(config.Store{Redis: url, CAFile: caFile, Timeout: config.Duration(50 * time.Millisecond)}, nil, metrics.New())
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s.(interface{ Client() redis.UniversalClient }).Client()
+	}
+	checkTLS := func(name string, c *tls.Config) {
+		t.Helper()
+		if c == nil || c.RootCAs == nil || c.MinVersion != tls.VersionTLS12 || c.ServerName != "127.0.0.1" {
+			t.Errorf("%s: TLS config %+v, want store.ca_file's roots, TLS 1.2 at least, server name 127.0.0.1", name, c)
+		}
+	}
+	single := client("rediss://127.0.0.1:1", ca).(*redis.Client).Options()
+	checkTLS("rediss://", single.TLSConfig)
+	cluster := client("rediss://127.0.0.1:1?cluster=true", ca).(*redis.ClusterClient).Options()
+	checkTLS("rediss://?cluster=true", cluster.TLSConfig)
+	if o := client("redis://127.0.0.1:1", ca).(*redis.Client).Options(); o.TLSConfig != nil {
+		t.Errorf("redis:// with store.ca_file: TLS config %+v, want none", o.TLSConfig)
+	}
+	// max_retries -1 (none) reads back as 0 once go-redis has built the client.
+	if single.DialerRetries != 1 || single.MinIdleConns != 4 || single.MaxRetries != 0 {
+		t.Errorf("defaults: dialer_retries %d, min_idle_conns %d, max_retries %d; want 1, 4, 0", single.DialerRetries, single.MinIdleConns, single.MaxRetries)
+	}
+	if cluster.DialerRetries != 1 {
+		t.Errorf("cluster: dialer_retries %d, want 1", cluster.DialerRetries)
+	}
+	if o := client("redis://127.0.0.1:1?min_idle_conns=0", "").(*redis.Client).Options(); o.MinIdleConns != 0 {
+		t.Errorf("min_idle_conns=0 in the URL: %d idle connections", o.MinIdleConns)
+	}
 }
