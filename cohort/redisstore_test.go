@@ -171,7 +171,12 @@ func TestErrorRepliesDoNotMarkRedisDown(t *testing.T) {
 func TestCloseWhileDownCountsUnwrittenAssignments(t *testing.T) {
 	r := testredis.Start(t)
 	m := metrics.New()
-	store := redisStore(t, r.URL(), m)
+	core, logs := observer.New(zap.InfoLevel)
+	store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:", Timeout: config.Duration(50 * time.Millisecond)}, zap.New(core), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
 	e, _ := newEngine(t, store, splitConfig(t, r.URL(), 50, 50))
 	r.Kill()
 	for i := 0; i < 100; i++ {
@@ -188,6 +193,69 @@ func TestCloseWhileDownCountsUnwrittenAssignments(t *testing.T) {
 	}
 	if lost := writesLost(m); lost != 100 {
 		t.Errorf("closing with 100 unwritten assignments counted %v lost", lost)
+	}
+	if up := testutil.ToFloat64(m.StoreUp); up != 0 {
+		t.Errorf("store_up %v after closing with redis down, want 0 (Close writes back only if redis answers)", up)
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, "reachable again") {
+			t.Errorf("Close with redis down logged %q", e.Message)
+		}
+	}
+}
+
+// Closing a store that slow reads marked down, while Redis answers again
+// (before the prober, which wants 3 answered probes, brought it up), writes
+// back what was kept rather than lose it.
+func TestCloseWritesBackWhenRedisAnswers(t *testing.T) {
+	r := testredis.Start(t)
+	m := metrics.New()
+	store := redisStore(t, r.URL(), m)
+	r.Pause()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 10 && store.Healthy(); i++ {
+		short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+		store.Get(short, "t:a:k", 0)
+		cancelShort()
+	}
+	if store.Healthy() {
+		r.Resume()
+		t.Fatal("still up after 10 reads from a paused redis")
+	}
+	for i := 0; i < 3; i++ {
+		store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:back-%d", i), Variant: "v0", TTL: time.Hour})
+	}
+	if err := store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.Resume()
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if k, lost := redisKeys(t, r), writesLost(m); k != 3 || lost != 0 {
+		t.Errorf("%d keys, %v lost after Close; want the 3 kept written back", k, lost)
+	}
+}
+
+// Closing with nothing left to write says nothing.
+func TestCloseWithNothingPendingIsQuiet(t *testing.T) {
+	r := testredis.Start(t)
+	core, logs := observer.New(zap.InfoLevel)
+	m := metrics.New()
+	store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:", Timeout: config.Duration(time.Second)}, zap.New(core), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.PutIfAbsent(cohort.Assignment{Key: "t:a:written", Variant: "v0", TTL: time.Hour})
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range logs.All() {
+		t.Errorf("logged at close: %s %v", e.Message, e.ContextMap())
+	}
+	if k := redisKeys(t, r); k != 1 || writesLost(m) != 0 {
+		t.Errorf("%d keys, %v lost after Close; want the queued write written", k, writesLost(m))
 	}
 }
 
