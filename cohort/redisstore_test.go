@@ -238,10 +238,11 @@ func TestCloseWritesBackWhenRedisAnswers(t *testing.T) {
 	}
 }
 
-// Closing with nothing left to write says nothing.
+// Closing with nothing left to write says nothing, not even at debug level
+// (there is nothing to write back).
 func TestCloseWithNothingPendingIsQuiet(t *testing.T) {
 	r := testredis.Start(t)
-	core, logs := observer.New(zap.InfoLevel)
+	core, logs := observer.New(zap.DebugLevel)
 	m := metrics.New()
 	store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:", Timeout: config.Duration(time.Second)}, zap.New(core), m)
 	if err != nil {
