@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -593,5 +595,62 @@ func TestNotServingRepliesMarkRedisDown(t *testing.T) {
 				t.Error("still up after 10 reads answered that Redis is not serving")
 			}
 		})
+	}
+}
+
+// pipelineGate holds the first pipeline until released, and records how
+// many SET commands each pipeline carries.
+type pipelineGate struct {
+	entered, release chan struct{}
+	once             sync.Once
+	mu               sync.Mutex
+	sets             []int
+}
+
+func (g *pipelineGate) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (g *pipelineGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (g *pipelineGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		n := 0
+		for _, c := range cmds {
+			if c.Name() == "set" {
+				n++
+			}
+		}
+		if n > 0 {
+			g.once.Do(func() { close(g.entered); <-g.release })
+			g.mu.Lock()
+			g.sets = append(g.sets, n)
+			g.mu.Unlock()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Write-behind writes go to Redis in pipelines of at most 256 (writeBatch):
+// 1,000 waiting writes take four.
+func TestWritesPipelinedInBatchesOf256(t *testing.T) {
+	r := testredis.Start(t)
+	store := redisStore(t, r.URL(), metrics.New())
+	g := &pipelineGate{entered: make(chan struct{}), release: make(chan struct{})}
+	store.(interface{ Client() redis.UniversalClient }).Client().AddHook(g)
+	store.PutIfAbsent(cohort.Assignment{Key: "t:a:first", Variant: "v0", TTL: time.Hour})
+	<-g.entered // the writer is in its first pipeline: the rest wait in the queue
+	for i := 0; i < 1000; i++ {
+		store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:batched-%d", i), Variant: "v0", TTL: time.Hour})
+	}
+	close(g.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !slices.Equal(g.sets, []int{1, 256, 256, 256, 232}) {
+		t.Errorf("SETs per pipeline: %v, want [1 256 256 256 232]", g.sets)
+	}
+	if k := redisKeys(t, r); k != 1001 {
+		t.Errorf("%d keys written, want 1001", k)
 	}
 }
