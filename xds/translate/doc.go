@@ -47,6 +47,11 @@
 //     read before append writes, grpcVariantRoutes reserves two spare slots
 //     (so n+1 is in range), and the old slice is not kept anywhere, so the
 //     resulting routes are the same.
+//   - build_health.go, withRetries: `a != nil && p != nil` as `||`. Every
+//     route withRetries is given (endpointRoutes: the variant, compare and
+//     fallback routes) has a RouteAction, so a is never nil, and with no
+//     retry policy (p nil) the mutant only stores nil in a RetryPolicy
+//     that nothing set before.
 //   - build_tls.go, transportSocket: `u.cert != nil && u.key != nil` as
 //     `||`. Both callers set the two together or neither (extProcTLS loads
 //     both; the bootstrap refuses one without the other).
