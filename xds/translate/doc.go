@@ -47,6 +47,10 @@
 //     read before append writes, grpcVariantRoutes reserves two spare slots
 //     (so n+1 is in range), and the old slice is not kept anywhere, so the
 //     resulting routes are the same.
+//   - build_runtime.go, endpointWeights and weightsOrder: `<` as `<=` in
+//     their sort functions. The keys are cluster names of one endpoint and
+//     endpoint names, unique (validation refuses duplicates), so no two
+//     compare equal and the order is the same.
 //   - build_health.go, withRetries: `a != nil && p != nil` as `||`. Every
 //     route withRetries is given (endpointRoutes: the variant, compare and
 //     fallback routes) has a RouteAction, so a is never nil, and with no
