@@ -47,6 +47,9 @@
 //     read before append writes, grpcVariantRoutes reserves two spare slots
 //     (so n+1 is in range), and the old slice is not kept anywhere, so the
 //     resulting routes are the same.
+//   - build_timeouts.go, withTimeouts: the `continue` for a route without
+//     a RouteAction turned into `break`. Its only caller hands it
+//     endpointRoutes' routes, which all have one, so the branch never runs.
 //   - build_runtime.go, endpointWeights and weightsOrder: `<` as `<=` in
 //     their sort functions. The keys are cluster names of one endpoint and
 //     endpoint names, unique (validation refuses duplicates), so no two
