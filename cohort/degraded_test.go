@@ -39,6 +39,29 @@ func TestUnreadableListMarksTheDecisionAFallback(t *testing.T) {
 	}
 }
 
+// Lists read in one round trip fail together: when one list of the
+// pipelined lookup is unreadable, a later list that holds the user does not
+// make its rule match either (the lookup says nothing about any list).
+func TestUnreadableListFailsTheListsReadWithIt(t *testing.T) {
+	r := testredis.Start(t)
+	cfg := splitConfig(t, r.URL(), 50, 50)
+	cfg.Endpoints[0].Rules = []config.Rule{{UserList: "redis-broken", Variant: "v0"}, {UserList: "redis-beta", Variant: "v1"}}
+	e, _ := newEngine(t, redisStore(t, r.URL(), metrics.New()), cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := redisClient(t, r).Set(ctx, "t:list:redis-broken", "not a set", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	redisAdd(t, r, "t:list:redis-beta", "beta-user")
+	d := decide(t, e, user("beta-user"))
+	if d.Source != cohort.SourceFallback {
+		t.Fatalf("first list unreadable, user in the second: %+v, want the hash marked as a fallback", d)
+	}
+	if want := variantName(cfg, "m", "beta-user"); d.Variant != want {
+		t.Fatalf("variant %s, want the hash's %s", d.Variant, want)
+	}
+}
+
 // variantName is the documented new-user pick for key on endpoint name.
 func variantName(cfg *config.Config, name, key string) string {
 	for _, ep := range cfg.Endpoints {

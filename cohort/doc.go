@@ -30,7 +30,7 @@
 //
 // # Mutation testing
 //
-// `make mutate PKGS='./cohort:compile ./cohort:engine ./cohort:parts'`
+// `make mutate PKGS='./cohort:compile ./cohort:engine ./cohort:redis ./cohort:parts'`
 // mutates this package (scripts/mutate.sh). These surviving mutants are
 // equivalent: no input can tell them from the code as written.
 //
@@ -63,6 +63,23 @@
 //   - rules.go, cachedList and cacheList: `listTTL <= 0` as `< 0` and
 //     `listTTL > 0` as `>= 0`. NewEngine replaces a zero ListCacheTTL by
 //     DefaultListCacheTTL, so listTTL is never 0.
+//   - redis.go, readHealth.record: `x.slot > slot-healthBuckets` as `>=`.
+//     The only bucket whose slot can equal slot-healthBuckets is the one at
+//     index slot%healthBuckets, which is the current bucket: it was just
+//     given slot, so it is counted either way.
+//   - redis.go, readFailed: in `errors.Is(err, context.DeadlineExceeded) ||
+//     errors.Is(ctx.Err(), context.DeadlineExceeded) || (net timeout)` the
+//     first `||` as `&&`. The two differ for an error that is neither a
+//     deadline nor a net timeout returned after the caller's deadline
+//     passed (a refused connection racing the deadline), or a deadline
+//     error while the caller's context is live, which go-redis does not
+//     return: its deadline errors are the caller's context's or net
+//     timeouts (TestReadTimeoutsCountedAsTimeouts has both). No caller can
+//     choose the instant of the race.
+//   - redis.go, warnRefused: `now-last < int64(refusedLogEvery)` as `<=`.
+//     They differ when a refused write comes exactly one minute, to the
+//     nanosecond, after the last warning, on a clock warnRefused reads
+//     itself.
 //   - shadows.go, sample: `draw < threshold` as `<=`. The two differ for a
 //     user whose 32-bit draw equals the threshold exactly: one user in 2^32
 //     per shadow, which no test can find short of searching that space.

@@ -527,7 +527,7 @@ func (s *redisStore) prober() {
 	defer s.done.Done()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
-	var recent uint8 // the last probeWindow probes, newest in bit 0: 1 answered in time
+	var recent probes
 	for {
 		select {
 		case <-s.stop:
@@ -541,18 +541,31 @@ func (s *redisStore) prober() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.budget)
 		err := s.client.Ping(ctx).Err()
 		cancel()
-		recent = (recent << 1) & (1<<probeWindow - 1)
+		enough := recent.add(err == nil)
 		if err != nil {
 			continue
 		}
-		recent |= 1
-		if !s.up.Load() && bits.OnesCount8(recent) < upAfterProbes {
+		if !s.up.Load() && !enough {
 			continue
 		}
 		recent = 0
 		s.markUp()
 		s.replay()
 	}
+}
+
+// probes are the outcomes of the last probeWindow probes, newest in bit 0:
+// 1 answered in time.
+type probes uint8
+
+// add records a probe's outcome and reports whether upAfterProbes of the
+// window answered in time: enough for a down Redis to count as up.
+func (p *probes) add(answered bool) bool {
+	*p = (*p << 1) & (1<<probeWindow - 1)
+	if answered {
+		*p |= 1
+	}
+	return bits.OnesCount8(uint8(*p)) >= upAfterProbes
 }
 
 func (s *redisStore) retryLen() int {

@@ -1,11 +1,25 @@
 package cohort_test
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/modelsplit/modelsplit/cohort"
 	"github.com/modelsplit/modelsplit/config"
@@ -116,6 +130,23 @@ func TestRedisStoreStartsDownAndRecovers(t *testing.T) {
 	}
 }
 
+// Without store.timeout the store's probes get the default budget, not
+// none: a store that starts down still comes up once Redis answers.
+func TestRedisStoreWithoutTimeoutRecovers(t *testing.T) {
+	r := testredis.Start(t)
+	r.Kill()
+	store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:"}, nil, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if store.Healthy() {
+		t.Fatal("healthy with no server")
+	}
+	r.Restart()
+	waitHealthy(t, store)
+}
+
 func waitHealthy(t *testing.T, s cohort.Store) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -124,5 +155,146 @@ func waitHealthy(t *testing.T, s cohort.Store) {
 	}
 	if !s.Healthy() {
 		t.Fatal("store did not recover within 5s of redis starting")
+	}
+}
+
+// A Redis older than 6.2 answers GETEX "unknown command": the store reads
+// with GET from then on, through Get or the pipelined Lookup alike, says so
+// once, and counts no error.
+func TestRedisWithoutGETEX(t *testing.T) {
+	r := testredis.Start(t, testredis.Without("GETEX"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := redisClient(t, r).Set(ctx, "t:a:stored", "v1", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	redisAdd(t, r, "t:list:l", "u")
+	// One store meets the refusal in a Lookup, the other in a Get.
+	for _, first := range []string{"lookup", "get"} {
+		t.Run(first, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			m := metrics.New()
+			store, err := cohort.NewRedisStore(config.Store{Redis: r.URL(), KeyPrefix: "t:", Timeout: config.Duration(time.Second)}, zap.New(core), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { store.Close() })
+			for i := 0; i < 3; i++ {
+				order := []string{"lookup", "get"}
+				if first == "get" {
+					order = []string{"get", "lookup"}
+				}
+				for _, read := range order {
+					switch read {
+					case "lookup":
+						l := &cohort.Lookup{Key: "t:a:stored", TTL: time.Hour, Member: "u", Lists: []string{"t:list:l"}}
+						store.Lookup(ctx, l)
+						if l.Err != nil || l.ListErr != nil || !l.Found || l.Variant != "v1" || !l.In[0] {
+							t.Fatalf("Lookup %d: %+v, want v1 found and u in the list", i, l)
+						}
+					case "get":
+						if v, ok, err := store.Get(ctx, "t:a:stored", time.Hour); err != nil || !ok || v != "v1" {
+							t.Fatalf("Get %d: %q %v %v, want v1", i, v, ok, err)
+						}
+					}
+				}
+			}
+			said := 0
+			for _, e := range logs.All() {
+				if strings.Contains(e.Message, "GETEX") {
+					said++
+				}
+			}
+			if said != 1 {
+				t.Errorf("GETEX refusal logged %d times, want once", said)
+			}
+			if got := testutil.ToFloat64(m.StoreErrors.WithLabelValues("get")); got != 0 || !store.Healthy() {
+				t.Errorf("errors{op=get} %v, healthy %v: want no error, up", got, store.Healthy())
+			}
+		})
+	}
+}
+
+// The prober keeps watching while Redis is up, and keeps probing while
+// its probes fail: a store that has been up for several probe intervals,
+// then down for several, still comes back.
+func TestRedisStoreRecoversAfterBeingUp(t *testing.T) {
+	r := testredis.Start(t)
+	store := redisStore(t, r.URL(), metrics.New())
+	// Let the prober find Redis up a few times (it probes every 200ms); on
+	// a slow machine it may have done so fewer times, which only makes the
+	// test weaker, never wrong.
+	time.Sleep(time.Second)
+	r.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 10 && store.Healthy(); i++ {
+		store.Get(ctx, "t:a:k", 0)
+	}
+	if store.Healthy() {
+		t.Fatal("still up after 10 reads from a killed redis")
+	}
+	// Probes fail meanwhile (same caveat); the prober keeps probing.
+	time.Sleep(time.Second)
+	r.Restart()
+	waitHealthy(t, store)
+}
+
+// selfSignedPEM writes a self-signed CA certificate to a file.
+func selfSignedPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// The client the store builds: store.ca_file verifies a rediss:// server
+// (at TLS 1.2 or later) and leaves a plain URL plain; one dial attempt and
+// 4 idle connections unless the URL says otherwise, no retries.
+func TestRedisClientOptions(t *testing.T) {
+	ca := selfSignedPEM(t)
+	client := func(url, caFile string) redis.UniversalClient {
+		t.Helper()
+		s, err := cohort.NewRedisStore(config.Store{Redis: url, CAFile: caFile, Timeout: config.Duration(50 * time.Millisecond)}, nil, metrics.New())
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s.(interface{ Client() redis.UniversalClient }).Client()
+	}
+	checkTLS := func(name string, c *tls.Config) {
+		t.Helper()
+		if c == nil || c.RootCAs == nil || c.MinVersion != tls.VersionTLS12 || c.ServerName != "127.0.0.1" {
+			t.Errorf("%s: TLS config %+v, want store.ca_file's roots, TLS 1.2 at least, server name 127.0.0.1", name, c)
+		}
+	}
+	single := client("rediss://127.0.0.1:1", ca).(*redis.Client).Options()
+	checkTLS("rediss://", single.TLSConfig)
+	cluster := client("rediss://127.0.0.1:1?cluster=true", ca).(*redis.ClusterClient).Options()
+	checkTLS("rediss://?cluster=true", cluster.TLSConfig)
+	if o := client("redis://127.0.0.1:1", ca).(*redis.Client).Options(); o.TLSConfig != nil {
+		t.Errorf("redis:// with store.ca_file: TLS config %+v, want none", o.TLSConfig)
+	}
+	// max_retries -1 (none) reads back as 0 once go-redis has built the client.
+	if single.DialerRetries != 1 || single.MinIdleConns != 4 || single.MaxRetries != 0 {
+		t.Errorf("defaults: dialer_retries %d, min_idle_conns %d, max_retries %d; want 1, 4, 0", single.DialerRetries, single.MinIdleConns, single.MaxRetries)
+	}
+	if cluster.DialerRetries != 1 {
+		t.Errorf("cluster: dialer_retries %d, want 1", cluster.DialerRetries)
+	}
+	if o := client("redis://127.0.0.1:1?min_idle_conns=0", "").(*redis.Client).Options(); o.MinIdleConns != 0 {
+		t.Errorf("min_idle_conns=0 in the URL: %d idle connections", o.MinIdleConns)
 	}
 }

@@ -22,7 +22,8 @@ type Server struct {
 	dir        string
 	persistent bool
 	cluster    bool
-	monitor    string // sentinel mode: "<name> <host> <port>" of the watched master
+	monitor    string   // sentinel mode: "<name> <host> <port>" of the watched master
+	without    []string // commands disabled (rename-command NAME "")
 	cmd        *exec.Cmd
 	exited     chan struct{} // closed when cmd has exited
 }
@@ -38,6 +39,13 @@ func Persistent() Option { return func(s *Server) { s.persistent = true } }
 // Cluster starts the server in cluster mode; AddSlots then makes it a
 // one-node cluster owning every slot.
 func Cluster() Option { return func(s *Server) { s.cluster = true } }
+
+// Without disables the named commands (rename-command NAME ""): the server
+// answers them "ERR unknown command", as a Redis too old to know them does
+// (GETEX before 6.2, for instance).
+func Without(commands ...string) Option {
+	return func(s *Server) { s.without = append(s.without, commands...) }
+}
 
 // Start launches redis-server on a free loopback port and stops it when
 // the test ends. Without redis-server the test is skipped, except in CI
@@ -89,6 +97,9 @@ func (s *Server) args() []string {
 		a = append(a, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
 		a = append(a, "--appendonly", "no")
+	}
+	for _, c := range s.without {
+		a = append(a, "--rename-command", c, "")
 	}
 	if s.cluster {
 		a = append(a, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"))

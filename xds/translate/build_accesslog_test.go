@@ -47,3 +47,39 @@ endpoints:
 		t.Errorf("unobserved gateway has access logs: %v", hcm.GetAccessLog())
 	}
 }
+
+// Only observed endpoints' token headers are logged, once each, sorted (b
+// has the default one): an unobserved endpoint's is not.
+func TestAccessLogTokenHeadersOfObservedEndpointsOnly(t *testing.T) {
+	cfg := configFromYAML(t, `
+endpoints:
+  - name: a
+    match: {path_prefix: /a}
+    tokens_header: x-a-tokens
+    variants: [{name: v, weight: 1, backends: ["10.0.0.1:80"]}]
+  - name: b
+    match: {path_prefix: /b}
+    variants: [{name: v, weight: 1, backends: ["10.0.0.2:80"]}]
+  - name: c
+    match: {path_prefix: /c}
+    observe: false
+    tokens_header: x-c-tokens
+    variants: [{name: v, weight: 1, backends: ["10.0.0.3:80"]}]
+  - name: d
+    match: {path_prefix: /d}
+    tokens_header: x-a-tokens
+    variants: [{name: v, weight: 1, backends: ["10.0.0.4:80"]}]
+`)
+	hcm := listenerHCMs(buildChecked(t, cfg, KindEnvoy)[resource.ListenerType][0].(*listenerv3.Listener))[0]
+	if len(hcm.GetAccessLog()) != 1 {
+		t.Fatalf("%d access logs, want 1", len(hcm.GetAccessLog()))
+	}
+	als := &grpcalsv3.HttpGrpcAccessLogConfig{}
+	if err := hcm.GetAccessLog()[0].GetTypedConfig().UnmarshalTo(als); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"x-a-tokens", "x-modelsplit-tokens"}
+	if !slices.Equal(als.GetAdditionalResponseHeadersToLog(), append([]string{config.VariantHeader}, want...)) || !slices.Equal(als.GetAdditionalResponseTrailersToLog(), want) {
+		t.Errorf("logged headers %q trailers %q, want %q", als.GetAdditionalResponseHeadersToLog(), als.GetAdditionalResponseTrailersToLog(), want)
+	}
+}

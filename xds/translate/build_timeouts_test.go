@@ -148,3 +148,59 @@ func TestTimeoutsDefaultWithoutApplyDefaults(t *testing.T) {
 		t.Errorf("idle_timeout %v, want %v", got, config.DefaultIdleTimeout)
 	}
 }
+
+// The gateway's stream_idle_timeout is the longest endpoint idle_timeout,
+// also when that is longer than the default.
+func TestStreamIdleTimeoutIsTheLongestEndpointIdle(t *testing.T) {
+	cfg := configFromYAML(t, `
+endpoints:
+  - name: a
+    match: {path_prefix: /a}
+    timeout: 10m
+    idle_timeout: 90s
+    variants: [{name: v, weight: 1, backends: ["10.0.0.1:80"]}]
+  - name: b
+    match: {path_prefix: /b}
+    idle_timeout: 20s
+    variants: [{name: v, weight: 1, backends: ["10.0.0.2:80"]}]
+`)
+	hcm := listenerHCMs(buildChecked(t, cfg, KindEnvoy)[resource.ListenerType][0].(*listenerv3.Listener))[0]
+	if got := hcm.GetStreamIdleTimeout().AsDuration(); got != 90*time.Second {
+		t.Errorf("stream_idle_timeout %v, want a's 90s", got)
+	}
+}
+
+// A gRPC endpoint's shadow that speaks HTTP/1 (no protocol options of its
+// own) is bounded too: its cluster gets HTTP/1 options carrying the
+// endpoint's timeout as max_stream_duration.
+func TestHTTP1ShadowOfGRPCEndpointBounded(t *testing.T) {
+	cfg := configFromYAML(t, `
+endpoints:
+  - name: g
+    match: {path_prefix: /pkg.Svc/}
+    protocol: grpc
+    timeout: 7m
+    variants: [{name: v, weight: 1, backends: ["10.0.0.1:9000"]}]
+    shadows:
+      - {name: h1, protocol: http1, percent: 10, per_request: true, backends: ["10.0.0.9:8080"]}
+`)
+	for _, m := range buildChecked(t, cfg, KindEnvoy)[resource.ClusterType] {
+		c := m.(*clusterv3.Cluster)
+		if c.GetName() != "g/h1" {
+			continue
+		}
+		opts := &httpv3.HttpProtocolOptions{}
+		a := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]
+		if a == nil {
+			t.Fatal("g/h1: no HTTP protocol options")
+		}
+		if err := a.UnmarshalTo(opts); err != nil {
+			t.Fatal(err)
+		}
+		if got := opts.GetCommonHttpProtocolOptions().GetMaxStreamDuration().AsDuration(); got != 7*time.Minute || opts.GetExplicitHttpConfig().GetHttpProtocolOptions() == nil {
+			t.Errorf("g/h1: max_stream_duration %v, options %v; want 7m over HTTP/1", got, opts)
+		}
+		return
+	}
+	t.Fatal("no cluster g/h1")
+}

@@ -19,7 +19,7 @@
 // # Mutation testing
 //
 // `make mutate PKGS='./xds/translate:check ./xds/translate:build'` mutates the check and build
-// files (scripts/mutate.sh). These surviving mutants are equivalent: no
+// files (scripts/mutate.sh; size.go and equal.go are in both runs). These surviving mutants are equivalent: no
 // input can tell them from the code as written.
 //
 //   - check.go, unpack: `err == nil` negated. Check's deepValidate decodes
@@ -47,6 +47,21 @@
 //     read before append writes, grpcVariantRoutes reserves two spare slots
 //     (so n+1 is in range), and the old slice is not kept anywhere, so the
 //     resulting routes are the same.
+//   - size.go, OversizedResources and OversizedInSet: `>` as `>=` in the
+//     largest-first sort. It only moves entries of equal size, whose order
+//     sort.Slice (not stable) leaves unspecified in the code as written too.
+//   - build_timeouts.go, withTimeouts: the `continue` for a route without
+//     a RouteAction turned into `break`. Its only caller hands it
+//     endpointRoutes' routes, which all have one, so the branch never runs.
+//   - build_runtime.go, endpointWeights and weightsOrder: `<` as `<=` in
+//     their sort functions. The keys are cluster names of one endpoint and
+//     endpoint names, unique (validation refuses duplicates), so no two
+//     compare equal and the order is the same.
+//   - build_health.go, withRetries: `a != nil && p != nil` as `||`. Every
+//     route withRetries is given (endpointRoutes: the variant, compare and
+//     fallback routes) has a RouteAction, so a is never nil, and with no
+//     retry policy (p nil) the mutant only stores nil in a RetryPolicy
+//     that nothing set before.
 //   - build_tls.go, transportSocket: `u.cert != nil && u.key != nil` as
 //     `||`. Both callers set the two together or neither (extProcTLS loads
 //     both; the bootstrap refuses one without the other).

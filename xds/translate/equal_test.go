@@ -4,6 +4,7 @@ import (
 	"math"
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/modelsplit/modelsplit/config"
 )
@@ -237,5 +238,68 @@ func BenchmarkSameEndpoint(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// equalFor agrees with reflect.DeepEqual kind by kind, including the kinds
+// config.Endpoint does not use today (integers of 1, 2 and 4 bytes, float32,
+// complex numbers, arrays): a field of one of them may come.
+func TestEqualForEveryKind(t *testing.T) {
+	type kinds struct {
+		I8   int8
+		U16  uint16
+		I32  int32
+		F32  float32
+		F64  float64
+		C64  complex64
+		C128 complex128
+		Arr  [3]uint16
+		P    *int16
+		S    []int32
+		M    map[string]int
+	}
+	eq := equalFor(reflect.TypeFor[kinds]())
+	one, two := int16(1), int16(2)
+	base := func() kinds {
+		return kinds{I8: -3, U16: 500, I32: 70000, F32: 1.5, F64: 2.5, C64: 1 + 2i, C128: 3 + 4i, Arr: [3]uint16{1, 2, 3},
+			P: &one, S: []int32{1, 2}, M: map[string]int{"a": 1}}
+	}
+	changes := map[string]func(*kinds){
+		"same":            func(*kinds) {},
+		"I8":              func(k *kinds) { k.I8 = 4 },
+		"U16":             func(k *kinds) { k.U16 = 501 },
+		"I32":             func(k *kinds) { k.I32 = -70000 },
+		"F32":             func(k *kinds) { k.F32 = 1.25 },
+		"F32 NaN":         func(k *kinds) { k.F32 = float32(math.NaN()) },
+		"F64":             func(k *kinds) { k.F64 = -2.5 },
+		"C64":             func(k *kinds) { k.C64 = 1 - 2i },
+		"C128":            func(k *kinds) { k.C128 = 3 - 4i },
+		"Arr":             func(k *kinds) { k.Arr[2] = 4 },
+		"P other value":   func(k *kinds) { k.P = &two },
+		"P same value":    func(k *kinds) { v := one; k.P = &v },
+		"P nil":           func(k *kinds) { k.P = nil },
+		"S":               func(k *kinds) { k.S = []int32{1, 3} },
+		"S nil vs empty":  func(k *kinds) { k.S = nil },
+		"S shorter":       func(k *kinds) { k.S = k.S[:1] },
+		"M":               func(k *kinds) { k.M = map[string]int{"a": 2} },
+		"M same contents": func(k *kinds) { k.M = map[string]int{"a": 1} },
+	}
+	for name, change := range changes {
+		a, b := base(), base()
+		change(&b)
+		want := reflect.DeepEqual(a, b)
+		if got := eq(unsafe.Pointer(&a), unsafe.Pointer(&b)); got != want {
+			t.Errorf("%s: equalFor says %v, reflect.DeepEqual %v", name, got, want)
+		}
+	}
+	// Empty slices on both sides are equal; nil against empty is not.
+	a, b := base(), base()
+	a.S, b.S = []int32{}, []int32{}
+	if !eq(unsafe.Pointer(&a), unsafe.Pointer(&b)) {
+		t.Error("two empty slices differ")
+	}
+	b.S = nil
+	if eq(unsafe.Pointer(&a), unsafe.Pointer(&b)) {
+		t.Error("an empty slice equals a nil one (DeepEqual tells them apart)")
 	}
 }

@@ -62,6 +62,9 @@ func TestOversizedBoundaries(t *testing.T) {
 	if got := OversizedResources(Resources{resource.ClusterType: {cluster("one", 201)}}, KindGRPC, 200); len(got) != 1 || got[0].Name != "one" {
 		t.Errorf("one resource over the limit: %+v, want it named and no type total", got)
 	}
+	if got := OversizedResources(Resources{resource.ClusterType: {cluster("a", 100), cluster("b", 100)}}, KindGRPC, 200); len(got) != 0 {
+		t.Errorf("two resources totalling exactly the limit: %+v, want nothing", got)
+	}
 }
 
 // sameOversized compares as multisets (equal sizes may come in any order)
