@@ -208,75 +208,52 @@ func TestCloseWhileDownCountsUnwrittenAssignments(t *testing.T) {
 
 // Closing a store that slow reads marked down, while Redis answers again
 // (before the prober, which wants 3 answered probes, brought it up), writes
-// back what was kept rather than lose it.
+// back what was kept rather than lose it: when the same Redis resumes, and
+// when it restarted, leaving dead connections in the store's pool.
 func TestCloseWritesBackWhenRedisAnswers(t *testing.T) {
-	r := testredis.Start(t)
-	m := metrics.New()
-	store := redisStore(t, r.URL(), m)
-	r.Pause()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for i := 0; i < 10 && store.Healthy(); i++ {
-		short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
-		store.Get(short, "t:a:k", 0)
-		cancelShort()
-	}
-	if store.Healthy() {
-		r.Resume()
-		t.Fatal("still up after 10 reads from a paused redis")
-	}
-	for i := 0; i < 3; i++ {
-		store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:back-%d", i), Variant: "v0", TTL: time.Hour})
-	}
-	if err := store.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r.Resume()
-	if err := store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if k, lost := redisKeys(t, r), writesLost(m); k != 3 || lost != 0 {
-		t.Errorf("%d keys, %v lost after Close; want the 3 kept written back", k, lost)
-	}
-}
-
-// A Redis that restarted while the store had it down leaves dead
-// connections in the store's pool: Close's first command there fails.
-// Close still writes back what was kept once the restarted Redis answers.
-func TestCloseWritesBackAfterARestart(t *testing.T) {
-	r := testredis.Start(t)
-	m := metrics.New()
-	store := redisStore(t, r.URL(), m)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	// Several connections in the pool, each used once.
-	var wg sync.WaitGroup
-	for i := 0; i < 8; i++ {
-		wg.Go(func() { store.Get(ctx, fmt.Sprintf("t:a:warm-%d", i), 0) })
-	}
-	wg.Wait()
-	r.Pause()
-	for i := 0; i < 10 && store.Healthy(); i++ {
-		short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
-		store.Get(short, "t:a:k", 0)
-		cancelShort()
-	}
-	if store.Healthy() {
-		r.Resume()
-		t.Fatal("still up after 10 reads from a paused redis")
-	}
-	for i := 0; i < 3; i++ {
-		store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:back-%d", i), Variant: "v0", TTL: time.Hour})
-	}
-	if err := store.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r.Restart()
-	if err := store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if k, lost := redisKeys(t, r), writesLost(m); k != 3 || lost != 0 {
-		t.Errorf("%d keys, %v lost after Close; want the 3 kept written back to the restarted redis", k, lost)
+	for _, tc := range []struct {
+		name  string
+		comes func(*testredis.Server)
+	}{
+		{"resumed", (*testredis.Server).Resume},
+		{"restarted", (*testredis.Server).Restart},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := testredis.Start(t)
+			m := metrics.New()
+			store := redisStore(t, r.URL(), m)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// Several connections in the pool, each used once.
+			var wg sync.WaitGroup
+			for i := 0; i < 8; i++ {
+				wg.Go(func() { store.Get(ctx, fmt.Sprintf("t:a:warm-%d", i), 0) })
+			}
+			wg.Wait()
+			r.Pause()
+			for i := 0; i < 10 && store.Healthy(); i++ {
+				short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+				store.Get(short, "t:a:k", 0)
+				cancelShort()
+			}
+			if store.Healthy() {
+				r.Resume()
+				t.Fatal("still up after 10 reads from a paused redis")
+			}
+			for i := 0; i < 3; i++ {
+				store.PutIfAbsent(cohort.Assignment{Key: fmt.Sprintf("t:a:back-%d", i), Variant: "v0", TTL: time.Hour})
+			}
+			if err := store.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tc.comes(r)
+			if err := store.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if k, lost := redisKeys(t, r), writesLost(m); k != 3 || lost != 0 {
+				t.Errorf("%d keys, %v lost after Close; want the 3 kept written back", k, lost)
+			}
+		})
 	}
 }
 
