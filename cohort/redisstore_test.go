@@ -515,13 +515,7 @@ func TestRefusedWritesCountedNotRetried(t *testing.T) {
 	if !store.Healthy() {
 		t.Error("refused writes marked redis down")
 	}
-	warned := 0
-	for _, e := range logs.All() {
-		if strings.Contains(e.Message, "refused assignment writes") {
-			warned++
-		}
-	}
-	if warned != 1 {
+	if warned := logs.FilterMessageSnippet("refused assignment writes").Len(); warned != 1 {
 		t.Errorf("refused writes warned about %d times, want once", warned)
 	}
 	if err := store.Close(); err != nil {
