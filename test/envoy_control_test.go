@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -15,7 +16,9 @@ import (
 // Scenario: clients cannot choose. With ext_proc up and with it stopped,
 // client-sent x-modelsplit-variant and x-modelsplit-shadow-<s> change
 // neither the route nor a mirror, and the upstream sees only modelsplit's
-// values.
+// values. Nor can a backend claim another variant or a failover: the
+// served-variant headers it sends are replaced by the answering host's
+// (variant routes and the weighted fallback alike).
 func TestEnvoyClientsCannotChoose(t *testing.T) {
 	a := startHTTPBackend(t, "a", "x-modelsplit-variant", "x-modelsplit-shadow-s")
 	b := startHTTPBackend(t, "b", "x-modelsplit-variant", "x-modelsplit-shadow-s")
@@ -30,6 +33,15 @@ func TestEnvoyClientsCannotChoose(t *testing.T) {
     shadows:
       - {name: s, percent: 20, backends: [%q]}
 `, a.addr, b.addr, s.addr), "extproc_timeout: 2s", "/model/predict", "x-user-id", "probe")
+	for _, be := range []*httpBackend{a, b} {
+		name := be.name
+		be.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("x-modelsplit-variant", "forged")
+			w.Header().Set("x-modelsplit-failover-from", "forged")
+			_, _ = io.WriteString(w, name)
+		})
+	}
 	users := userNames("u", 1000)
 	honest := g.route(t, "/model/predict", users)
 	waitMirrored(t, s, 0)
@@ -52,6 +64,10 @@ func TestEnvoyClientsCannotChoose(t *testing.T) {
 			if err != nil || r.status != 200 {
 				t.Errorf("%s: user %s: %v %d", phase, u, err, r.status)
 				return
+			}
+			if r.variant != r.body || r.header.Get("x-modelsplit-failover-from") != "" {
+				t.Errorf("%s: user %s answered by %s with x-modelsplit-variant %q, x-modelsplit-failover-from %q: the backend's own",
+					phase, u, r.body, r.variant, r.header.Get("x-modelsplit-failover-from"))
 			}
 			mu.Lock()
 			got[u] = r.body
